@@ -1,0 +1,366 @@
+/**
+ * Parses Kubernetes objects (from YAML/JSON manifests or from the API) into the typed model.
+ *
+ * An object with any invalid field is rejected whole, with one diagnostic per problem that
+ * names the object and the field and quotes the bad value; the caller skips it and goes on
+ * with the rest. Kinds the proxy does not use are ignored without a word.
+ */
+import { canonicalIP, ipVersion, parseCIDR, formatCIDR } from '../net/ip.js';
+import {
+  AddressType,
+  type Diagnostic,
+  type Endpoint,
+  type EndpointPort,
+  type EndpointSlice,
+  Labels,
+  type Node,
+  type ObjectMeta,
+  objectRef,
+  Protocol,
+  type Service,
+  type ServicePort,
+  ServiceType,
+  TrafficPolicy,
+} from './types.js';
+
+/** A parsed object of a kind the proxy uses. */
+export type Parsed =
+  | { kind: 'Service'; object: Service }
+  | { kind: 'EndpointSlice'; object: EndpointSlice }
+  | { kind: 'Node'; object: Node };
+
+/** The outcome of parsing one object: the object if valid, and anything worth saying. */
+export interface ParseResult {
+  parsed?: Parsed;
+  diagnostics: Diagnostic[];
+}
+
+type Obj = Record<string, unknown>;
+
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+const quote = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : String(JSON.stringify(v)));
+
+/** Collects field errors for one object. */
+class Reader {
+  readonly problems: { field: string; message: string }[] = [];
+
+  bad(field: string, message: string): undefined {
+    this.problems.push({ field, message });
+    return undefined;
+  }
+
+  obj(v: unknown, field: string): Obj | undefined {
+    if (v === undefined || v === null) return undefined;
+    return isObj(v) ? v : this.bad(field, `must be an object, got ${quote(v)}`);
+  }
+
+  arr(v: unknown, field: string): unknown[] {
+    if (v === undefined || v === null) return [];
+    if (Array.isArray(v)) return v;
+    this.bad(field, `must be a list, got ${quote(v)}`);
+    return [];
+  }
+
+  str(v: unknown, field: string): string | undefined {
+    if (v === undefined || v === null) return undefined;
+    return typeof v === 'string' ? v : this.bad(field, `must be a string, got ${quote(v)}`);
+  }
+
+  bool(v: unknown, field: string, dflt: boolean): boolean {
+    if (v === undefined || v === null) return dflt;
+    if (typeof v === 'boolean') return v;
+    this.bad(field, `must be true or false, got ${quote(v)}`);
+    return dflt;
+  }
+
+  port(v: unknown, field: string): number | undefined {
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535) return v;
+    return this.bad(field, `not a valid port number (1-65535): ${quote(v)}`);
+  }
+
+  ip(v: unknown, field: string): string | undefined {
+    const s = this.str(v, field);
+    if (s === undefined) return undefined;
+    return canonicalIP(s) ?? this.bad(field, `not a valid IP address: ${quote(s)}`);
+  }
+
+  oneOf<T extends string>(v: unknown, field: string, values: readonly T[], dflt: T): T {
+    if (v === undefined || v === null || v === '') return dflt;
+    if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T;
+    this.bad(field, `must be one of ${values.join(', ')}, got ${quote(v)}`);
+    return dflt;
+  }
+
+  protocol(v: unknown, field: string): Protocol {
+    if (v === undefined || v === null) return Protocol.TCP;
+    if (typeof v === 'string' && v in Protocol) return v as Protocol;
+    this.bad(field, `unknown protocol ${quote(v)} (want TCP, UDP or SCTP)`);
+    return Protocol.TCP;
+  }
+
+  stringMap(v: unknown, field: string): Record<string, string> {
+    const o = this.obj(v, field);
+    const out: Record<string, string> = {};
+    for (const [k, val] of Object.entries(o ?? {})) {
+      if (typeof val === 'string') out[k] = val;
+      else this.bad(`${field}.${k}`, `must be a string, got ${quote(val)}`);
+    }
+    return out;
+  }
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const IANA_SVC_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+function readMeta(r: Reader, raw: Obj, namespaced: boolean): ObjectMeta {
+  const m = r.obj(raw.metadata, 'metadata') ?? {};
+  const name = r.str(m.name, 'metadata.name');
+  if (!name) r.bad('metadata.name', 'is required');
+  else if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) r.bad('metadata.name', `not a valid name: ${quote(name)}`);
+  let namespace = '';
+  if (namespaced) {
+    namespace = r.str(m.namespace, 'metadata.namespace') || 'default';
+    if (!DNS_LABEL.test(namespace)) r.bad('metadata.namespace', `not a valid namespace: ${quote(namespace)}`);
+  }
+  const uid = r.str(m.uid, 'metadata.uid');
+  const resourceVersion = r.str(m.resourceVersion, 'metadata.resourceVersion');
+  return {
+    namespace,
+    name: name ?? '',
+    ...(uid ? { uid } : {}),
+    ...(resourceVersion ? { resourceVersion } : {}),
+    labels: r.stringMap(m.labels, 'metadata.labels'),
+    annotations: r.stringMap(m.annotations, 'metadata.annotations'),
+  };
+}
+
+function readServicePorts(r: Reader, spec: Obj, type: ServiceType): ServicePort[] {
+  const ports: ServicePort[] = [];
+  const raw = r.arr(spec.ports, 'spec.ports');
+  const seenNames = new Set<string>();
+  const seenPorts = new Set<string>();
+  raw.forEach((p, i) => {
+    const f = `spec.ports[${i}]`;
+    const o = r.obj(p, f);
+    if (!o) return;
+    const name = r.str(o.name, `${f}.name`) ?? '';
+    if (name && !DNS_LABEL.test(name)) r.bad(`${f}.name`, `not a valid port name: ${quote(name)}`);
+    if (raw.length > 1 && !name) r.bad(`${f}.name`, 'is required when a service has more than one port');
+    if (seenNames.has(name) && name) r.bad(`${f}.name`, `duplicate port name ${quote(name)}`);
+    seenNames.add(name);
+    const protocol = r.protocol(o.protocol, `${f}.protocol`);
+    const port = r.port(o.port, `${f}.port`);
+    if (port !== undefined) {
+      if (seenPorts.has(`${protocol}/${port}`)) r.bad(`${f}.port`, `duplicate port ${port}/${protocol}`);
+      seenPorts.add(`${protocol}/${port}`);
+    }
+    let targetPort: number | string | undefined = port;
+    if (typeof o.targetPort === 'string') {
+      if (IANA_SVC_NAME.test(o.targetPort) && o.targetPort.length <= 15) targetPort = o.targetPort;
+      else r.bad(`${f}.targetPort`, `not a valid port number or name: ${quote(o.targetPort)}`);
+    } else if (o.targetPort !== undefined && o.targetPort !== null && o.targetPort !== 0) {
+      targetPort = r.port(o.targetPort, `${f}.targetPort`);
+    }
+    let nodePort: number | undefined;
+    if (o.nodePort !== undefined && o.nodePort !== null && o.nodePort !== 0) {
+      nodePort = r.port(o.nodePort, `${f}.nodePort`);
+      if (nodePort !== undefined && type !== ServiceType.NodePort && type !== ServiceType.LoadBalancer) {
+        r.bad(`${f}.nodePort`, `may only be set on NodePort and LoadBalancer services, not ${type}`);
+      }
+    }
+    if (port !== undefined && targetPort !== undefined) {
+      ports.push({ name, protocol, port, targetPort, ...(nodePort ? { nodePort } : {}) });
+    }
+  });
+  return ports;
+}
+
+/** Parses a v1 Service. */
+function parseService(raw: Obj, r: Reader): Service {
+  const metadata = readMeta(r, raw, true);
+  const spec = r.obj(raw.spec, 'spec') ?? {};
+  const type = r.oneOf(spec.type, 'spec.type', Object.values(ServiceType), ServiceType.ClusterIP);
+  const service: Service = {
+    metadata,
+    type,
+    clusterIPs: [],
+    headless: false,
+    ports: [],
+    externalIPs: [],
+    loadBalancerIPs: [],
+    externalTrafficPolicy: r.oneOf(spec.externalTrafficPolicy, 'spec.externalTrafficPolicy', Object.values(TrafficPolicy), 'Cluster'),
+    internalTrafficPolicy: r.oneOf(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy', Object.values(TrafficPolicy), 'Cluster'),
+  };
+  if (type === ServiceType.ExternalName) return service;
+
+  const rawIPs = spec.clusterIPs !== undefined && spec.clusterIPs !== null ? r.arr(spec.clusterIPs, 'spec.clusterIPs') : [spec.clusterIP];
+  const field = spec.clusterIPs !== undefined && spec.clusterIPs !== null ? 'spec.clusterIPs' : 'spec.clusterIP';
+  if (rawIPs[0] === 'None') {
+    service.headless = true;
+    return service;
+  }
+  if (rawIPs.length === 0 || rawIPs[0] === undefined || rawIPs[0] === null || rawIPs[0] === '') {
+    r.bad(field, 'is required: a service proxy needs the allocated cluster IP');
+  }
+  rawIPs.forEach((v, i) => {
+    if (v === undefined || v === null || v === '') return;
+    const ip = r.ip(v, rawIPs.length > 1 || field === 'spec.clusterIPs' ? `spec.clusterIPs[${i}]` : field);
+    if (!ip) return;
+    if (service.clusterIPs.some((o) => ipVersion(o) === ipVersion(ip))) {
+      r.bad(`spec.clusterIPs[${i}]`, `a second IPv${ipVersion(ip)} cluster IP: ${quote(v)}`);
+    } else {
+      service.clusterIPs.push(ip);
+    }
+  });
+  service.ports = readServicePorts(r, spec, type);
+  if (service.ports.length === 0 && r.problems.length === 0) r.bad('spec.ports', 'is required (at least one port)');
+  r.arr(spec.externalIPs, 'spec.externalIPs').forEach((v, i) => {
+    const ip = r.ip(v, `spec.externalIPs[${i}]`);
+    if (ip && !service.externalIPs.includes(ip)) service.externalIPs.push(ip);
+  });
+  const lb = r.obj(r.obj(raw.status, 'status')?.loadBalancer, 'status.loadBalancer');
+  r.arr(lb?.ingress, 'status.loadBalancer.ingress').forEach((v, i) => {
+    const f = `status.loadBalancer.ingress[${i}]`;
+    const o = r.obj(v, f);
+    if (!o || o.ip === undefined || o.ip === null || o.ip === '') return; // hostname-only ingress
+    const ip = r.ip(o.ip, `${f}.ip`);
+    const ipMode = r.oneOf(o.ipMode, `${f}.ipMode`, ['VIP', 'Proxy'], 'VIP');
+    // ipMode Proxy: the load balancer rewrites the destination, so the node must not
+    // capture traffic to that address.
+    if (ip && ipMode === 'VIP' && !service.loadBalancerIPs.includes(ip)) service.loadBalancerIPs.push(ip);
+  });
+  return service;
+}
+
+/** Parses a discovery.k8s.io/v1 EndpointSlice; FQDN slices yield undefined. */
+function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
+  const metadata = readMeta(r, raw, true);
+  const addressType = r.oneOf(raw.addressType, 'addressType', Object.values(AddressType), 'IPv4');
+  if (raw.addressType === undefined || raw.addressType === null) r.bad('addressType', 'is required');
+  const serviceName = metadata.labels[Labels.serviceName] ?? '';
+  if (!serviceName) r.bad(`metadata.labels["${Labels.serviceName}"]`, 'is required: which service does this slice belong to?');
+  const ports: EndpointPort[] = [];
+  r.arr(raw.ports, 'ports').forEach((p, i) => {
+    const o = r.obj(p, `ports[${i}]`);
+    if (!o) return;
+    const name = r.str(o.name, `ports[${i}].name`) ?? '';
+    const protocol = r.protocol(o.protocol, `ports[${i}].protocol`);
+    const port = o.port === undefined || o.port === null ? undefined : r.port(o.port, `ports[${i}].port`);
+    ports.push({ name, protocol, ...(port === undefined ? {} : { port }) });
+  });
+  const endpoints: Endpoint[] = [];
+  const version = addressType === 'IPv6' ? 6 : 4;
+  r.arr(raw.endpoints, 'endpoints').forEach((e, i) => {
+    const f = `endpoints[${i}]`;
+    const o = r.obj(e, f);
+    if (!o) return;
+    const addrs = r.arr(o.addresses, `${f}.addresses`);
+    if (addrs.length === 0) return void r.bad(`${f}.addresses`, 'is required (at least one address)');
+    if (addressType === AddressType.FQDN) return;
+    const address = r.ip(addrs[0], `${f}.addresses[0]`);
+    if (address && ipVersion(address) !== version) {
+      return void r.bad(`${f}.addresses[0]`, `${quote(addrs[0])} is not an ${addressType} address`);
+    }
+    const c = r.obj(o.conditions, `${f}.conditions`) ?? {};
+    const ready = r.bool(c.ready, `${f}.conditions.ready`, true);
+    const conditions = {
+      ready,
+      serving: r.bool(c.serving, `${f}.conditions.serving`, ready),
+      terminating: r.bool(c.terminating, `${f}.conditions.terminating`, false),
+    };
+    const nodeName = r.str(o.nodeName, `${f}.nodeName`);
+    const zone = r.str(o.zone, `${f}.zone`);
+    const hostname = r.str(o.hostname, `${f}.hostname`);
+    const ref = r.obj(o.targetRef, `${f}.targetRef`);
+    if (!address) return;
+    endpoints.push({
+      address,
+      conditions,
+      ...(nodeName ? { nodeName } : {}),
+      ...(zone ? { zone } : {}),
+      ...(hostname ? { hostname } : {}),
+      ...(ref
+        ? {
+            targetRef: {
+              ...(typeof ref.kind === 'string' ? { kind: ref.kind } : {}),
+              ...(typeof ref.namespace === 'string' ? { namespace: ref.namespace } : {}),
+              ...(typeof ref.name === 'string' ? { name: ref.name } : {}),
+            },
+          }
+        : {}),
+    });
+  });
+  if (addressType === AddressType.FQDN) return undefined;
+  return { metadata, serviceName, addressType, ports, endpoints };
+}
+
+/** Parses a v1 Node. */
+function parseNode(raw: Obj, r: Reader): Node {
+  const metadata = readMeta(r, raw, false);
+  const status = r.obj(raw.status, 'status') ?? {};
+  const addresses: Node['addresses'] = [];
+  r.arr(status.addresses, 'status.addresses').forEach((a, i) => {
+    const o = r.obj(a, `status.addresses[${i}]`);
+    const type = r.str(o?.type, `status.addresses[${i}].type`);
+    if (!o || (type !== 'InternalIP' && type !== 'ExternalIP')) return;
+    const address = r.ip(o.address, `status.addresses[${i}].address`);
+    if (address) addresses.push({ type, address });
+  });
+  const spec = r.obj(raw.spec, 'spec') ?? {};
+  const podCIDRs: string[] = [];
+  r.arr(spec.podCIDRs, 'spec.podCIDRs').forEach((c, i) => {
+    const s = r.str(c, `spec.podCIDRs[${i}]`);
+    const cidr = s === undefined ? undefined : parseCIDR(s);
+    if (cidr) podCIDRs.push(formatCIDR(cidr));
+    else if (s !== undefined) r.bad(`spec.podCIDRs[${i}]`, `not a valid CIDR: ${quote(s)}`);
+  });
+  return { metadata, addresses, podCIDRs };
+}
+
+const KINDS: Record<string, { apiVersion: string; namespaced: boolean }> = {
+  Service: { apiVersion: 'v1', namespaced: true },
+  EndpointSlice: { apiVersion: 'discovery.k8s.io/v1', namespaced: true },
+  Node: { apiVersion: 'v1', namespaced: false },
+};
+
+/**
+ * Parses one Kubernetes object of any kind. Services, EndpointSlices and Nodes come back
+ * parsed if valid; other kinds are ignored; an object with problems comes back with one
+ * diagnostic per problem and no `parsed`.
+ */
+export function parseResource(raw: unknown, origin?: string): ParseResult {
+  const at = origin ? { origin } : {};
+  if (!isObj(raw)) {
+    return { diagnostics: [{ severity: 'error', object: 'document', message: `not a Kubernetes object: ${quote(raw)}`, ...at }] };
+  }
+  const kind = raw.kind;
+  const apiVersion = raw.apiVersion;
+  if (typeof kind !== 'string' || typeof apiVersion !== 'string') {
+    return { diagnostics: [{ severity: 'error', object: 'document', message: 'not a Kubernetes object: kind and apiVersion are required', ...at }] };
+  }
+  const known = KINDS[kind];
+  if (!known) return { diagnostics: [] };
+  const meta = isObj(raw.metadata) ? raw.metadata : {};
+  const ref = objectRef(kind, {
+    ...(typeof meta.name === 'string' ? { name: meta.name } : {}),
+    ...(known.namespaced ? { namespace: typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : 'default' } : {}),
+  });
+  if (apiVersion !== known.apiVersion) {
+    return {
+      diagnostics: [{ severity: 'warning', object: ref, field: 'apiVersion', message: `ignored: nftproxy reads ${kind} ${known.apiVersion}, not ${quote(apiVersion)}`, ...at }],
+    };
+  }
+  const r = new Reader();
+  let parsed: Parsed | undefined;
+  if (kind === 'Service') parsed = { kind, object: parseService(raw, r) };
+  else if (kind === 'Node') parsed = { kind, object: parseNode(raw, r) };
+  else {
+    const slice = parseEndpointSlice(raw, r);
+    if (slice) parsed = { kind: 'EndpointSlice', object: slice };
+  }
+  if (r.problems.length) {
+    return { diagnostics: r.problems.map((p) => ({ severity: 'error', object: ref, field: p.field, message: p.message, ...at })) };
+  }
+  return parsed ? { parsed, diagnostics: [] } : { diagnostics: [] };
+}

@@ -1,0 +1,193 @@
+/**
+ * Turns "what the kernel has" and "what we want" into one transaction.
+ *
+ * Steady-state changes are element adds and deletes. Chains are added or deleted only when
+ * they appear or go (a pick chain for a new endpoint count); a static chain whose rules
+ * changed is flushed and refilled. A table whose base chains or set declarations changed is
+ * replaced whole, inside the same transaction, so there is never a moment without rules.
+ */
+import type { Command, Elem, Family, Transaction } from './ir.js';
+import type { Ruleset, SetState, TableState } from './ruleset.js';
+
+/** Counts of what a transaction does, for logs, traces and metrics. */
+export interface DiffStats {
+  /** Tables created or replaced whole. */
+  tablesReplaced: number;
+  tablesDeleted: number;
+  chainsAdded: number;
+  chainsDeleted: number;
+  chainsFlushed: number;
+  elementsAdded: number;
+  elementsDeleted: number;
+}
+
+/** A transaction and what it does. */
+export interface Diff {
+  tx: Transaction;
+  stats: DiffStats;
+}
+
+function emptyStats(): DiffStats {
+  return {
+    tablesReplaced: 0,
+    tablesDeleted: 0,
+    chainsAdded: 0,
+    chainsDeleted: 0,
+    chainsFlushed: 0,
+    elementsAdded: 0,
+    elementsDeleted: 0,
+  };
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+/** Commands that create `t` from nothing, in an order the kernel accepts. */
+function createTable(t: TableState, stats: DiffStats): Command[] {
+  const cmds: Command[] = [{ add: { table: t.table } }];
+  // Chains before the sets and rules that refer to them, elements last (verdict maps
+  // point at chains).
+  for (const c of t.chains.values()) cmds.push({ add: { chain: c.chain } });
+  for (const s of t.sets.values()) cmds.push(addSet(s));
+  for (const c of t.chains.values()) {
+    for (const expr of c.rules) {
+      cmds.push({ add: { rule: { family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr } } });
+    }
+  }
+  for (const s of t.sets.values()) {
+    if (s.elems.size) {
+      cmds.push(elementCmd('add', s, [...s.elems.values()]));
+      stats.elementsAdded += s.elems.size;
+    }
+  }
+  stats.tablesReplaced++;
+  stats.chainsAdded += t.chains.size;
+  return cmds;
+}
+
+function addSet(s: SetState): Command {
+  return s.def.map === undefined ? { add: { set: s.def } } : { add: { map: s.def } };
+}
+
+function elementCmd(op: 'add' | 'delete', s: SetState, elem: Elem[]): Command {
+  const obj = { element: { family: s.def.family, table: s.def.table, name: s.def.name, elem } };
+  return op === 'add' ? { add: obj } : { delete: obj };
+}
+
+/**
+ * Whether two versions of a table can be reconciled incrementally: same base chains and
+ * same set declarations. Anything else is a rare upgrade-time change, handled by replacing
+ * the table whole.
+ */
+function incrementalPossible(from: TableState, to: TableState): boolean {
+  if (!same(from.table, to.table)) return false;
+  for (const [name, c] of to.chains) {
+    const old = from.chains.get(name);
+    if (old && !same(old.chain, c.chain)) return false;
+  }
+  for (const [name, c] of from.chains) if (c.chain.hook && !to.chains.has(name)) return false;
+  for (const [name, s] of to.sets) {
+    const old = from.sets.get(name);
+    if (old && !same(old.def, s.def)) return false;
+  }
+  return true;
+}
+
+function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[] {
+  const { family, name: table } = to.table;
+  const addChains: Command[] = [];
+  const addSets: Command[] = [];
+  const flushChains: Command[] = [];
+  const delElems: Command[] = [];
+  const addRules: Command[] = [];
+  const addElems: Command[] = [];
+  const delChains: Command[] = [];
+  const delSets: Command[] = [];
+
+  for (const [name, c] of to.chains) {
+    const old = from.chains.get(name);
+    if (!old) {
+      addChains.push({ add: { chain: c.chain } });
+      stats.chainsAdded++;
+    } else if (same(old.rules, c.rules)) {
+      continue;
+    } else {
+      flushChains.push({ flush: { chain: c.chain } });
+      stats.chainsFlushed++;
+    }
+    for (const expr of c.rules) addRules.push({ add: { rule: { family, table, chain: name, expr } } });
+  }
+  for (const [name, c] of from.chains) {
+    if (to.chains.has(name)) continue;
+    // Flush first: a rule of the dying chain may jump to another dying chain.
+    flushChains.push({ flush: { chain: c.chain } });
+    delChains.push({ delete: { chain: c.chain } });
+    stats.chainsDeleted++;
+  }
+
+  for (const [name, s] of to.sets) {
+    const old = from.sets.get(name);
+    if (!old) {
+      addSets.push(addSet(s));
+      if (s.elems.size) {
+        addElems.push(elementCmd('add', s, [...s.elems.values()]));
+        stats.elementsAdded += s.elems.size;
+      }
+      continue;
+    }
+    const dels: Elem[] = [];
+    const adds: Elem[] = [];
+    for (const [k, e] of old.elems) {
+      const now = s.elems.get(k);
+      if (now === undefined || !same(now, e)) dels.push(e);
+    }
+    for (const [k, e] of s.elems) {
+      const before = old.elems.get(k);
+      if (before === undefined || !same(before, e)) adds.push(e);
+    }
+    if (dels.length) delElems.push(elementCmd('delete', s, dels));
+    if (adds.length) addElems.push(elementCmd('add', s, adds));
+    stats.elementsDeleted += dels.length;
+    stats.elementsAdded += adds.length;
+  }
+  for (const [name, s] of from.sets) {
+    if (!to.sets.has(name)) delSets.push(s.def.map === undefined ? { delete: { set: s.def } } : { delete: { map: s.def } });
+  }
+
+  // Order: new chains and sets exist before anything refers to them; changed chains are
+  // emptied and stale elements removed before chains and sets that lose their last
+  // reference are deleted.
+  return [...addChains, ...addSets, ...flushChains, ...delElems, ...addRules, ...addElems, ...delChains, ...delSets];
+}
+
+/**
+ * The transaction that takes the kernel from `from` to `to`. With `from` undefined (first
+ * sync, or after a failure when the kernel state is unknown), every table of `to` is
+ * replaced whole: `add table` + `delete table` + the full contents, atomically.
+ * Tables in `from` but not in `to` are deleted.
+ */
+export function diffRulesets(from: Ruleset | undefined, to: Ruleset): Diff {
+  const stats = emptyStats();
+  const commands: Command[] = [];
+  for (const [key, t] of to.tables) {
+    const old = from?.tables.get(key);
+    if (old && incrementalPossible(old, t)) {
+      commands.push(...diffTable(old, t, stats));
+    } else {
+      commands.push({ add: { table: t.table } }, { delete: { table: t.table } }, ...createTable(t, stats));
+    }
+  }
+  for (const [key, t] of from?.tables ?? []) {
+    if (!to.tables.has(key)) {
+      commands.push({ delete: { table: t.table } });
+      stats.tablesDeleted++;
+    }
+  }
+  return { tx: { commands }, stats };
+}
+
+/** A transaction that removes the given tables if they exist (`nftproxy cleanup`). */
+export function deleteTables(tables: { family: Family; name: string }[]): Transaction {
+  return {
+    commands: tables.flatMap((t) => [{ add: { table: t } }, { delete: { table: t } }] as Command[]),
+  };
+}

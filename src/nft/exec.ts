@@ -1,0 +1,161 @@
+/**
+ * The kernel backend: runs the `nft` binary. Writes go as a text script on stdin to
+ * `nft -f -` (one atomic transaction per call); reads are `nft -j list table`.
+ */
+import { execa, type ExecaError } from 'execa';
+import type { Family, Transaction } from './ir.js';
+import type { NftBackend } from './backend.js';
+import { NftError, NftErrorKind } from './errors.js';
+import { renderTransaction } from './render.js';
+import { rulesetFromJson, type TableState, tableKey } from './ruleset.js';
+
+/** Options of the exec backend. */
+export interface ExecBackendOptions {
+  /**
+   * The command that runs nft, program first. Default `['nft']`. Tests run nft inside a
+   * network namespace with `['ip', 'netns', 'exec', NAME, 'nft']`.
+   */
+  command?: string[];
+  /** Kill nft after this long. Default 120 s (a 50k-service load takes a few seconds). */
+  timeoutMs?: number;
+}
+
+/** What `probe` found. */
+export interface NftCapabilities {
+  /** `nft --version`, e.g. `1.0.6`. */
+  version: string;
+  /** Features nftproxy needs that this nft or kernel lacks, with what nft said. Empty: all good. */
+  missing: { feature: string; error: string }[];
+}
+
+/**
+ * Features nftproxy's rulesets use, each as a minimal script. `probe` checks them with
+ * `nft --check`, which asks the kernel but changes nothing.
+ */
+const FEATURES: { feature: string; script: string }[] = [
+  {
+    feature: 'verdict maps on concatenated address . protocol . port keys',
+    script: `table ip nftproxy-probe {
+      map m { type ipv4_addr . inet_proto . inet_service : verdict; }
+      chain c { ip daddr . meta l4proto . th dport vmap @m; }
+    }`,
+  },
+  {
+    feature: 'typeof maps keyed by numgen, used as dnat address . port maps',
+    script: `table ip nftproxy-probe {
+      map b { typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }
+      chain c {
+        type nat hook prerouting priority -100; policy accept;
+        dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @b
+      }
+    }`,
+  },
+  {
+    feature: 'IPv6 NAT with the same maps',
+    script: `table ip6 nftproxy-probe {
+      map b { typeof ip6 daddr . meta l4proto . th dport . numgen random mod 1 : ip6 daddr . th dport; }
+      chain c {
+        type nat hook prerouting priority -100; policy accept;
+        dnat ip6 to ip6 daddr . meta l4proto . th dport . numgen random mod 2 map @b
+      }
+    }`,
+  },
+  {
+    feature: 'fib lookups of local addresses',
+    script: `table ip nftproxy-probe {
+      chain c {
+        type nat hook prerouting priority -100; policy accept;
+        fib daddr type local accept
+      }
+    }`,
+  },
+  {
+    feature: 'masquerade fully-random',
+    script: `table ip nftproxy-probe {
+      chain c {
+        type nat hook postrouting priority 100; policy accept;
+        masquerade fully-random
+      }
+    }`,
+  },
+  {
+    feature: 'reject with tcp reset',
+    script: `table ip nftproxy-probe {
+      chain c {
+        type filter hook forward priority -110; policy accept;
+        reject with tcp reset
+      }
+    }`,
+  },
+];
+
+/** Backend that runs the real `nft`. */
+export class ExecBackend implements NftBackend {
+  private readonly command: string[];
+  private readonly timeoutMs: number;
+
+  constructor(opts: ExecBackendOptions = {}) {
+    this.command = opts.command ?? ['nft'];
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+  }
+
+  private async nft(args: string[], input?: string): Promise<string> {
+    const [file, ...pre] = this.command;
+    try {
+      const r = await execa(file!, [...pre, ...args], {
+        input,
+        timeout: this.timeoutMs,
+        maxBuffer: 1 << 30,
+        stripFinalNewline: false,
+      });
+      return r.stdout;
+    } catch (e) {
+      const err = e as ExecaError;
+      if (err.code === 'ENOENT') {
+        throw new NftError(NftErrorKind.Unavailable, `cannot run ${this.command.join(' ')}: not installed?`);
+      }
+      if (err.timedOut) throw new NftError(NftErrorKind.Failed, `nft timed out after ${this.timeoutMs} ms`);
+      throw NftError.fromNftOutput(String(err.stderr ?? err.message), err.exitCode);
+    }
+  }
+
+  async apply(tx: Transaction): Promise<void> {
+    if (tx.commands.length === 0) return;
+    await this.applyScript(renderTransaction(tx));
+  }
+
+  /** Runs an nft script as one transaction. */
+  async applyScript(script: string): Promise<void> {
+    await this.nft(['-f', '-'], script);
+  }
+
+  async listTable(family: Family, name: string): Promise<TableState | undefined> {
+    let out: string;
+    try {
+      out = await this.nft(['-j', 'list', 'table', family, name]);
+    } catch (e) {
+      if (e instanceof NftError && e.kind === NftErrorKind.NotFound) return undefined;
+      throw e;
+    }
+    return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, name));
+  }
+
+  /**
+   * Checks the nft version and that nft and the kernel accept every feature nftproxy's
+   * rulesets use. Changes nothing. Throws only if nft cannot be run at all.
+   */
+  async probe(): Promise<NftCapabilities> {
+    const versionText = await this.nft(['--version']);
+    const version = /v(\d+\.\d+\.\d+)/.exec(versionText)?.[1] ?? versionText.trim();
+    const missing: NftCapabilities['missing'] = [];
+    for (const f of FEATURES) {
+      try {
+        await this.nft(['--check', '-f', '-'], f.script);
+      } catch (e) {
+        if (!(e instanceof NftError) || e.kind === NftErrorKind.Unavailable) throw e;
+        missing.push({ feature: f.feature, error: e.message });
+      }
+    }
+    return { version, missing };
+  }
+}

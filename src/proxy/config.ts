@@ -1,0 +1,86 @@
+/**
+ * Node-level settings of the compiler: who this node is and how it masquerades.
+ */
+import { type CIDR, formatCIDR, ipVersion, normalizeCIDRs, parseCIDR, canonicalIP } from '../net/ip.js';
+
+/** Settings as a user gives them (flags, config file). */
+export interface ProxyConfigInput {
+  /** This node's name (EndpointSlice `nodeName`, Node object). */
+  nodeName: string;
+  /** Pod network CIDRs. Traffic from outside them to a ClusterIP is masqueraded. */
+  clusterCIDRs?: string[];
+  /**
+   * Where NodePorts answer: CIDRs, or `primary` for the node's own IPs. Empty: every local
+   * address except loopback.
+   */
+  nodePortAddresses?: string[];
+  /** Masquerade all traffic to ClusterIPs, not only that from outside the cluster CIDRs. */
+  masqueradeAll?: boolean;
+  /** This node's IPs; when empty, taken from the Node object's addresses. */
+  nodeIPs?: string[];
+}
+
+/** Validated settings. */
+export interface ProxyConfig {
+  nodeName: string;
+  clusterCIDRs: CIDR[];
+  /** Parsed CIDRs; `primary` is kept as a flag and resolved against the node's IPs. */
+  nodePortCIDRs: CIDR[];
+  nodePortPrimary: boolean;
+  masqueradeAll: boolean;
+  nodeIPs: string[];
+}
+
+/** Invalid settings; `problems` has one line per bad value. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+}
+
+/** Validates settings; throws `ConfigError` listing every problem. */
+export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
+  const problems: string[] = [];
+  const cidrs = (values: string[] | undefined, what: string, allowPrimary: boolean): [CIDR[], boolean] => {
+    const out: CIDR[] = [];
+    let primary = false;
+    for (const v of values ?? []) {
+      if (allowPrimary && v === 'primary') primary = true;
+      else {
+        const c = parseCIDR(v);
+        if (c) out.push(c);
+        else problems.push(`${what}: not a valid CIDR: ${JSON.stringify(v)}`);
+      }
+    }
+    return [normalizeCIDRs(out), primary];
+  };
+  if (!input.nodeName) problems.push('node name: required (flag --node, or NODE_NAME)');
+  const [clusterCIDRs] = cidrs(input.clusterCIDRs, 'cluster CIDR', false);
+  const [nodePortCIDRs, nodePortPrimary] = cidrs(input.nodePortAddresses, 'nodeport address', true);
+  const nodeIPs: string[] = [];
+  for (const ip of input.nodeIPs ?? []) {
+    const c = canonicalIP(ip);
+    if (c) nodeIPs.push(c);
+    else problems.push(`node IP: not a valid IP address: ${JSON.stringify(ip)}`);
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    nodeName: input.nodeName,
+    clusterCIDRs,
+    nodePortCIDRs,
+    nodePortPrimary,
+    masqueradeAll: input.masqueradeAll ?? false,
+    nodeIPs,
+  };
+}
+
+/** The prefixes of one IP version, as text. */
+export function cidrsOf(cidrs: CIDR[], version: 4 | 6): string[] {
+  return cidrs.filter((c) => c.version === version).map(formatCIDR);
+}
+
+/** The addresses of one IP version. */
+export function ipsOf(ips: string[], version: 4 | 6): string[] {
+  return ips.filter((ip) => ipVersion(ip) === version);
+}
