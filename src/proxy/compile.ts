@@ -66,11 +66,28 @@ export interface CompileStats {
   skipped: number;
 }
 
+/** One programmed address of a service port: who owns a dispatch entry. */
+export interface DispatchEntry {
+  family: Family;
+  kind: 'clusterIP' | 'externalIP' | 'loadBalancerIP' | 'nodePort';
+  /** The VIP; absent for NodePorts (every local address). */
+  address?: string;
+  protocol: 'tcp' | 'udp' | 'sctp';
+  port: number;
+  /** `namespace/name` of the service. */
+  service: string;
+  portName: string;
+  /** Usable backends; empty means the entry rejects. */
+  backends: Backend[];
+}
+
 /** The desired ruleset and what was found on the way. */
 export interface CompileResult {
   ruleset: Ruleset;
   diagnostics: Diagnostic[];
   stats: CompileStats;
+  /** Every programmed dispatch entry, in ruleset order. */
+  entries: DispatchEntry[];
 }
 
 /** Per-family vocabulary. */
@@ -265,9 +282,9 @@ interface DispatchUnit {
   /** For messages: `10.0.0.1:80/TCP`, `NodePort 30080/TCP`. */
   label: string;
   elems: { set: string; elem: Elem }[];
+  entry: DispatchEntry;
   /** The pick chain the unit's dispatch entry jumps to (none when rejecting). */
   pick?: { kind: DispatchKind; slots: number };
-  backends: Backend[];
 }
 
 /** What one service contributes to the ruleset. */
@@ -293,13 +310,23 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
     const clusterIP = svc.clusterIPs.find((ip) => ipVersion(ip) === fi.version);
     if (!clusterIP) continue;
     const familySlices = slices.filter((s) => (s.addressType === 'IPv4' ? 4 : 6) === fi.version);
-    const external = [...ipsOf(svc.externalIPs, fi.version), ...ipsOf(svc.loadBalancerIPs, fi.version)];
 
     for (const sp of svc.ports) {
       const proto = PROTO[sp.protocol];
       const backends = usableBackends(sp, familySlices);
       const n = backends.length;
-      const vipUnit = (vip: string, masquerade: boolean): DispatchUnit => {
+      const entry = (kind: DispatchEntry['kind'], address?: string): DispatchEntry => ({
+        family,
+        kind,
+        ...(address ? { address } : {}),
+        protocol: proto,
+        port: kind === 'nodePort' ? sp.nodePort! : sp.port,
+        service: `${svc.metadata.namespace}/${svc.metadata.name}`,
+        portName: sp.name,
+        backends,
+      });
+      const vipUnit = (vip: string, kind: DispatchEntry['kind']): DispatchUnit => {
+        const masquerade = kind !== 'clusterIP';
         const key = concat(vip, proto, sp.port);
         const elems: DispatchUnit['elems'] = [];
         if (n === 0) {
@@ -314,14 +341,15 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
           claim: `vip ${elemKey(key)}`,
           label: `${vip.includes(':') ? `[${vip}]` : vip}:${sp.port}/${sp.protocol}`,
           elems,
+          entry: entry(kind, vip),
           ...(n ? { pick: { kind: 'service' as const, slots: n } } : {}),
-          backends,
         };
       };
-      const cip = vipUnit(clusterIP, false);
+      const cip = vipUnit(clusterIP, 'clusterIP');
       cip.elems.push({ set: Sets.clusterIPs, elem: clusterIP });
       out.units.push(cip);
-      for (const vip of external) out.units.push(vipUnit(vip, true));
+      for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
+      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
 
       if (hasNodePorts && sp.nodePort) {
         const key = concat(proto, sp.nodePort);
@@ -340,8 +368,8 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
           claim: `nodeport ${elemKey(key)}`,
           label: `NodePort ${sp.nodePort}/${sp.protocol}`,
           elems,
+          entry: entry('nodePort'),
           ...(n ? { pick: { kind: 'nodeport' as const, slots: n } } : {}),
-          backends,
         });
       }
     }
@@ -393,6 +421,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
     list.push(s);
   }
 
+  const entries: DispatchEntry[] = [];
   const claims = new Map<string, string>();
   const picks = new Map<string, { family: Family; kind: DispatchKind; slots: number }>();
   const hairpin = new Set<string>();
@@ -421,6 +450,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       }
       claims.set(claimKey, ref);
       programmed = true;
+      entries.push(unit.entry);
       const table = ruleset.tables.get(tableKey(unit.family, TABLE))!;
       for (const { set, elem } of unit.elems) table.sets.get(set)!.elems.set(elemKey(elem), elem);
       if (unit.pick) {
@@ -428,7 +458,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
         stats.endpoints += unit.pick.slots;
         picks.set(`${unit.family} ${unit.pick.kind} ${String(unit.pick.slots).padStart(6, '0')}`, { family: unit.family, ...unit.pick });
       }
-      for (const b of unit.backends) hairpin.add(`${unit.family} ${b.ip}`);
+      for (const b of unit.entry.backends) hairpin.add(`${unit.family} ${b.ip}`);
     }
     if (programmed) stats.services++;
   }
@@ -446,7 +476,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
     const elem = concat(ip, ip);
     ruleset.tables.get(tableKey(family, TABLE))!.sets.get(Sets.hairpin)!.elems.set(elemKey(elem), elem);
   }
-  return { ruleset, diagnostics, stats };
+  return { ruleset, diagnostics, stats, entries };
 }
 
 /** The addresses where this ruleset's tracer should consider traffic "local". */

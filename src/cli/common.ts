@@ -1,0 +1,57 @@
+/**
+ * What the CLI commands share: reading the cluster from manifests and the node settings
+ * from flags, and printing diagnostics.
+ */
+import { stat } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { loadManifestDir } from '../k8s/manifests.js';
+import { type ClusterState, type Diagnostic, formatDiagnostic } from '../k8s/types.js';
+import { parseProxyConfig, type ProxyConfig } from '../proxy/config.js';
+
+/** Flags that describe the node, shared by `render` and `explain`. */
+export interface NodeFlags {
+  manifests: string;
+  node?: string;
+  clusterCidr: string[];
+  nodeportAddresses: string[];
+  nodeIp: string[];
+  masqueradeAll: boolean;
+}
+
+const collect = (value: string, previous: string[]): string[] => [...previous, ...value.split(',').filter(Boolean)];
+
+/** Adds the manifest and node flags to a command. */
+export function nodeOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--manifests <dir>', 'directory of Service, EndpointSlice and Node manifests (YAML or JSON)')
+    .option('--node <name>', 'this node\'s name (default: $NODE_NAME)')
+    .option('--cluster-cidr <cidr>', 'pod network CIDR, repeatable; off-cluster traffic to ClusterIPs is masqueraded', collect, [])
+    .option('--nodeport-addresses <cidr|primary>', 'answer NodePorts only on local addresses in these CIDRs, repeatable', collect, [])
+    .option('--node-ip <ip>', 'this node\'s IP, repeatable (default: from its Node object)', collect, [])
+    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false);
+}
+
+/** A user-facing failure: printed without a stack, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** Loads the cluster and settings; prints diagnostics to stderr. */
+export async function loadCluster(flags: NodeFlags): Promise<{ state: ClusterState; config: ProxyConfig; diagnostics: Diagnostic[] }> {
+  const info = await stat(flags.manifests).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`--manifests: not a directory: ${flags.manifests}`);
+  const config = parseProxyConfig({
+    nodeName: flags.node ?? process.env.NODE_NAME ?? '',
+    clusterCIDRs: flags.clusterCidr,
+    nodePortAddresses: flags.nodeportAddresses,
+    nodeIPs: flags.nodeIp,
+    masqueradeAll: flags.masqueradeAll,
+  });
+  const { state, diagnostics } = await loadManifestDir(flags.manifests);
+  return { state, config, diagnostics };
+}
+
+/** Prints diagnostics, one per line, to stderr. */
+export function printDiagnostics(ds: Diagnostic[]): void {
+  for (const d of ds) process.stderr.write(formatDiagnostic(d) + '\n');
+}

@@ -1,0 +1,34 @@
+/**
+ * The `nftproxy` command line.
+ */
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../proxy/config.js';
+import { NftError } from '../nft/errors.js';
+import { UsageError } from './common.js';
+import { explainCommand } from './explain.js';
+import { renderCommand } from './render.js';
+
+/** Builds the program. */
+export function program(): Command {
+  return new Command('nftproxy')
+    .description('Kubernetes service proxy on nftables: flat verdict-map rulesets, applied atomically')
+    .version('0.1.0')
+    .exitOverride()
+    .addCommand(renderCommand())
+    .addCommand(explainCommand());
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof NftError) {
+      process.stderr.write(`nftproxy: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
