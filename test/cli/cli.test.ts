@@ -1,0 +1,108 @@
+/**
+ * The CLI as users run it: through bin/nftproxy.js, checking output and exit codes.
+ */
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const BIN = here('../../bin/nftproxy.js');
+const BASIC = here('../fixtures/clusters/basic');
+const NODE = ['--node', 'node1', '--cluster-cidr', '10.244.0.0/16,fd00:244::/48'];
+
+function run(...args: string[]) {
+  return execa('node', [BIN, ...args], { reject: false, stripFinalNewline: false, env: { NODE_NAME: '' } });
+}
+
+describe('nftproxy CLI', function () {
+  this.timeout(30_000);
+
+  it('prints help', async () => {
+    const r = await run('--help');
+    assert.equal(r.exitCode, 0);
+    assert.match(r.stdout, /render/);
+    assert.match(r.stdout, /explain/);
+  });
+
+  describe('render', () => {
+    it('prints the same script as the golden file', async () => {
+      const r = await run('render', '--manifests', BASIC, ...NODE);
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(r.stdout, await readFile(here('../golden/basic.nft'), 'utf8'));
+    });
+
+    it('prints the JSON IR with -o json', async () => {
+      const r = await run('render', '--manifests', BASIC, ...NODE, '-o', 'json');
+      assert.equal(r.exitCode, 0, r.stderr);
+      const doc = JSON.parse(r.stdout) as { nftables: object[] };
+      assert.ok(doc.nftables.some((o) => 'map' in o));
+    });
+
+    it('renders what it can and names each bad object on stderr', async () => {
+      const r = await run('render', '--manifests', here('../fixtures/clusters/mixed'), '--node', 'node1');
+      assert.equal(r.exitCode, 0);
+      assert.match(r.stdout, /10\.96\.1\.1 \. tcp \. 80 : goto pick-random-1/);
+      assert.match(r.stderr, /error: Service default\/bad-port: spec\.ports\[0\]\.port/);
+      assert.match(r.stderr, /error: document: unparseable YAML/);
+    });
+
+    it('fails when nothing usable was found', async () => {
+      const r = await run('render', '--manifests', here('../fixtures/clusters/broken'), '--node', 'node1');
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /error: Service default\/only-bad/);
+      assert.match(r.stderr, /no valid Service found/);
+      assert.equal(r.stdout, '');
+    });
+
+    it('rejects bad flags with a clear message', async () => {
+      let r = await run('render', '--manifests', '/nonexistent', '--node', 'node1');
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /--manifests: not a directory: \/nonexistent/);
+      r = await run('render', '--manifests', BASIC, '--node', 'node1', '--cluster-cidr', '10.0.0.0/40');
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /cluster CIDR: not a valid CIDR: "10\.0\.0\.0\/40"/);
+      r = await run('render', '--manifests', BASIC);
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /node name: required/);
+    });
+  });
+
+  describe('explain', () => {
+    it('lists the endpoints a pod reaches through a ClusterIP', async () => {
+      const r = await run('explain', '--manifests', BASIC, ...NODE, '--from', '10.244.1.50', '--to', '10.96.0.10:80/tcp');
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.match(r.stdout, /service  shop\/web port "http" \(clusterIP\)/);
+      assert.match(r.stdout, /DNAT to one of 3 endpoints/);
+      for (const ep of ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080']) assert.match(r.stdout, new RegExp(`${ep.replace(/\./g, '\\.')} +source address kept`));
+      assert.doesNotMatch(r.stdout, /10\.244\.2\.11/, 'not-ready endpoint');
+    });
+
+    it('infers the entry point: the node\'s own address is the host', async () => {
+      const r = await run('explain', '--manifests', BASIC, ...NODE, '--from', '192.168.50.1', '--to', '10.96.0.10:80');
+      assert.match(r.stdout, /from a process on the node itself/);
+      assert.match(r.stdout, /masqueraded/);
+    });
+
+    it('says why a packet is refused', async () => {
+      const r = await run('explain', '--manifests', BASIC, ...NODE, '--from', '192.168.50.2', '--to', '192.168.50.1:30090');
+      assert.match(r.stdout, /verdict  REJECT with tcp reset: the service port has no usable endpoints/);
+      const u = await run('explain', '--manifests', BASIC, ...NODE, '--from', '10.244.1.50', '--to', '10.96.0.53:54/udp');
+      assert.match(u.stdout, /REJECT with icmp port-unreachable: this ClusterIP has no such port/);
+    });
+
+    it('traces IPv6 and prints JSON for machines', async () => {
+      const r = await run('explain', '--manifests', BASIC, ...NODE, '--from', 'fd00:244::5', '--to', '[fd00:96::10]:80', '-o', 'json');
+      assert.equal(r.exitCode, 0, r.stderr);
+      const doc = JSON.parse(r.stdout) as { endpoints: string[]; service: { service: string } };
+      assert.deepEqual(doc.endpoints, ['[fd00:244:1::10]:8080']);
+      assert.equal(doc.service.service, 'shop/web');
+    });
+
+    it('rejects a malformed destination', async () => {
+      const r = await run('explain', '--manifests', BASIC, ...NODE, '--from', '10.244.1.50', '--to', '10.96.0.10');
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /--to: want IP:PORT/);
+    });
+  });
+});

@@ -1,0 +1,369 @@
+/**
+ * Packet-flow tests: compile a cluster, trace packets through the ruleset, and check the
+ * endpoints reached, masquerading and rejections, one behaviour at a time.
+ */
+import assert from 'node:assert/strict';
+import { compile } from '../../src/proxy/compile.js';
+import { parseProxyConfig, type ProxyConfigInput } from '../../src/proxy/config.js';
+import { type Entry, Tracer, type TraceProtocol, type TraceResult } from '../../src/nft/tracer.js';
+import type { ClusterState } from '../../src/k8s/types.js';
+import { cluster, node, service, slice } from '../support/cluster.js';
+
+const NODE_IP = '192.168.50.1';
+const NODE_IP6 = 'fd00:50::1';
+const OTHER_LOCAL = '172.16.0.1'; // a second local address of the node
+const POD = '10.244.1.50';
+const POD6 = 'fd00:244::50';
+const OUTSIDE = '192.168.50.2';
+const OUTSIDE6 = 'fd00:50::2';
+
+const BASE: ProxyConfigInput = { nodeName: 'node1', clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/64'] };
+
+function tracerFor(state: ClusterState, config: Partial<ProxyConfigInput> = {}): Tracer {
+  const result = compile(state, parseProxyConfig({ ...BASE, ...config }));
+  return new Tracer(result.ruleset, { localAddresses: [NODE_IP, NODE_IP6, OTHER_LOCAL, '127.0.0.1', '::1'] });
+}
+
+function trace(t: Tracer, from: string, to: string, port: number, protocol: TraceProtocol = 'tcp', entry?: Entry): TraceResult {
+  const e: Entry = entry ?? (from === NODE_IP || from === NODE_IP6 ? 'host' : from.startsWith('10.244.') || from.startsWith('fd00:244:') ? 'pod' : 'external');
+  return t.trace({ saddr: from, daddr: to, dport: port, protocol, entry: e });
+}
+
+/** Asserts a DNAT to exactly `endpoints`, and the masquerade state of every outcome. */
+function assertReaches(r: TraceResult, endpoints: string[], masquerade: boolean): void {
+  assert.deepEqual(r.endpoints, [...endpoints].sort());
+  for (const o of r.outcomes) {
+    assert.equal(o.verdict, 'accept', `unexpected ${o.verdict}: ${o.path.join(' | ')}`);
+    assert.equal(o.masquerade, masquerade, `masquerade ${o.masquerade} to ${o.dnat?.addr}: ${o.path.join(' | ')}`);
+  }
+}
+
+function assertRejected(r: TraceResult, type: string): void {
+  assert.equal(r.outcomes.length, 1);
+  assert.equal(r.outcomes[0]!.verdict, 'reject', r.outcomes[0]!.path.join(' | '));
+  assert.equal(r.outcomes[0]!.reject, type);
+}
+
+function assertUntouched(r: TraceResult): void {
+  assert.deepEqual(r.endpoints, []);
+  for (const o of r.outcomes) {
+    assert.equal(o.verdict, 'accept');
+    assert.equal(o.dnat, undefined);
+    assert.equal(o.masquerade, false);
+  }
+}
+
+const web = () =>
+  cluster(
+    node('node1', [NODE_IP, NODE_IP6]),
+    service(
+      'web',
+      {
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.10',
+        externalIPs: ['192.168.99.10'],
+        ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }],
+      },
+      { status: { loadBalancer: { ingress: [{ ip: '192.168.99.20' }] } } },
+    ),
+    slice('web', [{ name: 'http', port: 8080 }], ['10.244.1.10', '10.244.1.11', '10.244.2.10']),
+  );
+
+describe('packet flows', () => {
+  describe('ClusterIP', () => {
+    it('spreads a pod\'s connection over every ready endpoint, keeping its source', () => {
+      assertReaches(trace(tracerFor(web()), POD, '10.96.0.10', 80), ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], false);
+    });
+
+    it('masquerades traffic from outside the cluster CIDRs', () => {
+      assertReaches(trace(tracerFor(web()), OUTSIDE, '10.96.0.10', 80), ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], true);
+    });
+
+    it('masquerades traffic from the node itself', () => {
+      assertReaches(trace(tracerFor(web()), NODE_IP, '10.96.0.10', 80), ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], true);
+    });
+
+    it('masquerades pods too with --masquerade-all', () => {
+      const r = trace(tracerFor(web(), { masqueradeAll: true }), POD, '10.96.0.10', 80);
+      assertReaches(r, ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], true);
+    });
+
+    it('does not masquerade off-cluster sources when no cluster CIDR is known', () => {
+      const r = trace(tracerFor(web(), { clusterCIDRs: [] }), OUTSIDE, '10.96.0.10', 80);
+      assertReaches(r, ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], false);
+    });
+
+    it('rejects an unused port of a live ClusterIP, with a TCP reset', () => {
+      assertRejected(trace(tracerFor(web()), POD, '10.96.0.10', 81), 'tcp reset');
+      assertRejected(trace(tracerFor(web()), NODE_IP, '10.96.0.10', 81), 'tcp reset');
+    });
+
+    it('rejects an unused UDP port with ICMP port unreachable', () => {
+      assertRejected(trace(tracerFor(web()), POD, '10.96.0.10', 81, 'udp'), 'icmp port-unreachable');
+    });
+
+    it('rejects a protocol the port is not declared for', () => {
+      // 80/tcp exists, 80/udp does not: refused, never sent to a TCP endpoint.
+      assertRejected(trace(tracerFor(web()), POD, '10.96.0.10', 80, 'udp'), 'icmp port-unreachable');
+    });
+
+    it('leaves traffic to other addresses alone', () => {
+      assertUntouched(trace(tracerFor(web()), POD, '10.96.0.99', 80));
+      assertUntouched(trace(tracerFor(web()), POD, '8.8.8.8', 80));
+    });
+  });
+
+  describe('hairpin', () => {
+    it('masquerades a pod that reaches itself through its service, and only then', () => {
+      const r = trace(tracerFor(web()), '10.244.1.10', '10.96.0.10', 80);
+      assert.deepEqual(r.endpoints, ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080']);
+      for (const o of r.outcomes) assert.equal(o.masquerade, o.dnat!.addr === '10.244.1.10', o.dnat!.addr);
+    });
+  });
+
+  describe('NodePort', () => {
+    const all = ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'];
+
+    it('answers on the node IP from outside, masqueraded', () => {
+      assertReaches(trace(tracerFor(web()), OUTSIDE, NODE_IP, 30080), all, true);
+    });
+
+    it('answers on every local address by default', () => {
+      assertReaches(trace(tracerFor(web()), OUTSIDE, OTHER_LOCAL, 30080), all, true);
+    });
+
+    it('answers the node itself', () => {
+      assertReaches(trace(tracerFor(web()), NODE_IP, NODE_IP, 30080), all, true);
+    });
+
+    it('never answers on loopback', () => {
+      assertUntouched(trace(tracerFor(web()), '127.0.0.1', '127.0.0.1', 30080, 'tcp', 'host'));
+    });
+
+    it('does not capture the port on addresses that are not the node\'s', () => {
+      assertUntouched(trace(tracerFor(web()), POD, '192.168.50.77', 30080));
+    });
+
+    it('answers only on addresses in --nodeport-addresses when given', () => {
+      const t = tracerFor(web(), { nodePortAddresses: ['192.168.50.0/24'] });
+      assertReaches(trace(t, OUTSIDE, NODE_IP, 30080), all, true);
+      assertUntouched(trace(t, OUTSIDE, OTHER_LOCAL, 30080));
+    });
+
+    it('answers on the node\'s own IPs with --nodeport-addresses primary', () => {
+      const t = tracerFor(web(), { nodePortAddresses: ['primary'] });
+      assertReaches(trace(t, OUTSIDE, NODE_IP, 30080), all, true);
+      assertUntouched(trace(t, OUTSIDE, OTHER_LOCAL, 30080));
+    });
+  });
+
+  describe('external IPs and load balancer IPs', () => {
+    const all = ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'];
+
+    it('forwards an external IP, masqueraded', () => {
+      assertReaches(trace(tracerFor(web()), OUTSIDE, '192.168.99.10', 80), all, true);
+    });
+
+    it('forwards a load balancer ingress IP, masqueraded, also for pods', () => {
+      assertReaches(trace(tracerFor(web()), OUTSIDE, '192.168.99.20', 80), all, true);
+      assertReaches(trace(tracerFor(web()), POD, '192.168.99.20', 80), all, true);
+    });
+
+    it('does not capture an ingress IP with ipMode Proxy', () => {
+      const state = cluster(
+        service('lb', { type: 'LoadBalancer', clusterIP: '10.96.0.30', ports: [{ port: 80, nodePort: 30030 }] }, { status: { loadBalancer: { ingress: [{ ip: '192.168.99.30', ipMode: 'Proxy' }] } } }),
+        slice('lb', [{ port: 80 }], ['10.244.1.10']),
+      );
+      assertUntouched(trace(tracerFor(state), OUTSIDE, '192.168.99.30', 80));
+      assertReaches(trace(tracerFor(state), OUTSIDE, NODE_IP, 30030), ['10.244.1.10:80'], true);
+    });
+  });
+
+  describe('services without endpoints', () => {
+    const empty = () =>
+      cluster(
+        node('node1', [NODE_IP]),
+        service('empty', {
+          type: 'NodePort',
+          clusterIP: '10.96.0.20',
+          externalIPs: ['192.168.99.40'],
+          ports: [
+            { name: 'http', port: 80, nodePort: 30090 },
+            { name: 'dns', port: 53, protocol: 'UDP', nodePort: 30053 },
+          ],
+        }),
+        slice('empty', [{ name: 'http', port: 8080 }], [{ ip: '10.244.1.10', ready: false }]),
+      );
+
+    it('rejects on the ClusterIP from pods and from the node', () => {
+      assertRejected(trace(tracerFor(empty()), POD, '10.96.0.20', 80), 'tcp reset');
+      assertRejected(trace(tracerFor(empty()), NODE_IP, '10.96.0.20', 80), 'tcp reset');
+      assertRejected(trace(tracerFor(empty()), POD, '10.96.0.20', 53, 'udp'), 'icmp port-unreachable');
+    });
+
+    it('rejects on NodePorts and external IPs', () => {
+      assertRejected(trace(tracerFor(empty()), OUTSIDE, NODE_IP, 30090), 'tcp reset');
+      assertRejected(trace(tracerFor(empty()), OUTSIDE, NODE_IP, 30053, 'udp'), 'icmp port-unreachable');
+      assertRejected(trace(tracerFor(empty()), OUTSIDE, '192.168.99.40', 80), 'tcp reset');
+    });
+
+    it('rejects a local external IP too (input path)', () => {
+      const t = compile(empty(), parseProxyConfig(BASE));
+      const tracer = new Tracer(t.ruleset, { localAddresses: [NODE_IP, '192.168.99.40'] });
+      assertRejected(tracer.trace({ saddr: OUTSIDE, daddr: '192.168.99.40', dport: 80, protocol: 'tcp', entry: 'external' }), 'tcp reset');
+    });
+
+    it('does not reject a NodePort on loopback', () => {
+      assertUntouched(trace(tracerFor(empty()), '127.0.0.1', '127.0.0.1', 30090, 'tcp', 'host'));
+    });
+  });
+
+  describe('endpoint choice', () => {
+    it('uses ready endpoints only, while any is ready', () => {
+      const state = cluster(
+        service('s', { clusterIP: '10.96.0.40', ports: [{ port: 80 }] }),
+        slice('s', [{ port: 80 }], [
+          '10.244.1.1',
+          { ip: '10.244.1.2', ready: false },
+          { ip: '10.244.1.3', ready: false, serving: true, terminating: true },
+        ]),
+      );
+      assertReaches(trace(tracerFor(state), POD, '10.96.0.40', 80), ['10.244.1.1:80'], false);
+    });
+
+    it('falls back to serving, terminating endpoints when none is ready', () => {
+      const state = cluster(
+        service('s', { clusterIP: '10.96.0.40', ports: [{ port: 80 }] }),
+        slice('s', [{ port: 80 }], [
+          { ip: '10.244.1.2', ready: false },
+          { ip: '10.244.1.3', ready: false, serving: true, terminating: true },
+          { ip: '10.244.1.4', ready: false, serving: false, terminating: true },
+        ]),
+      );
+      assertReaches(trace(tracerFor(state), POD, '10.96.0.40', 80), ['10.244.1.3:80'], false);
+    });
+
+    it('resolves a named target port per slice', () => {
+      const state = cluster(
+        service('s', { clusterIP: '10.96.0.41', ports: [{ name: 'web', port: 80, targetPort: 'http' }] }),
+        slice('s', [{ name: 'web', port: 8080 }], ['10.244.1.1']),
+        slice('s', [{ name: 'web', port: 9090 }], ['10.244.2.1']),
+        slice('s', [{ name: 'other', port: 7070 }], ['10.244.3.1']),
+      );
+      assertReaches(trace(tracerFor(state), POD, '10.96.0.41', 80), ['10.244.1.1:8080', '10.244.2.1:9090'], false);
+    });
+
+    it('counts an endpoint listed in two slices once', () => {
+      const state = cluster(
+        service('s', { clusterIP: '10.96.0.42', ports: [{ port: 80 }] }),
+        slice('s', [{ port: 80 }], ['10.244.1.1', '10.244.1.2']),
+        slice('s', [{ port: 80 }], ['10.244.1.2']),
+      );
+      const r = trace(tracerFor(state), POD, '10.96.0.42', 80);
+      assertReaches(r, ['10.244.1.1:80', '10.244.1.2:80'], false);
+      assert.equal(r.outcomes.length, 2, 'two slots, not three');
+    });
+
+    it('ignores slices of another namespace with the same service name', () => {
+      const state = cluster(
+        service('s', { clusterIP: '10.96.0.43', ports: [{ port: 80 }] }),
+        slice('s', [{ port: 80 }], ['10.244.1.1']),
+        slice('s', [{ port: 80 }], ['10.244.9.9'], { namespace: 'other' }),
+      );
+      assertReaches(trace(tracerFor(state), POD, '10.96.0.43', 80), ['10.244.1.1:80'], false);
+    });
+  });
+
+  describe('protocols', () => {
+    it('forwards UDP and SCTP to their own target ports', () => {
+      const state = cluster(
+        service('dns', {
+          clusterIP: '10.96.0.53',
+          ports: [
+            { name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 },
+            { name: 'dns-tcp', port: 53, protocol: 'TCP', targetPort: 5354 },
+            { name: 'sig', port: 3868, protocol: 'SCTP' },
+          ],
+        }),
+        slice('dns', [
+          { name: 'dns', port: 5353, protocol: 'UDP' },
+          { name: 'dns-tcp', port: 5354, protocol: 'TCP' },
+          { name: 'sig', port: 3868, protocol: 'SCTP' },
+        ], ['10.244.1.53']),
+      );
+      const t = tracerFor(state);
+      assertReaches(trace(t, POD, '10.96.0.53', 53, 'udp'), ['10.244.1.53:5353'], false);
+      assertReaches(trace(t, POD, '10.96.0.53', 53, 'tcp'), ['10.244.1.53:5354'], false);
+      assertReaches(trace(t, POD, '10.96.0.53', 3868, 'sctp'), ['10.244.1.53:3868'], false);
+    });
+  });
+
+  describe('IPv6 and dual stack', () => {
+    const dual = () =>
+      cluster(
+        node('node1', [NODE_IP, NODE_IP6]),
+        service('dual', { type: 'NodePort', clusterIPs: ['10.96.0.60', 'fd00:96::60'], ports: [{ port: 80, nodePort: 30060 }] }),
+        slice('dual', [{ port: 80 }], ['10.244.1.60']),
+        slice('dual', [{ port: 80 }], ['fd00:244::60', 'fd00:244::61']),
+      );
+
+    it('forwards each family to its own endpoints', () => {
+      const t = tracerFor(dual());
+      assertReaches(trace(t, POD, '10.96.0.60', 80), ['10.244.1.60:80'], false);
+      assertReaches(trace(t, POD6, 'fd00:96::60', 80), ['[fd00:244::60]:80', '[fd00:244::61]:80'], false);
+    });
+
+    it('masquerades off-cluster IPv6 traffic and answers IPv6 NodePorts', () => {
+      const t = tracerFor(dual());
+      assertReaches(trace(t, OUTSIDE6, 'fd00:96::60', 80), ['[fd00:244::60]:80', '[fd00:244::61]:80'], true);
+      assertReaches(trace(t, OUTSIDE6, NODE_IP6, 30060), ['[fd00:244::60]:80', '[fd00:244::61]:80'], true);
+    });
+
+    it('rejects IPv6 unused ports with ICMPv6', () => {
+      assertRejected(trace(tracerFor(dual()), POD6, 'fd00:96::60', 81, 'udp'), 'icmpv6 port-unreachable');
+    });
+
+    it('never answers an IPv6 NodePort on ::1', () => {
+      assertUntouched(trace(tracerFor(dual()), '::1', '::1', 30060, 'tcp', 'host'));
+    });
+
+    it('gives a single-stack service no IPv6 NodePort', () => {
+      assertUntouched(trace(tracerFor(web()), OUTSIDE6, NODE_IP6, 30080));
+    });
+  });
+
+  describe('services the proxy leaves alone', () => {
+    it('skips headless, ExternalName and other proxies\' services', () => {
+      const state = cluster(
+        service('headless', { clusterIP: 'None', ports: [{ port: 80 }] }),
+        slice('headless', [{ port: 80 }], ['10.244.1.1']),
+        service('ext', { type: 'ExternalName', externalName: 'example.com', ports: [{ port: 80 }] }),
+        service('mine', { clusterIP: '10.96.0.70', ports: [{ port: 80 }] }, { labels: { 'service.kubernetes.io/service-proxy-name': 'other' } }),
+        slice('mine', [{ port: 80 }], ['10.244.1.2']),
+      );
+      const result = compile(state, parseProxyConfig(BASE));
+      assert.equal(result.stats.services, 0);
+      assert.equal(result.stats.skipped, 3);
+      assertUntouched(trace(tracerFor(state), POD, '10.96.0.70', 80));
+    });
+  });
+
+  describe('conflicts', () => {
+    it('gives a contested external IP:port to the first service and reports the other', () => {
+      const state = cluster(
+        service('a', { clusterIP: '10.96.0.80', externalIPs: ['192.168.99.80'], ports: [{ port: 80 }] }),
+        slice('a', [{ port: 80 }], ['10.244.1.1']),
+        service('b', { clusterIP: '10.96.0.81', externalIPs: ['192.168.99.80'], ports: [{ port: 80 }] }),
+        slice('b', [{ port: 80 }], ['10.244.1.2']),
+      );
+      const result = compile(state, parseProxyConfig(BASE));
+      const errors = result.diagnostics.filter((d) => d.severity === 'error');
+      assert.equal(errors.length, 1);
+      assert.match(errors[0]!.object, /default\/b/);
+      assert.match(errors[0]!.message, /192\.168\.99\.80:80\/TCP is already used by Service default\/a/);
+      const t = tracerFor(state);
+      assertReaches(trace(t, OUTSIDE, '192.168.99.80', 80), ['10.244.1.1:80'], true);
+      assertReaches(trace(t, POD, '10.96.0.81', 80), ['10.244.1.2:80'], false);
+    });
+  });
+});
