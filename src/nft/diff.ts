@@ -19,6 +19,8 @@ export interface DiffStats {
   chainsFlushed: number;
   elementsAdded: number;
   elementsDeleted: number;
+  /** Why tables were replaced rather than updated, when they were. */
+  replaceReasons: string[];
 }
 
 /** A transaction and what it does. */
@@ -36,6 +38,7 @@ function emptyStats(): DiffStats {
     chainsFlushed: 0,
     elementsAdded: 0,
     elementsDeleted: 0,
+    replaceReasons: [],
   };
 }
 
@@ -73,23 +76,45 @@ function elementCmd(op: 'add' | 'delete', s: SetState, elem: Elem[]): Command {
   return op === 'add' ? { add: obj } : { delete: obj };
 }
 
+/** The sets and maps a rule refers to (`@name`). */
+function setRefs(x: unknown, out = new Set<string>()): Set<string> {
+  if (typeof x === 'string') {
+    if (x.startsWith('@')) out.add(x.slice(1));
+  } else if (Array.isArray(x)) {
+    for (const v of x) setRefs(v, out);
+  } else if (typeof x === 'object' && x !== null) {
+    for (const v of Object.values(x)) setRefs(v, out);
+  }
+  return out;
+}
+
 /**
- * Whether two versions of a table can be reconciled incrementally: same base chains and
- * same set declarations. Anything else is a rare upgrade-time change, handled by replacing
- * the table whole.
+ * Why two versions of a table cannot be reconciled incrementally, or undefined if they can.
+ * Then the table is replaced whole, still in one transaction:
+ * - base chains or set declarations changed (a rare, upgrade-time change);
+ * - a rule would be added that refers to an existing `typeof` map. nft 1.0.6 re-evaluates
+ *   the typeof expressions it reads back from the kernel and fails ("conflicting protocols
+ *   specified: ip vs. th"); created in the same batch as the map, the rule is fine.
  */
-function incrementalPossible(from: TableState, to: TableState): boolean {
-  if (!same(from.table, to.table)) return false;
+function replaceReason(from: TableState, to: TableState): string | undefined {
+  if (!same(from.table, to.table)) return 'table definition changed';
   for (const [name, c] of to.chains) {
     const old = from.chains.get(name);
-    if (old && !same(old.chain, c.chain)) return false;
+    if (old && !same(old.chain, c.chain)) return `base chain ${name} changed`;
   }
-  for (const [name, c] of from.chains) if (c.chain.hook && !to.chains.has(name)) return false;
+  for (const [name, c] of from.chains) if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
   for (const [name, s] of to.sets) {
     const old = from.sets.get(name);
-    if (old && !same(old.def, s.def)) return false;
+    if (old && !same(old.def, s.def)) return `set ${name} declaration changed`;
   }
-  return true;
+  for (const [name, c] of to.chains) {
+    const old = from.chains.get(name);
+    if (old && same(old.rules, c.rules)) continue;
+    for (const ref of setRefs(c.rules)) {
+      if (to.sets.get(ref)?.def.typeof && from.sets.has(ref)) return `new rule in ${name} refers to typeof map ${ref} (nft 1.0.6)`;
+    }
+  }
+  return undefined;
 }
 
 function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[] {
@@ -170,9 +195,11 @@ export function diffRulesets(from: Ruleset | undefined, to: Ruleset): Diff {
   const commands: Command[] = [];
   for (const [key, t] of to.tables) {
     const old = from?.tables.get(key);
-    if (old && incrementalPossible(old, t)) {
+    const reason = old && replaceReason(old, t);
+    if (old && !reason) {
       commands.push(...diffTable(old, t, stats));
     } else {
+      if (reason) stats.replaceReasons.push(`${key}: ${reason}`);
       commands.push({ add: { table: t.table } }, { delete: { table: t.table } }, ...createTable(t, stats));
     }
   }

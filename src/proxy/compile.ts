@@ -48,6 +48,7 @@ import {
   Maps,
   MASQUERADE_MARK,
   pickChainName,
+  PRECREATED_PICK_SLOTS,
   Priority,
   type SchedulerName,
   Sets,
@@ -155,6 +156,7 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
   set(Maps.noEndpointServices, vipType, { map: 'verdict' });
   set(Maps.noEndpointNodeports, portType, { map: 'verdict' });
   const backendData = `${addrType} . inet_service`;
+  const backendTypeofData = concat(daddr, payload('th', 'dport'));
   t.sets.set(Maps.backends, {
     def: {
       family,
@@ -162,7 +164,7 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
       name: Maps.backends,
       type: [...vipType, 'integer'],
       map: backendData,
-      typeof: { key: concat(daddr, meta('l4proto'), payload('th', 'dport'), numgenRandom(1)), data: concat(daddr, payload('th', 'dport')) },
+      typeof: { key: concat(daddr, meta('l4proto'), payload('th', 'dport'), numgenRandom(1)), data: backendTypeofData },
     },
     elems: new Map(),
   });
@@ -173,7 +175,7 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
       name: Maps.nodeportBackends,
       type: [...portType, 'integer'],
       map: backendData,
-      typeof: { key: concat(meta('l4proto'), payload('th', 'dport'), numgenRandom(1)), data: concat(daddr, payload('th', 'dport')) },
+      typeof: { key: concat(meta('l4proto'), payload('th', 'dport'), numgenRandom(1)), data: backendTypeofData },
     },
     elems: new Map(),
   });
@@ -424,6 +426,12 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
   const entries: DispatchEntry[] = [];
   const claims = new Map<string, string>();
   const picks = new Map<string, { family: Family; kind: DispatchKind; slots: number }>();
+  const pickKey = (family: Family, kind: DispatchKind, slots: number) => `${family} ${kind} ${String(slots).padStart(6, '0')}`;
+  for (const family of FAMILIES) {
+    for (const kind of ['service', 'nodeport'] as const) {
+      for (let slots = 1; slots <= PRECREATED_PICK_SLOTS; slots++) picks.set(pickKey(family, kind, slots), { family, kind, slots });
+    }
+  }
   const hairpin = new Set<string>();
   const sorted = [...state.services].sort(
     (a, b) => a.metadata.namespace.localeCompare(b.metadata.namespace) || a.metadata.name.localeCompare(b.metadata.name),
@@ -456,7 +464,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       if (unit.pick) {
         stats.servicePorts++;
         stats.endpoints += unit.pick.slots;
-        picks.set(`${unit.family} ${unit.pick.kind} ${String(unit.pick.slots).padStart(6, '0')}`, { family: unit.family, ...unit.pick });
+        picks.set(pickKey(unit.family, unit.pick.kind, unit.pick.slots), { family: unit.family, ...unit.pick });
       }
       for (const b of unit.entry.backends) hairpin.add(`${unit.family} ${b.ip}`);
     }

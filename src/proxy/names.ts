@@ -94,6 +94,15 @@ export type DispatchKind = 'service' | 'nodeport';
 /** Backend selection algorithms; each has its pick chains. */
 export type SchedulerName = 'random';
 
+/**
+ * Pick chains for 1..N slots exist from the moment a table is created, whether used or
+ * not. nft 1.0.6 cannot add a rule that uses an existing typeof map (see nft/diff.ts), so a
+ * pick chain for a new slot count means replacing the table; pre-creating the common sizes
+ * makes that rare. Cost measured at 10k services: +64 chains adds about 0.08 s to a full
+ * load of about 0.9 s (docs/architecture.md).
+ */
+export const PRECREATED_PICK_SLOTS = 16;
+
 /** `pick-random-3`, `nodeport-pick-random-3`: one chain per kind, scheduler and slot count. */
 export function pickChainName(kind: DispatchKind, scheduler: SchedulerName, slots: number): string {
   return `${kind === 'nodeport' ? 'nodeport-' : ''}pick-${scheduler}-${slots}`;

@@ -54,12 +54,22 @@ describe('ruleset diff', () => {
     assert.equal(d.stats.elementsDeleted, 0);
   });
 
-  it('adds a pick chain only when a new endpoint count appears, and drops the unused one', async () => {
+  it('changes an endpoint count up to 16 with elements only: those pick chains always exist', async () => {
     const d = await check(a(), build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2', '10.244.1.3']))));
-    assert.equal(d.stats.chainsAdded, 1);
-    assert.equal(d.stats.chainsDeleted, 1);
-    const dels = d.tx.commands.filter((c) => 'delete' in c && 'chain' in c.delete);
-    assert.deepEqual(dels.map((c) => ('delete' in c && 'chain' in c.delete ? c.delete.chain.name : '')), ['pick-random-2']);
+    assert.equal(d.stats.chainsAdded + d.stats.chainsDeleted + d.stats.tablesReplaced, 0);
+    assert.ok(kinds(d).every((k) => k.endsWith('element')), kinds(d).join(', '));
+  });
+
+  it('replaces the table, in the same transaction, when a new pick chain must use the existing typeof map', async () => {
+    const many = Array.from({ length: 17 }, (_, i) => `10.244.3.${i + 1}`);
+    const big = build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']), ...svc('b', '10.96.0.2', many)));
+    const d = await check(a(), big);
+    assert.equal(d.stats.tablesReplaced, 1, 'the ip table; ip6 has nothing new');
+    assert.match(d.stats.replaceReasons[0]!, /ip nftproxy: new rule in pick-random-17 refers to typeof map backends/);
+    // Going back only deletes: that is incremental.
+    const back = await check(big, a());
+    assert.equal(back.stats.tablesReplaced, 0);
+    assert.equal(back.stats.chainsDeleted, 1);
   });
 
   it('moves an entry to another chain by delete and add of the element', async () => {

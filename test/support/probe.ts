@@ -1,0 +1,72 @@
+/**
+ * A client for kernel tests: makes COUNT new connections (TCP) or new flows (UDP, a fresh
+ * socket each, so conntrack sees a new flow) to HOST:PORT one after another, and prints a
+ * JSON array with, for each, the server's answer or the error (ECONNREFUSED for a TCP reset
+ * or an ICMP port unreachable, ETIMEDOUT when nothing came back).
+ */
+import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
+import { isIPv6 } from 'node:net';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    protocol: { type: 'string', default: 'tcp' },
+    count: { type: 'string', default: '1' },
+    timeout: { type: 'string', default: '2000' },
+  },
+});
+const host = values.host!;
+const port = Number(values.port);
+const timeout = Number(values.timeout);
+
+interface Result {
+  ok: boolean;
+  server?: string;
+  seenFrom?: string;
+  error?: string;
+  ms: number;
+}
+
+function parse(reply: string, start: number): Result {
+  const [server, seenFrom] = reply.trim().split(' ');
+  return { ok: true, server: server!, seenFrom: seenFrom!, ms: Date.now() - start };
+}
+
+function tcp(): Promise<Result> {
+  const start = Date.now();
+  return new Promise((resolve) => {
+    let data = '';
+    const sock = connect({ host, port, timeout });
+    sock.on('data', (d) => (data += d.toString()));
+    sock.on('end', () => resolve(parse(data, start)));
+    sock.on('timeout', () => {
+      sock.destroy();
+      resolve({ ok: false, error: 'ETIMEDOUT', ms: Date.now() - start });
+    });
+    sock.on('error', (e: NodeJS.ErrnoException) => resolve({ ok: false, error: e.code ?? e.message, ms: Date.now() - start }));
+  });
+}
+
+function udp(): Promise<Result> {
+  const start = Date.now();
+  return new Promise((resolve) => {
+    const sock = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+    const done = (r: Result) => {
+      clearTimeout(timer);
+      sock.close();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ ok: false, error: 'ETIMEDOUT', ms: Date.now() - start }), timeout);
+    sock.on('message', (msg) => done(parse(msg.toString(), start)));
+    // A connected socket reports ICMP port unreachable as ECONNREFUSED.
+    sock.on('error', (e: NodeJS.ErrnoException) => done({ ok: false, error: e.code ?? e.message, ms: Date.now() - start }));
+    sock.connect(port, host, () => sock.send('hello'));
+  });
+}
+
+const results: Result[] = [];
+for (let i = 0; i < Number(values.count); i++) results.push(await (values.protocol === 'udp' ? udp() : tcp()));
+process.stdout.write(JSON.stringify(results));
