@@ -18,16 +18,32 @@ export interface NodeFlags {
   masqueradeAll: boolean;
 }
 
-const collect = (value: string, previous: string[]): string[] => [...previous, ...value.split(',').filter(Boolean)];
+const collect = (value: string, previous: string[]): string[] => [
+  ...previous,
+  ...value.split(',').filter(Boolean),
+];
 
 /** Adds the manifest and node flags to a command. */
 export function nodeOptions(cmd: Command): Command {
   return cmd
-    .requiredOption('--manifests <dir>', 'directory of Service, EndpointSlice and Node manifests (YAML or JSON)')
-    .option('--node <name>', 'this node\'s name (default: $NODE_NAME)')
-    .option('--cluster-cidr <cidr>', 'pod network CIDR, repeatable; off-cluster traffic to ClusterIPs is masqueraded', collect, [])
-    .option('--nodeport-addresses <cidr|primary>', 'answer NodePorts only on local addresses in these CIDRs, repeatable', collect, [])
-    .option('--node-ip <ip>', 'this node\'s IP, repeatable (default: from its Node object)', collect, [])
+    .requiredOption(
+      '--manifests <dir>',
+      'directory of Service, EndpointSlice and Node manifests (YAML or JSON)',
+    )
+    .option('--node <name>', "this node's name (default: $NODE_NAME)")
+    .option(
+      '--cluster-cidr <cidr>',
+      'pod network CIDR, repeatable; off-cluster traffic to ClusterIPs is masqueraded',
+      collect,
+      [],
+    )
+    .option(
+      '--nodeport-addresses <cidr|primary>',
+      'answer NodePorts only on local addresses in these CIDRs, repeatable',
+      collect,
+      [],
+    )
+    .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect, [])
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false);
 }
 
@@ -37,7 +53,9 @@ export class UsageError extends Error {
 }
 
 /** Loads the cluster and settings; prints diagnostics to stderr. */
-export async function loadCluster(flags: NodeFlags): Promise<{ state: ClusterState; config: ProxyConfig; diagnostics: Diagnostic[] }> {
+export async function loadCluster(
+  flags: NodeFlags,
+): Promise<{ state: ClusterState; config: ProxyConfig; diagnostics: Diagnostic[] }> {
   const info = await stat(flags.manifests).catch(() => undefined);
   if (!info?.isDirectory()) throw new UsageError(`--manifests: not a directory: ${flags.manifests}`);
   const config = parseProxyConfig({

@@ -6,7 +6,13 @@ import { Command } from 'commander';
 import { canonicalIP, cidrContains, parseIP } from '../net/ip.js';
 import { compile, type DispatchEntry, localAddresses } from '../proxy/compile.js';
 import { Chains, Maps } from '../proxy/names.js';
-import { type Entry, type TraceOutcome, type TraceProtocol, Tracer, type TraceResult } from '../nft/tracer.js';
+import {
+  type Entry,
+  type TraceOutcome,
+  type TraceProtocol,
+  Tracer,
+  type TraceResult,
+} from '../nft/tracer.js';
 import { loadCluster, type NodeFlags, nodeOptions, printDiagnostics, UsageError } from './common.js';
 
 /** `10.0.0.1:80/tcp`, `[fd00::1]:53/udp`; protocol defaults to tcp. */
@@ -15,7 +21,9 @@ export function parseTarget(text: string): { addr: string; port: number; protoco
   const addr = m && canonicalIP(m[1] ?? m[2]!);
   const port = m ? Number(m[3]) : NaN;
   if (!m || !addr || port < 1 || port > 65535) {
-    throw new UsageError(`--to: want IP:PORT[/tcp|udp|sctp] (IPv6 as [IP]:PORT), got ${JSON.stringify(text)}`);
+    throw new UsageError(
+      `--to: want IP:PORT[/tcp|udp|sctp] (IPv6 as [IP]:PORT), got ${JSON.stringify(text)}`,
+    );
   }
   return { addr, port, protocol: (m[4]?.toLowerCase() ?? 'tcp') as TraceProtocol };
 }
@@ -42,10 +50,24 @@ function rejectReason(o: TraceOutcome): string {
 }
 
 /** The service port a packet is addressed to, if any. */
-export function findEntry(entries: DispatchEntry[], addr: string, port: number, protocol: string, local: Set<string>): DispatchEntry | undefined {
+export function findEntry(
+  entries: DispatchEntry[],
+  addr: string,
+  port: number,
+  protocol: string,
+  local: Set<string>,
+): DispatchEntry | undefined {
   return (
     entries.find((e) => e.address === addr && e.port === port && e.protocol === protocol) ??
-    (local.has(addr) ? entries.find((e) => e.kind === 'nodePort' && e.port === port && e.protocol === protocol && e.family === (addr.includes(':') ? 'ip6' : 'ip')) : undefined)
+    (local.has(addr)
+      ? entries.find(
+          (e) =>
+            e.kind === 'nodePort' &&
+            e.port === port &&
+            e.protocol === protocol &&
+            e.family === (addr.includes(':') ? 'ip6' : 'ip'),
+        )
+      : undefined)
   );
 }
 
@@ -65,10 +87,16 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
   const first = result.outcomes[0];
   if (accepted.length) {
     const n = result.endpoints.length;
-    lines.push(`verdict  DNAT to ${n === 1 ? 'its only endpoint' : `one of ${n} endpoints, chosen at random`}`);
+    lines.push(
+      `verdict  DNAT to ${n === 1 ? 'its only endpoint' : `one of ${n} endpoints, chosen at random`}`,
+    );
     for (const ep of result.endpoints) {
       const os = accepted.filter((o) => endpointOf(o) === ep);
-      const masq = os.every((o) => o.masquerade) ? 'masqueraded (source becomes the node)' : os.some((o) => o.masquerade) ? 'sometimes masqueraded' : 'source address kept';
+      const masq = os.every((o) => o.masquerade)
+        ? 'masqueraded (source becomes the node)'
+        : os.some((o) => o.masquerade)
+          ? 'sometimes masqueraded'
+          : 'source address kept';
       const hairpin = os.some((o) => o.dnat!.addr === p.saddr) ? ', hairpin' : '';
       lines.push(`           ${ep.padEnd(28)} ${masq}${hairpin}`);
     }
@@ -77,7 +105,9 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
   } else if (first?.verdict === 'drop') {
     lines.push('verdict  DROP');
   } else {
-    lines.push(`verdict  not translated; ${first?.delivery === 'local' ? 'delivered to the node itself' : 'routed on unchanged'}`);
+    lines.push(
+      `verdict  not translated; ${first?.delivery === 'local' ? 'delivered to the node itself' : 'routed on unchanged'}`,
+    );
   }
   const shown = verbose ? result.outcomes : result.outcomes.slice(0, 1);
   for (const o of shown) {
@@ -90,37 +120,52 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
 /** The `explain` command. */
 export function explainCommand(): Command {
   return nodeOptions(new Command('explain'))
-    .description('trace a new connection through the ruleset: which endpoints it reaches, masquerade, or why it is refused')
+    .description(
+      'trace a new connection through the ruleset: which endpoints it reaches, masquerade, or why it is refused',
+    )
     .requiredOption('--from <ip>', 'source address of the packet')
     .requiredOption('--to <ip:port[/proto]>', 'destination, e.g. 10.96.0.10:80/tcp or [fd00::10]:53/udp')
-    .option('--entry <pod|external|host>', 'where the packet enters (default: host if --from is a node address, pod if it is in a cluster CIDR, else external)')
+    .option(
+      '--entry <pod|external|host>',
+      'where the packet enters (default: host if --from is a node address, pod if it is in a cluster CIDR, else external)',
+    )
     .option('-v, --verbose', 'show the path to every endpoint, not only the first', false)
     .option('-o, --output <format>', 'text or json', 'text')
-    .action(async (flags: NodeFlags & { from: string; to: string; entry?: string; verbose: boolean; output: string }) => {
-      const to = parseTarget(flags.to);
-      const from = canonicalIP(flags.from);
-      if (!from) throw new UsageError(`--from: not an IP address: ${JSON.stringify(flags.from)}`);
-      if (from.includes(':') !== to.addr.includes(':')) throw new UsageError('--from and --to must be of the same IP version');
-      if (flags.entry !== undefined && !['pod', 'external', 'host'].includes(flags.entry)) {
-        throw new UsageError(`--entry: want pod, external or host, got ${JSON.stringify(flags.entry)}`);
-      }
-      const { state, config, diagnostics } = await loadCluster(flags);
-      const result = compile(state, config);
-      printDiagnostics([...diagnostics, ...result.diagnostics]);
-      const local = localAddresses(state, config);
-      const fromIP = parseIP(from)!;
-      const entry: Entry =
-        (flags.entry as Entry | undefined) ??
-        (local.includes(from) ? 'host' : config.clusterCIDRs.some((c) => cidrContains(c, fromIP)) ? 'pod' : 'external');
-      const trace = new Tracer(result.ruleset, { localAddresses: local }).trace({
-        saddr: from,
-        daddr: to.addr,
-        protocol: to.protocol,
-        dport: to.port,
-        entry,
-      });
-      const owner = findEntry(result.entries, to.addr, to.port, to.protocol, new Set(local));
-      if (flags.output === 'json') process.stdout.write(JSON.stringify({ ...trace, service: owner ?? null }, null, 2) + '\n');
-      else process.stdout.write(formatTrace(trace, owner, flags.verbose));
-    });
+    .action(
+      async (
+        flags: NodeFlags & { from: string; to: string; entry?: string; verbose: boolean; output: string },
+      ) => {
+        const to = parseTarget(flags.to);
+        const from = canonicalIP(flags.from);
+        if (!from) throw new UsageError(`--from: not an IP address: ${JSON.stringify(flags.from)}`);
+        if (from.includes(':') !== to.addr.includes(':'))
+          throw new UsageError('--from and --to must be of the same IP version');
+        if (flags.entry !== undefined && !['pod', 'external', 'host'].includes(flags.entry)) {
+          throw new UsageError(`--entry: want pod, external or host, got ${JSON.stringify(flags.entry)}`);
+        }
+        const { state, config, diagnostics } = await loadCluster(flags);
+        const result = compile(state, config);
+        printDiagnostics([...diagnostics, ...result.diagnostics]);
+        const local = localAddresses(state, config);
+        const fromIP = parseIP(from)!;
+        const entry: Entry =
+          (flags.entry as Entry | undefined) ??
+          (local.includes(from)
+            ? 'host'
+            : config.clusterCIDRs.some((c) => cidrContains(c, fromIP))
+              ? 'pod'
+              : 'external');
+        const trace = new Tracer(result.ruleset, { localAddresses: local }).trace({
+          saddr: from,
+          daddr: to.addr,
+          protocol: to.protocol,
+          dport: to.port,
+          entry,
+        });
+        const owner = findEntry(result.entries, to.addr, to.port, to.protocol, new Set(local));
+        if (flags.output === 'json')
+          process.stdout.write(JSON.stringify({ ...trace, service: owner ?? null }, null, 2) + '\n');
+        else process.stdout.write(formatTrace(trace, owner, flags.verbose));
+      },
+    );
 }

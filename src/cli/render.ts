@@ -9,16 +9,21 @@ import { loadCluster, type NodeFlags, nodeOptions, printDiagnostics, UsageError 
 /** The `render` command. */
 export function renderCommand(): Command {
   return nodeOptions(new Command('render'))
-    .description('print the ruleset for a node; `nft -f -` of it creates or atomically replaces the nftproxy tables')
+    .description(
+      'print the ruleset for a node; `nft -f -` of it creates or atomically replaces the nftproxy tables',
+    )
     .option('-o, --output <format>', 'nft (script) or json (libnftables JSON IR)', 'nft')
     .action(async (flags: NodeFlags & { output: string }) => {
-      if (flags.output !== 'nft' && flags.output !== 'json') throw new UsageError(`--output: want nft or json, got ${JSON.stringify(flags.output)}`);
+      if (flags.output !== 'nft' && flags.output !== 'json')
+        throw new UsageError(`--output: want nft or json, got ${JSON.stringify(flags.output)}`);
       const { state, config, diagnostics } = await loadCluster(flags);
       const result = compile(state, config);
       printDiagnostics([...diagnostics, ...result.diagnostics]);
       if (state.services.length === 0) throw new UsageError(`no valid Service found in ${flags.manifests}`);
       process.stdout.write(
-        flags.output === 'json' ? JSON.stringify(rulesetToJson(result.ruleset), null, 2) + '\n' : renderRulesetScript(result.ruleset),
+        flags.output === 'json'
+          ? JSON.stringify(rulesetToJson(result.ruleset), null, 2) + '\n'
+          : renderRulesetScript(result.ruleset),
       );
     });
 }

@@ -81,7 +81,12 @@ export function parseManifests(texts: { name: string; text: string }[]): Omit<Lo
         const ref = objectRef(parsed.kind, parsed.object.metadata);
         const first = seen.get(ref);
         if (first) {
-          diagnostics.push({ severity: 'error', object: ref, message: `defined twice; keeping the one in ${first}`, origin });
+          diagnostics.push({
+            severity: 'error',
+            object: ref,
+            message: `defined twice; keeping the one in ${first}`,
+            origin,
+          });
           continue;
         }
         seen.set(ref, origin);

@@ -117,7 +117,8 @@ function readMeta(r: Reader, raw: Obj, namespaced: boolean): ObjectMeta {
   const m = r.obj(raw.metadata, 'metadata') ?? {};
   const name = r.str(m.name, 'metadata.name');
   if (!name) r.bad('metadata.name', 'is required');
-  else if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) r.bad('metadata.name', `not a valid name: ${quote(name)}`);
+  else if (name.length > 253 || !DNS_SUBDOMAIN.test(name))
+    r.bad('metadata.name', `not a valid name: ${quote(name)}`);
   let namespace = '';
   if (namespaced) {
     namespace = r.str(m.namespace, 'metadata.namespace') || 'default';
@@ -189,13 +190,27 @@ function parseService(raw: Obj, r: Reader): Service {
     ports: [],
     externalIPs: [],
     loadBalancerIPs: [],
-    externalTrafficPolicy: r.oneOf(spec.externalTrafficPolicy, 'spec.externalTrafficPolicy', Object.values(TrafficPolicy), 'Cluster'),
-    internalTrafficPolicy: r.oneOf(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy', Object.values(TrafficPolicy), 'Cluster'),
+    externalTrafficPolicy: r.oneOf(
+      spec.externalTrafficPolicy,
+      'spec.externalTrafficPolicy',
+      Object.values(TrafficPolicy),
+      'Cluster',
+    ),
+    internalTrafficPolicy: r.oneOf(
+      spec.internalTrafficPolicy,
+      'spec.internalTrafficPolicy',
+      Object.values(TrafficPolicy),
+      'Cluster',
+    ),
   };
   if (type === ServiceType.ExternalName) return service;
 
-  const rawIPs = spec.clusterIPs !== undefined && spec.clusterIPs !== null ? r.arr(spec.clusterIPs, 'spec.clusterIPs') : [spec.clusterIP];
-  const field = spec.clusterIPs !== undefined && spec.clusterIPs !== null ? 'spec.clusterIPs' : 'spec.clusterIP';
+  const rawIPs =
+    spec.clusterIPs !== undefined && spec.clusterIPs !== null
+      ? r.arr(spec.clusterIPs, 'spec.clusterIPs')
+      : [spec.clusterIP];
+  const field =
+    spec.clusterIPs !== undefined && spec.clusterIPs !== null ? 'spec.clusterIPs' : 'spec.clusterIP';
   if (rawIPs[0] === 'None') {
     service.headless = true;
     return service;
@@ -214,7 +229,8 @@ function parseService(raw: Obj, r: Reader): Service {
     }
   });
   service.ports = readServicePorts(r, spec, type);
-  if (service.ports.length === 0 && r.problems.length === 0) r.bad('spec.ports', 'is required (at least one port)');
+  if (service.ports.length === 0 && r.problems.length === 0)
+    r.bad('spec.ports', 'is required (at least one port)');
   r.arr(spec.externalIPs, 'spec.externalIPs').forEach((v, i) => {
     const ip = r.ip(v, `spec.externalIPs[${i}]`);
     if (ip && !service.externalIPs.includes(ip)) service.externalIPs.push(ip);
@@ -239,7 +255,11 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
   const addressType = r.oneOf(raw.addressType, 'addressType', Object.values(AddressType), 'IPv4');
   if (raw.addressType === undefined || raw.addressType === null) r.bad('addressType', 'is required');
   const serviceName = metadata.labels[Labels.serviceName] ?? '';
-  if (!serviceName) r.bad(`metadata.labels["${Labels.serviceName}"]`, 'is required: which service does this slice belong to?');
+  if (!serviceName)
+    r.bad(
+      `metadata.labels["${Labels.serviceName}"]`,
+      'is required: which service does this slice belong to?',
+    );
   const ports: EndpointPort[] = [];
   r.arr(raw.ports, 'ports').forEach((p, i) => {
     const o = r.obj(p, `ports[${i}]`);
@@ -332,23 +352,46 @@ const KINDS: Record<string, { apiVersion: string; namespaced: boolean }> = {
 export function parseResource(raw: unknown, origin?: string): ParseResult {
   const at = origin ? { origin } : {};
   if (!isObj(raw)) {
-    return { diagnostics: [{ severity: 'error', object: 'document', message: `not a Kubernetes object: ${quote(raw)}`, ...at }] };
+    return {
+      diagnostics: [
+        { severity: 'error', object: 'document', message: `not a Kubernetes object: ${quote(raw)}`, ...at },
+      ],
+    };
   }
   const kind = raw.kind;
   const apiVersion = raw.apiVersion;
   if (typeof kind !== 'string' || typeof apiVersion !== 'string') {
-    return { diagnostics: [{ severity: 'error', object: 'document', message: 'not a Kubernetes object: kind and apiVersion are required', ...at }] };
+    return {
+      diagnostics: [
+        {
+          severity: 'error',
+          object: 'document',
+          message: 'not a Kubernetes object: kind and apiVersion are required',
+          ...at,
+        },
+      ],
+    };
   }
   const known = KINDS[kind];
   if (!known) return { diagnostics: [] };
   const meta = isObj(raw.metadata) ? raw.metadata : {};
   const ref = objectRef(kind, {
     ...(typeof meta.name === 'string' ? { name: meta.name } : {}),
-    ...(known.namespaced ? { namespace: typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : 'default' } : {}),
+    ...(known.namespaced
+      ? { namespace: typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : 'default' }
+      : {}),
   });
   if (apiVersion !== known.apiVersion) {
     return {
-      diagnostics: [{ severity: 'warning', object: ref, field: 'apiVersion', message: `ignored: nftproxy reads ${kind} ${known.apiVersion}, not ${quote(apiVersion)}`, ...at }],
+      diagnostics: [
+        {
+          severity: 'warning',
+          object: ref,
+          field: 'apiVersion',
+          message: `ignored: nftproxy reads ${kind} ${known.apiVersion}, not ${quote(apiVersion)}`,
+          ...at,
+        },
+      ],
     };
   }
   const r = new Reader();
@@ -360,7 +403,15 @@ export function parseResource(raw: unknown, origin?: string): ParseResult {
     if (slice) parsed = { kind: 'EndpointSlice', object: slice };
   }
   if (r.problems.length) {
-    return { diagnostics: r.problems.map((p) => ({ severity: 'error', object: ref, field: p.field, message: p.message, ...at })) };
+    return {
+      diagnostics: r.problems.map((p) => ({
+        severity: 'error',
+        object: ref,
+        field: p.field,
+        message: p.message,
+        ...at,
+      })),
+    };
   }
   return parsed ? { parsed, diagnostics: [] } : { diagnostics: [] };
 }

@@ -42,7 +42,10 @@ function parseV6(s: string): Uint8Array | undefined {
   const groups = (part: string) => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
   const [head, rest] = text.split('::') as [string, string | undefined];
   const h = groups(head);
-  const words = rest === undefined ? h : [...h, ...new Array<number>(8 - h.length - groups(rest).length).fill(0), ...groups(rest)];
+  const words =
+    rest === undefined
+      ? h
+      : [...h, ...new Array<number>(8 - h.length - groups(rest).length).fill(0), ...groups(rest)];
   if (words.length !== 8) return undefined;
   const b = new Uint8Array(16);
   words.forEach((w, i) => {
@@ -76,7 +79,7 @@ export function formatIP(ip: IP): string {
   }
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (w[i] !== 0) {
       i++;
       continue;

@@ -53,7 +53,9 @@ function createTable(t: TableState, stats: DiffStats): Command[] {
   for (const s of t.sets.values()) cmds.push(addSet(s));
   for (const c of t.chains.values()) {
     for (const expr of c.rules) {
-      cmds.push({ add: { rule: { family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr } } });
+      cmds.push({
+        add: { rule: { family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr } },
+      });
     }
   }
   for (const s of t.sets.values()) {
@@ -102,7 +104,8 @@ function replaceReason(from: TableState, to: TableState): string | undefined {
     const old = from.chains.get(name);
     if (old && !same(old.chain, c.chain)) return `base chain ${name} changed`;
   }
-  for (const [name, c] of from.chains) if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
+  for (const [name, c] of from.chains)
+    if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
   for (const [name, s] of to.sets) {
     const old = from.sets.get(name);
     if (old && !same(old.def, s.def)) return `set ${name} declaration changed`;
@@ -111,7 +114,8 @@ function replaceReason(from: TableState, to: TableState): string | undefined {
     const old = from.chains.get(name);
     if (old && same(old.rules, c.rules)) continue;
     for (const ref of setRefs(c.rules)) {
-      if (to.sets.get(ref)?.def.typeof && from.sets.has(ref)) return `new rule in ${name} refers to typeof map ${ref} (nft 1.0.6)`;
+      if (to.sets.get(ref)?.def.typeof && from.sets.has(ref))
+        return `new rule in ${name} refers to typeof map ${ref} (nft 1.0.6)`;
     }
   }
   return undefined;
@@ -175,13 +179,23 @@ function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[
     stats.elementsAdded += adds.length;
   }
   for (const [name, s] of from.sets) {
-    if (!to.sets.has(name)) delSets.push(s.def.map === undefined ? { delete: { set: s.def } } : { delete: { map: s.def } });
+    if (!to.sets.has(name))
+      delSets.push(s.def.map === undefined ? { delete: { set: s.def } } : { delete: { map: s.def } });
   }
 
   // Order: new chains and sets exist before anything refers to them; changed chains are
   // emptied and stale elements removed before chains and sets that lose their last
   // reference are deleted.
-  return [...addChains, ...addSets, ...flushChains, ...delElems, ...addRules, ...addElems, ...delChains, ...delSets];
+  return [
+    ...addChains,
+    ...addSets,
+    ...flushChains,
+    ...delElems,
+    ...addRules,
+    ...addElems,
+    ...delChains,
+    ...delSets,
+  ];
 }
 
 /**

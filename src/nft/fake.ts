@@ -108,7 +108,8 @@ function applyCommand(r: Ruleset, c: Command): void {
       const t = getTable(r, o.element.family, o.element.table);
       const s = t.sets.get(o.element.name) ?? fail(NftErrorKind.NotFound, `no set ${o.element.name}`);
       for (const e of o.element.elem) {
-        if (!s.elems.delete(elemKey(e))) fail(NftErrorKind.NotFound, `no element ${elemKey(e)} in ${s.def.name}`);
+        if (!s.elems.delete(elemKey(e)))
+          fail(NftErrorKind.NotFound, `no element ${elemKey(e)} in ${s.def.name}`);
       }
     } else {
       fail(NftErrorKind.Invalid, 'cannot delete a rule without its handle');
@@ -121,7 +122,8 @@ function applyCommand(r: Ruleset, c: Command): void {
       chain.rules = [];
     } else if ('set' in o || 'map' in o) {
       const s = 'set' in o ? o.set : o.map;
-      const set = getTable(r, s.family, s.table).sets.get(s.name) ?? fail(NftErrorKind.NotFound, `no set ${s.name}`);
+      const set =
+        getTable(r, s.family, s.table).sets.get(s.name) ?? fail(NftErrorKind.NotFound, `no set ${s.name}`);
       set.elems.clear();
     } else if ('table' in o) {
       for (const chain of getTable(r, o.table.family, o.table.name).chains.values()) chain.rules = [];
@@ -203,7 +205,8 @@ function isUint(v: Expr, max: number): boolean {
 /** Whether `v` is a valid value of one datatype, as the kernel would check on input. */
 function fieldOk(t: TableState, type: string, v: Expr, interval: boolean): boolean {
   if (interval && typeof v === 'object' && v !== null) {
-    if ('prefix' in v) return fieldOk(t, type, v.prefix.addr, false) && isUint(v.prefix.len, type === 'ipv4_addr' ? 32 : 128);
+    if ('prefix' in v)
+      return fieldOk(t, type, v.prefix.addr, false) && isUint(v.prefix.len, type === 'ipv4_addr' ? 32 : 128);
     if ('range' in v) return fieldOk(t, type, v.range[0], false) && fieldOk(t, type, v.range[1], false);
   }
   switch (type) {
@@ -233,16 +236,21 @@ function valueOk(t: TableState, type: string | string[], v: Expr, interval: bool
     return fieldOk(t, type, v, interval);
   }
   if (type.length === 1) return valueOk(t, type[0]!, v, interval);
-  if (typeof v !== 'object' || v === null || !('concat' in v) || v.concat.length !== type.length) return false;
+  if (typeof v !== 'object' || v === null || !('concat' in v) || v.concat.length !== type.length)
+    return false;
   return v.concat.every((part, i) => fieldOk(t, type[i]!, part, interval && i === type.length - 1));
 }
 
 function checkElem(t: TableState, def: Omit<NftSet, 'elem'>, e: Elem): void {
   const interval = def.flags?.includes('interval') ?? false;
   const isMap = def.map !== undefined;
-  if (isMap !== Array.isArray(e)) fail(NftErrorKind.Invalid, `element ${JSON.stringify(e)} does not fit ${def.name}`);
+  if (isMap !== Array.isArray(e))
+    fail(NftErrorKind.Invalid, `element ${JSON.stringify(e)} does not fit ${def.name}`);
   if (!valueOk(t, def.type, elemKeyExpr(e), interval)) {
-    fail(NftErrorKind.Invalid, `key ${JSON.stringify(elemKeyExpr(e))} is not of type ${JSON.stringify(def.type)} in ${def.name}`);
+    fail(
+      NftErrorKind.Invalid,
+      `key ${JSON.stringify(elemKeyExpr(e))} is not of type ${JSON.stringify(def.type)} in ${def.name}`,
+    );
   }
   if (Array.isArray(e) && !valueOk(t, def.map!, e[1], false)) {
     const kind = def.map === 'verdict' ? NftErrorKind.NotFound : NftErrorKind.Invalid;

@@ -149,7 +149,12 @@ export function tableToBlock(t: TableState): TableBlock {
     sets: [...t.sets.values()].map((s) => ({ ...s.def, elem: [...s.elems.values()] })),
     chains: [...t.chains.values()].map((c) => ({
       chain: c.chain,
-      rules: c.rules.map((expr) => ({ family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr })),
+      rules: c.rules.map((expr) => ({
+        family: c.chain.family,
+        table: c.chain.table,
+        chain: c.chain.name,
+        expr,
+      })),
     })),
   };
 }

@@ -121,7 +121,13 @@ function valueText(v: Value): string {
 function fieldMatches(v: Value, e: Expr): boolean {
   if (typeof e === 'string' || typeof e === 'number') {
     if (typeof v === 'string' && typeof e === 'string' && v.includes(':') !== e.includes(':')) return false;
-    return v === e || (typeof v === 'string' && typeof e === 'string' && canonicalIP(v) !== undefined && canonicalIP(v) === canonicalIP(e));
+    return (
+      v === e ||
+      (typeof v === 'string' &&
+        typeof e === 'string' &&
+        canonicalIP(v) !== undefined &&
+        canonicalIP(v) === canonicalIP(e))
+    );
   }
   if ('prefix' in e) {
     const c = parseCIDR(`${e.prefix.addr}/${e.prefix.len}`);
@@ -207,14 +213,22 @@ export class Tracer {
     const outcomes: TraceOutcome[] = [];
     for (const b of this.walkHooks(start, packet.entry)) {
       const { pkt, flow } = b;
-      const o: TraceOutcome = { verdict: flow.kind === 'drop' ? 'drop' : flow.kind === 'reject' ? 'reject' : 'accept', masquerade: pkt.masquerade, path: pkt.path };
+      const o: TraceOutcome = {
+        verdict: flow.kind === 'drop' ? 'drop' : flow.kind === 'reject' ? 'reject' : 'accept',
+        masquerade: pkt.masquerade,
+        path: pkt.path,
+      };
       if (flow.kind === 'reject') o.reject = flow.type;
       if (pkt.dnat) o.dnat = pkt.dnat;
       if (o.verdict === 'accept') o.delivery = this.local.has(pkt.daddr) ? 'local' : 'forward';
       outcomes.push(o);
     }
     const endpoints = [
-      ...new Set(outcomes.filter((o) => o.verdict === 'accept' && o.dnat).map((o) => fmtAddr(o.dnat!.addr, o.dnat!.port))),
+      ...new Set(
+        outcomes
+          .filter((o) => o.verdict === 'accept' && o.dnat)
+          .map((o) => fmtAddr(o.dnat!.addr, o.dnat!.port)),
+      ),
     ].sort();
     return { packet, outcomes, endpoints };
   }
@@ -231,7 +245,14 @@ export class Tracer {
         continue;
       }
       const isLocal = this.local.has(b.pkt.daddr);
-      const rest = entry === 'host' ? (isLocal ? ['postrouting', 'input'] : ['postrouting']) : isLocal ? ['input'] : ['forward', 'postrouting'];
+      const rest =
+        entry === 'host'
+          ? isLocal
+            ? ['postrouting', 'input']
+            : ['postrouting']
+          : isLocal
+            ? ['input']
+            : ['forward', 'postrouting'];
       b.pkt.path.push(`route: ${isLocal ? 'local delivery' : 'forward'} to ${b.pkt.daddr}`);
       let bs: Branch[] = [b];
       for (const hook of rest) bs = this.runHookAll(bs, hook);
@@ -260,7 +281,11 @@ export class Tracer {
         if (b.flow.kind !== 'accept') return [b];
         // Only the first NAT binding of a connection counts: a later nat chain on the same
         // hook is skipped once the packet was translated.
-        if (chain.type === 'nat' && ((hook === 'prerouting' || hook === 'output') ? b.pkt.dnat : b.pkt.masquerade)) return [b];
+        if (
+          chain.type === 'nat' &&
+          (hook === 'prerouting' || hook === 'output' ? b.pkt.dnat : b.pkt.masquerade)
+        )
+          return [b];
         const p = clone(b.pkt);
         p.path.push(`${hook}: chain ${chain.name} (${chain.type} priority ${chain.prio ?? 0})`);
         return this.runChain(table, chain.name, p, 0).map((r): Branch => {
@@ -321,7 +346,14 @@ export class Tracer {
   }
 
   /** Runs one rule for one packet; may fork. A rule that does not match yields `next`. */
-  private runRule(table: TableState, chainName: string, index: number, rule: Stmt[], pkt: PacketState, depth: number): Branch[] {
+  private runRule(
+    table: TableState,
+    chainName: string,
+    index: number,
+    rule: Stmt[],
+    pkt: PacketState,
+    depth: number,
+  ): Branch[] {
     const text = `${chainName}[${index}]: ${rule.map(renderStmt).join(' ')}`;
     const step = (pkts: PacketState[], i: number): Branch[] => {
       if (i === rule.length) return pkts.map((p) => ({ pkt: p, flow: { kind: 'next' } }));
@@ -383,9 +415,14 @@ export class Tracer {
           out.push(...miss());
           continue;
         }
-        const [ip, port] = Array.isArray(choice) ? (choice as [string, number]) : [choice as string, pkt.dport];
+        const [ip, port] = Array.isArray(choice)
+          ? (choice as [string, number])
+          : [choice as string, pkt.dport];
         const p = clone(pkt);
-        p.dnat = { addr: ip, port: s.dnat.port !== undefined ? Number(this.evalAll(table, s.dnat.port, pkt)[0]) : port };
+        p.dnat = {
+          addr: ip,
+          port: s.dnat.port !== undefined ? Number(this.evalAll(table, s.dnat.port, pkt)[0]) : port,
+        };
         p.daddr = p.dnat.addr;
         p.dport = p.dnat.port;
         p.ctStatus.push('dnat');
@@ -403,7 +440,11 @@ export class Tracer {
     if ('reject' in s) {
       const r = s.reject;
       if (r?.type === 'tcp reset' && pkt.protocol !== 'tcp') return miss(); // implicit `meta l4proto tcp`
-      const type = !r?.type ? 'icmp port-unreachable' : r.type === 'tcp reset' ? 'tcp reset' : `${r.type} ${r.expr ?? 'port-unreachable'}`;
+      const type = !r?.type
+        ? 'icmp port-unreachable'
+        : r.type === 'tcp reset'
+          ? 'tcp reset'
+          : `${r.type} ${r.expr ?? 'port-unreachable'}`;
       const p = clone(pkt);
       p.path.push(`${text} -> ${type}`);
       return [{ pkt: p, flow: { kind: 'reject', type } }];
@@ -417,7 +458,8 @@ export class Tracer {
   }
 
   private setOf(table: TableState, ref: Expr): SetState | undefined {
-    if (typeof ref !== 'string' || !ref.startsWith('@')) throw new Error(`tracer: anonymous maps are not supported: ${renderExpr(ref)}`);
+    if (typeof ref !== 'string' || !ref.startsWith('@'))
+      throw new Error(`tracer: anonymous maps are not supported: ${renderExpr(ref)}`);
     const s = table.sets.get(ref.slice(1));
     if (!s) throw new Error(`tracer: missing set ${ref}`);
     return s;
@@ -469,7 +511,8 @@ export class Tracer {
       throw new Error(`tracer: unsupported ct ${e.ct.key}`);
     }
     if ('fib' in e) {
-      if (e.fib.result === 'type' && e.fib.flags.includes('daddr')) return [this.local.has(pkt.daddr) ? 'local' : 'unicast'];
+      if (e.fib.result === 'type' && e.fib.flags.includes('daddr'))
+        return [this.local.has(pkt.daddr) ? 'local' : 'unicast'];
       throw new Error('tracer: unsupported fib lookup');
     }
     if ('concat' in e) {

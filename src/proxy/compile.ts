@@ -26,7 +26,14 @@ import {
   type Family,
   type Stmt,
 } from '../nft/ir.js';
-import { elemKey, emptyRuleset, emptyTable, type Ruleset, type TableState, tableKey } from '../nft/ruleset.js';
+import {
+  elemKey,
+  emptyRuleset,
+  emptyTable,
+  type Ruleset,
+  type TableState,
+  tableKey,
+} from '../nft/ruleset.js';
 import { parseCIDR, parseIP, ipVersion } from '../net/ip.js';
 import {
   type ClusterState,
@@ -134,15 +141,22 @@ function cidrElem(text: string): Expr {
 /** The chains and sets every table has, with settings-derived elements. */
 function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): TableState {
   const { family, l3, addrType } = fi;
-  const t = emptyTable({ family, name: TABLE, comment: 'rules for Kubernetes services, managed by nftproxy' });
+  const t = emptyTable({
+    family,
+    name: TABLE,
+    comment: 'rules for Kubernetes services, managed by nftproxy',
+  });
   const daddr = payload(l3, 'daddr');
   const saddr = payload(l3, 'saddr');
   const vipKey = concat(daddr, meta('l4proto'), payload('th', 'dport'));
   const portKey = concat(meta('l4proto'), payload('th', 'dport'));
   const newConn = match(ct('state'), 'in', 'new');
 
-  const set = (name: string, type: string | string[], extra: { flags?: string[]; map?: string | string[] } = {}) =>
-    t.sets.set(name, { def: { family, table: TABLE, name, type, ...extra }, elems: new Map() });
+  const set = (
+    name: string,
+    type: string | string[],
+    extra: { flags?: string[]; map?: string | string[] } = {},
+  ) => t.sets.set(name, { def: { family, table: TABLE, name, type, ...extra }, elems: new Map() });
   const vipType = [addrType, 'inet_proto', 'inet_service'];
   const portType = ['inet_proto', 'inet_service'];
   set(Sets.clusterIPs, addrType);
@@ -164,7 +178,10 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
       name: Maps.backends,
       type: [...vipType, 'integer'],
       map: backendData,
-      typeof: { key: concat(daddr, meta('l4proto'), payload('th', 'dport'), numgenRandom(1)), data: backendTypeofData },
+      typeof: {
+        key: concat(daddr, meta('l4proto'), payload('th', 'dport'), numgenRandom(1)),
+        data: backendTypeofData,
+      },
     },
     elems: new Map(),
   });
@@ -175,7 +192,10 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
       name: Maps.nodeportBackends,
       type: [...portType, 'integer'],
       map: backendData,
-      typeof: { key: concat(meta('l4proto'), payload('th', 'dport'), numgenRandom(1)), data: backendTypeofData },
+      typeof: {
+        key: concat(meta('l4proto'), payload('th', 'dport'), numgenRandom(1)),
+        data: backendTypeofData,
+      },
     },
     elems: new Map(),
   });
@@ -190,7 +210,15 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
   addElems(Sets.nodeportAddresses, [...nodePortCIDRs.map(cidrElem), ...nodePortIPs]);
   const nodePortsRestricted = config.nodePortCIDRs.length > 0 || config.nodePortPrimary;
 
-  const chain = (name: string, rules: Stmt[][], base?: { type: 'nat' | 'filter'; hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting'; prio: number }) =>
+  const chain = (
+    name: string,
+    rules: Stmt[][],
+    base?: {
+      type: 'nat' | 'filter';
+      hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+      prio: number;
+    },
+  ) =>
     t.chains.set(name, {
       chain: { family, table: TABLE, name, ...(base ? { ...base, policy: 'accept' as const } : {}) },
       rules,
@@ -201,7 +229,11 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
     [{ mangle: { key: meta('mark'), value: { '|': [meta('mark'), MASQUERADE_MARK] } } }],
   ]);
   chain(Chains.masquerading, [
-    [match(ct('status'), 'in', 'dnat'), match(concat(saddr, daddr), '==', setRef(Sets.hairpin)), jump(Chains.markForMasquerade)],
+    [
+      match(ct('status'), 'in', 'dnat'),
+      match(concat(saddr, daddr), '==', setRef(Sets.hairpin)),
+      jump(Chains.markForMasquerade),
+    ],
     [match({ '&': [meta('mark'), MASQUERADE_MARK] }, '==', 0), ret()],
     [{ mangle: { key: meta('mark'), value: { '^': [meta('mark'), MASQUERADE_MARK] } } }],
     [{ masquerade: { flags: 'fully-random' } }],
@@ -231,9 +263,21 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
   chain(Chains.nodeportEndpointsCheck, [[...localNodePort, vmap(portKey, Maps.noEndpointNodeports)]]);
   chain(Chains.clusterIPsCheck, [[match(daddr, '==', setRef(Sets.clusterIPs)), goto(Chains.reject)]]);
 
-  chain(BaseChains.natPrerouting, [[jump(Chains.services)]], { type: 'nat', hook: 'prerouting', prio: Priority.dstnat });
-  chain(BaseChains.natOutput, [[jump(Chains.services)]], { type: 'nat', hook: 'output', prio: Priority.dstnat });
-  chain(BaseChains.natPostrouting, [[jump(Chains.masquerading)]], { type: 'nat', hook: 'postrouting', prio: Priority.srcnat });
+  chain(BaseChains.natPrerouting, [[jump(Chains.services)]], {
+    type: 'nat',
+    hook: 'prerouting',
+    prio: Priority.dstnat,
+  });
+  chain(BaseChains.natOutput, [[jump(Chains.services)]], {
+    type: 'nat',
+    hook: 'output',
+    prio: Priority.dstnat,
+  });
+  chain(BaseChains.natPostrouting, [[jump(Chains.masquerading)]], {
+    type: 'nat',
+    hook: 'postrouting',
+    prio: Priority.srcnat,
+  });
   chain(
     BaseChains.filterInput,
     [
@@ -298,9 +342,13 @@ interface ServiceContribution {
 function compileService(svc: Service, slices: readonly EndpointSlice[]): ServiceContribution {
   const ref = objectRef('Service', svc.metadata);
   const out: ServiceContribution = { units: [], diagnostics: [] };
-  const warn = (field: string, message: string) => out.diagnostics.push({ severity: 'warning', object: ref, field, message });
+  const warn = (field: string, message: string) =>
+    out.diagnostics.push({ severity: 'warning', object: ref, field, message });
   if (svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP) {
-    warn('spec.externalTrafficPolicy', 'Local is not supported yet; external traffic is handled as with Cluster (masqueraded, all endpoints)');
+    warn(
+      'spec.externalTrafficPolicy',
+      'Local is not supported yet; external traffic is handled as with Cluster (masqueraded, all endpoints)',
+    );
   }
   if (svc.internalTrafficPolicy === TrafficPolicy.Local) {
     warn('spec.internalTrafficPolicy', 'Local is not supported yet; handled as Cluster (all endpoints)');
@@ -335,7 +383,12 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
           elems.push({ set: Maps.noEndpointServices, elem: [key, goto(Chains.reject)] });
         } else {
           elems.push({ set: Maps.serviceIPs, elem: [key, goto(pickChainName('service', SCHEDULER, n))] });
-          backends.forEach((b, slot) => elems.push({ set: Maps.backends, elem: [concat(vip, proto, sp.port, slot), concat(b.ip, b.port)] }));
+          backends.forEach((b, slot) =>
+            elems.push({
+              set: Maps.backends,
+              elem: [concat(vip, proto, sp.port, slot), concat(b.ip, b.port)],
+            }),
+          );
           if (masquerade) elems.push({ set: Sets.masqueradeServices, elem: key });
         }
         return {
@@ -351,7 +404,8 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
       cip.elems.push({ set: Sets.clusterIPs, elem: clusterIP });
       out.units.push(cip);
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
-      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
+      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version))
+        out.units.push(vipUnit(vip, 'loadBalancerIP'));
 
       if (hasNodePorts && sp.nodePort) {
         const key = concat(proto, sp.nodePort);
@@ -359,9 +413,15 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
         if (n === 0) {
           elems.push({ set: Maps.noEndpointNodeports, elem: [key, goto(Chains.reject)] });
         } else {
-          elems.push({ set: Maps.serviceNodeports, elem: [key, goto(pickChainName('nodeport', SCHEDULER, n))] });
+          elems.push({
+            set: Maps.serviceNodeports,
+            elem: [key, goto(pickChainName('nodeport', SCHEDULER, n))],
+          });
           backends.forEach((b, slot) =>
-            elems.push({ set: Maps.nodeportBackends, elem: [concat(proto, sp.nodePort!, slot), concat(b.ip, b.port)] }),
+            elems.push({
+              set: Maps.nodeportBackends,
+              elem: [concat(proto, sp.nodePort!, slot), concat(b.ip, b.port)],
+            }),
           );
           elems.push({ set: Sets.masqueradeNodeports, elem: key });
         }
@@ -378,10 +438,15 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
   }
   const families = new Set(svc.clusterIPs.map(ipVersion));
   svc.externalIPs.forEach((ip, i) => {
-    if (!families.has(ipVersion(ip))) warn(`spec.externalIPs[${i}]`, `${ip} is ignored: the service has no IPv${ipVersion(ip)} cluster IP`);
+    if (!families.has(ipVersion(ip)))
+      warn(`spec.externalIPs[${i}]`, `${ip} is ignored: the service has no IPv${ipVersion(ip)} cluster IP`);
   });
   svc.loadBalancerIPs.forEach((ip) => {
-    if (!families.has(ipVersion(ip))) warn('status.loadBalancer.ingress', `${ip} is ignored: the service has no IPv${ipVersion(ip)} cluster IP`);
+    if (!families.has(ipVersion(ip)))
+      warn(
+        'status.loadBalancer.ingress',
+        `${ip} is ignored: the service has no IPv${ipVersion(ip)} cluster IP`,
+      );
   });
   return out;
 }
@@ -426,15 +491,19 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
   const entries: DispatchEntry[] = [];
   const claims = new Map<string, string>();
   const picks = new Map<string, { family: Family; kind: DispatchKind; slots: number }>();
-  const pickKey = (family: Family, kind: DispatchKind, slots: number) => `${family} ${kind} ${String(slots).padStart(6, '0')}`;
+  const pickKey = (family: Family, kind: DispatchKind, slots: number) =>
+    `${family} ${kind} ${String(slots).padStart(6, '0')}`;
   for (const family of FAMILIES) {
     for (const kind of ['service', 'nodeport'] as const) {
-      for (let slots = 1; slots <= PRECREATED_PICK_SLOTS; slots++) picks.set(pickKey(family, kind, slots), { family, kind, slots });
+      for (let slots = 1; slots <= PRECREATED_PICK_SLOTS; slots++)
+        picks.set(pickKey(family, kind, slots), { family, kind, slots });
     }
   }
   const hairpin = new Set<string>();
   const sorted = [...state.services].sort(
-    (a, b) => a.metadata.namespace.localeCompare(b.metadata.namespace) || a.metadata.name.localeCompare(b.metadata.name),
+    (a, b) =>
+      a.metadata.namespace.localeCompare(b.metadata.namespace) ||
+      a.metadata.name.localeCompare(b.metadata.name),
   );
   for (const svc of sorted) {
     if (!proxied(svc)) {
@@ -442,7 +511,10 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       continue;
     }
     const ref = objectRef('Service', svc.metadata);
-    const contribution = compileService(svc, slicesByService.get(`${svc.metadata.namespace}/${svc.metadata.name}`) ?? []);
+    const contribution = compileService(
+      svc,
+      slicesByService.get(`${svc.metadata.namespace}/${svc.metadata.name}`) ?? [],
+    );
     diagnostics.push(...contribution.diagnostics);
     let programmed = false;
     for (const unit of contribution.units) {
@@ -464,7 +536,10 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       if (unit.pick) {
         stats.servicePorts++;
         stats.endpoints += unit.pick.slots;
-        picks.set(pickKey(unit.family, unit.pick.kind, unit.pick.slots), { family: unit.family, ...unit.pick });
+        picks.set(pickKey(unit.family, unit.pick.kind, unit.pick.slots), {
+          family: unit.family,
+          ...unit.pick,
+        });
       }
       for (const b of unit.entry.backends) hairpin.add(`${unit.family} ${b.ip}`);
     }

@@ -25,7 +25,9 @@ function load(...texts: string[]) {
 }
 
 function errorsOf(...texts: string[]): string[] {
-  return load(...texts).diagnostics.filter((d) => d.severity === 'error').map(formatDiagnostic);
+  return load(...texts)
+    .diagnostics.filter((d) => d.severity === 'error')
+    .map(formatDiagnostic);
 }
 
 describe('manifests', () => {
@@ -43,7 +45,19 @@ describe('manifests', () => {
     const list = JSON.stringify({
       apiVersion: 'v1',
       kind: 'List',
-      items: [{ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1' }, status: { addresses: [{ type: 'InternalIP', address: '192.168.1.1' }, { type: 'Hostname', address: 'n1' }] } }],
+      items: [
+        {
+          apiVersion: 'v1',
+          kind: 'Node',
+          metadata: { name: 'n1' },
+          status: {
+            addresses: [
+              { type: 'InternalIP', address: '192.168.1.1' },
+              { type: 'Hostname', address: 'n1' },
+            ],
+          },
+        },
+      ],
     });
     const deployment = 'apiVersion: apps/v1\nkind: Deployment\nmetadata: { name: x }\n';
     const { state, diagnostics } = load(`${GOOD}---\n${deployment}---\n`, list);
@@ -73,28 +87,79 @@ endpoints:
     const sl = state.endpointSlices[0]!;
     assert.equal(sl.serviceName, 'good');
     assert.deepEqual(sl.ports, [{ name: 'http', protocol: 'TCP', port: 8080 }]);
-    assert.deepEqual(sl.endpoints[0], { address: '10.244.1.1', conditions: { ready: true, serving: true, terminating: false } });
+    assert.deepEqual(sl.endpoints[0], {
+      address: '10.244.1.1',
+      conditions: { ready: true, serving: true, terminating: false },
+    });
     assert.deepEqual(sl.endpoints[1]!.conditions, { ready: false, serving: true, terminating: true });
     assert.equal(sl.endpoints[1]!.nodeName, 'n1');
   });
 
   describe('bad input: one message per object, naming it and the field; the rest still loads', () => {
     const cases: [string, string, RegExp][] = [
-      ['a port out of range', svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 70000 }]'), /Service default\/bad: spec\.ports\[0\]\.port: not a valid port number \(1-65535\): 70000/],
-      ['a port that is a string', svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: "http-x" }]'), /spec\.ports\[0\]\.port: not a valid port number \(1-65535\): "http-x"/],
-      ['an unknown protocol', svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 80, protocol: ICMP }]'), /spec\.ports\[0\]\.protocol: unknown protocol "ICMP"/],
-      ['an invalid cluster IP', svc('bad', '  clusterIP: 10.96.0.300\n  ports: [{ port: 80 }]'), /spec\.clusterIP: not a valid IP address: "10\.96\.0\.300"/],
-      ['an invalid external IP', svc('bad', '  clusterIP: 10.96.0.2\n  externalIPs: [nope]\n  ports: [{ port: 80 }]'), /spec\.externalIPs\[0\]: not a valid IP address: "nope"/],
+      [
+        'a port out of range',
+        svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 70000 }]'),
+        /Service default\/bad: spec\.ports\[0\]\.port: not a valid port number \(1-65535\): 70000/,
+      ],
+      [
+        'a port that is a string',
+        svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: "http-x" }]'),
+        /spec\.ports\[0\]\.port: not a valid port number \(1-65535\): "http-x"/,
+      ],
+      [
+        'an unknown protocol',
+        svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 80, protocol: ICMP }]'),
+        /spec\.ports\[0\]\.protocol: unknown protocol "ICMP"/,
+      ],
+      [
+        'an invalid cluster IP',
+        svc('bad', '  clusterIP: 10.96.0.300\n  ports: [{ port: 80 }]'),
+        /spec\.clusterIP: not a valid IP address: "10\.96\.0\.300"/,
+      ],
+      [
+        'an invalid external IP',
+        svc('bad', '  clusterIP: 10.96.0.2\n  externalIPs: [nope]\n  ports: [{ port: 80 }]'),
+        /spec\.externalIPs\[0\]: not a valid IP address: "nope"/,
+      ],
       ['a missing cluster IP', svc('bad', '  ports: [{ port: 80 }]'), /spec\.clusterIP: is required/],
       ['missing ports', svc('bad', '  clusterIP: 10.96.0.2'), /spec\.ports: is required/],
-      ['a missing name', 'apiVersion: v1\nkind: Service\nmetadata: {}\nspec: { clusterIP: 10.96.0.2, ports: [{ port: 80 }] }\n', /Service default\/<unnamed>: metadata\.name: is required/],
-      ['an unknown type', svc('bad', '  type: Magic\n  clusterIP: 10.96.0.2\n  ports: [{ port: 80 }]'), /spec\.type: must be one of ClusterIP, NodePort, LoadBalancer, ExternalName, got "Magic"/],
-      ['an unnamed port among several', svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ name: a, port: 80 }, { port: 81 }]'), /spec\.ports\[1\]\.name: is required when a service has more than one port/],
-      ['a nodePort on a ClusterIP service', svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 80, nodePort: 30000 }]'), /spec\.ports\[0\]\.nodePort: may only be set on NodePort and LoadBalancer services/],
-      ['a bad endpoint address', 'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: s, labels: { kubernetes.io/service-name: good } }\naddressType: IPv4\nendpoints: [{ addresses: [fd00::1] }]\n', /EndpointSlice default\/s: endpoints\[0\]\.addresses\[0\]: "fd00::1" is not an IPv4 address/],
-      ['a slice without its service label', 'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: s }\naddressType: IPv4\nendpoints: []\n', /EndpointSlice default\/s: metadata\.labels\["kubernetes\.io\/service-name"\]: is required/],
+      [
+        'a missing name',
+        'apiVersion: v1\nkind: Service\nmetadata: {}\nspec: { clusterIP: 10.96.0.2, ports: [{ port: 80 }] }\n',
+        /Service default\/<unnamed>: metadata\.name: is required/,
+      ],
+      [
+        'an unknown type',
+        svc('bad', '  type: Magic\n  clusterIP: 10.96.0.2\n  ports: [{ port: 80 }]'),
+        /spec\.type: must be one of ClusterIP, NodePort, LoadBalancer, ExternalName, got "Magic"/,
+      ],
+      [
+        'an unnamed port among several',
+        svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ name: a, port: 80 }, { port: 81 }]'),
+        /spec\.ports\[1\]\.name: is required when a service has more than one port/,
+      ],
+      [
+        'a nodePort on a ClusterIP service',
+        svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 80, nodePort: 30000 }]'),
+        /spec\.ports\[0\]\.nodePort: may only be set on NodePort and LoadBalancer services/,
+      ],
+      [
+        'a bad endpoint address',
+        'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: s, labels: { kubernetes.io/service-name: good } }\naddressType: IPv4\nendpoints: [{ addresses: [fd00::1] }]\n',
+        /EndpointSlice default\/s: endpoints\[0\]\.addresses\[0\]: "fd00::1" is not an IPv4 address/,
+      ],
+      [
+        'a slice without its service label',
+        'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: s }\naddressType: IPv4\nendpoints: []\n',
+        /EndpointSlice default\/s: metadata\.labels\["kubernetes\.io\/service-name"\]: is required/,
+      ],
       ['a document that is not an object', '- just\n- a list\n', /document: not a Kubernetes object/],
-      ['a document without kind', 'metadata: { name: x }\n', /document: not a Kubernetes object: kind and apiVersion are required/],
+      [
+        'a document without kind',
+        'metadata: { name: x }\n',
+        /document: not a Kubernetes object: kind and apiVersion are required/,
+      ],
     ];
     for (const [what, text, want] of cases) {
       it(`reports ${what}`, () => {
@@ -103,14 +168,21 @@ endpoints:
         assert.equal(errors.length, 1, errors.map(formatDiagnostic).join('\n'));
         assert.match(formatDiagnostic(errors[0]!), want);
         assert.match(errors[0]!.origin!, /^f0\.yaml:\d+/);
-        assert.deepEqual(state.services.map((s) => s.metadata.name), ['good'], 'the valid object still loads, the bad one does not');
+        assert.deepEqual(
+          state.services.map((s) => s.metadata.name),
+          ['good'],
+          'the valid object still loads, the bad one does not',
+        );
       });
     }
 
     it('reports unparseable YAML with its line and keeps the other files', () => {
       const { state, diagnostics } = load('kind: Service\n  bad: [indent\n', GOOD);
       assert.equal(diagnostics.length, 1);
-      assert.match(formatDiagnostic(diagnostics[0]!), /error: document: unparseable YAML: .*\(f0\.yaml:\d+:\d+\)/);
+      assert.match(
+        formatDiagnostic(diagnostics[0]!),
+        /error: document: unparseable YAML: .*\(f0\.yaml:\d+:\d+\)/,
+      );
       assert.equal(state.services.length, 1);
     });
 
@@ -138,13 +210,19 @@ endpoints:
       await mkdir(join(dir, 'a', 'b'), { recursive: true });
       await mkdir(join(dir, '.git'));
       await writeFile(join(dir, 'a', 'b', 'svc.yml'), GOOD);
-      await writeFile(join(dir, 'a', 'other.json'), JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n' } }));
+      await writeFile(
+        join(dir, 'a', 'other.json'),
+        JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n' } }),
+      );
       await writeFile(join(dir, '.git', 'x.yaml'), GOOD.replace('good', 'hidden'));
       await writeFile(join(dir, 'README.md'), '# not a manifest');
       const { state, files, diagnostics } = await loadManifestDir(dir);
       assert.deepEqual(diagnostics, []);
       assert.equal(files.length, 2);
-      assert.deepEqual(state.services.map((s) => s.metadata.name), ['good']);
+      assert.deepEqual(
+        state.services.map((s) => s.metadata.name),
+        ['good'],
+      );
       assert.equal(state.nodes.length, 1);
     } finally {
       await rm(dir, { recursive: true, force: true });

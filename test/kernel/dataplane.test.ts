@@ -10,11 +10,24 @@ import { parseProxyConfig } from '../../src/proxy/config.js';
 import { diffRulesets } from '../../src/nft/diff.js';
 import { ExecBackend } from '../../src/nft/exec.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
-import { compareRulesets, emptyRuleset, renderRulesetScript, type Ruleset, tableKey } from '../../src/nft/ruleset.js';
+import {
+  compareRulesets,
+  emptyRuleset,
+  renderRulesetScript,
+  type Ruleset,
+  tableKey,
+} from '../../src/nft/ruleset.js';
 import { FAMILIES, Maps, TABLE } from '../../src/proxy/names.js';
 import type { ClusterState } from '../../src/k8s/types.js';
 import { cluster, node, service, slice } from '../support/cluster.js';
-import { createTopology, kernelTestsPossible, probe, startEchoServer, tally, type Topology } from '../support/netns.js';
+import {
+  createTopology,
+  kernelTestsPossible,
+  probe,
+  startEchoServer,
+  tally,
+  type Topology,
+} from '../support/netns.js';
 
 const CONFIG = parseProxyConfig({ nodeName: 'node1', clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/64'] });
 
@@ -22,11 +35,30 @@ function clusterFor(t: Topology, webPods = t.pods): ClusterState {
   const [a] = t.pods;
   return cluster(
     node('node1', [t.nodeIP, t.nodeIP6]),
-    service('web', { type: 'NodePort', clusterIPs: ['10.96.0.10', 'fd00:96::10'], ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }] }),
-    slice('web', [{ name: 'http', port: 8080 }], webPods.map((p) => p.ip)),
-    slice('web', [{ name: 'http', port: 8080 }], webPods.map((p) => p.ip6)),
-    service('dns', { clusterIP: '10.96.0.53', ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 }] }),
-    slice('dns', [{ name: 'dns', port: 5353, protocol: 'UDP' }], t.pods.map((p) => p.ip)),
+    service('web', {
+      type: 'NodePort',
+      clusterIPs: ['10.96.0.10', 'fd00:96::10'],
+      ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30080 }],
+    }),
+    slice(
+      'web',
+      [{ name: 'http', port: 8080 }],
+      webPods.map((p) => p.ip),
+    ),
+    slice(
+      'web',
+      [{ name: 'http', port: 8080 }],
+      webPods.map((p) => p.ip6),
+    ),
+    service('dns', {
+      clusterIP: '10.96.0.53',
+      ports: [{ name: 'dns', port: 53, protocol: 'UDP', targetPort: 5353 }],
+    }),
+    slice(
+      'dns',
+      [{ name: 'dns', port: 5353, protocol: 'UDP' }],
+      t.pods.map((p) => p.ip),
+    ),
     service('solo', { clusterIP: '10.96.0.30', ports: [{ port: 80, targetPort: 8080 }] }),
     slice('solo', [{ port: 8080 }], [a!.ip]),
     service('empty', {
@@ -90,7 +122,10 @@ describe('@kernel data plane in a network namespace', function () {
   it('spreads ClusterIP connections over every endpoint, and the pod sees the client', async () => {
     const results = await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 60);
     assert.deepEqual(Object.keys(tally(results)).sort(), ['pod-a', 'pod-b', 'pod-c']);
-    assert.ok(results.every((r) => r.seenFrom === t.client.ip), 'pod-to-service traffic keeps its source');
+    assert.ok(
+      results.every((r) => r.seenFrom === t.client.ip),
+      'pod-to-service traffic keeps its source',
+    );
   });
 
   it('forwards UDP to every endpoint', async () => {
@@ -101,18 +136,27 @@ describe('@kernel data plane in a network namespace', function () {
   it('answers a NodePort from the external host, masqueraded to the node', async () => {
     const results = await probe(t.external, { host: t.nodeIP, port: 30080 }, 30);
     assert.deepEqual(Object.keys(tally(results)).sort(), ['pod-a', 'pod-b', 'pod-c']);
-    assert.ok(results.every((r) => r.seenFrom === t.gateway), `backends should see the node: ${JSON.stringify(tally(results))}`);
+    assert.ok(
+      results.every((r) => r.seenFrom === t.gateway),
+      `backends should see the node: ${JSON.stringify(tally(results))}`,
+    );
   });
 
   it('masquerades off-cluster traffic to a ClusterIP', async () => {
     const results = await probe(t.external, { host: '10.96.0.10', port: 80 }, 10);
-    assert.ok(results.every((r) => r.ok && r.seenFrom === t.gateway), JSON.stringify(results));
+    assert.ok(
+      results.every((r) => r.ok && r.seenFrom === t.gateway),
+      JSON.stringify(results),
+    );
   });
 
   it('lets a pod reach itself through its service (hairpin)', async () => {
     const [a] = t.pods;
     const results = await probe(a!.ns, { host: '10.96.0.30', port: 80 }, 5);
-    assert.ok(results.every((r) => r.ok && r.server === 'pod-a' && r.seenFrom === t.gateway), JSON.stringify(results));
+    assert.ok(
+      results.every((r) => r.ok && r.server === 'pod-a' && r.seenFrom === t.gateway),
+      JSON.stringify(results),
+    );
   });
 
   it('refuses a service without endpoints at once, every time, on every path', async () => {
@@ -124,7 +168,10 @@ describe('@kernel data plane in a network namespace', function () {
     ];
     for (const c of cases) {
       const results = await probe(c.from, { host: c.host, port: c.port }, 5, 3000);
-      assert.ok(results.every((r) => r.error === 'ECONNREFUSED'), `${c.host}:${c.port}: ${JSON.stringify(results)}`);
+      assert.ok(
+        results.every((r) => r.error === 'ECONNREFUSED'),
+        `${c.host}:${c.port}: ${JSON.stringify(results)}`,
+      );
     }
     const udp = await probe(t.client.ns, { host: '10.96.0.20', port: 53, protocol: 'udp' }, 1, 3000);
     assert.equal(udp[0]!.error, 'ECONNREFUSED', 'ICMP port unreachable for UDP');
@@ -135,15 +182,30 @@ describe('@kernel data plane in a network namespace', function () {
     assert.deepEqual(Object.keys(tally(results)).sort(), ['pod-a', 'pod-b', 'pod-c']);
     assert.ok(results.every((r) => r.seenFrom === t.client.ip6));
     const np = await probe(t.external, { host: t.nodeIP6, port: 30080 }, 10);
-    assert.ok(np.every((r) => r.ok && r.seenFrom === t.gateway6), JSON.stringify(np));
+    assert.ok(
+      np.every((r) => r.ok && r.seenFrom === t.gateway6),
+      JSON.stringify(np),
+    );
   });
 
   it('leaves the old ruleset in place, and traffic flowing, when a transaction fails', async () => {
     const before = await readBack(nft);
     const tx = diffRulesets(applied, compile(clusterFor(t, t.pods.slice(0, 1)), CONFIG).ruleset).tx;
     // The real change, then a command the kernel refuses: nothing of it may land.
-    tx.commands.push({ delete: { element: { family: 'ip', table: TABLE, name: Maps.serviceIPs, elem: [[{ concat: ['10.99.99.99', 'tcp', 1] }, { goto: { target: 'pick-random-1' } }]] } } });
-    await assert.rejects(nft.apply(tx), (e: unknown) => e instanceof NftError && e.kind === NftErrorKind.NotFound);
+    tx.commands.push({
+      delete: {
+        element: {
+          family: 'ip',
+          table: TABLE,
+          name: Maps.serviceIPs,
+          elem: [[{ concat: ['10.99.99.99', 'tcp', 1] }, { goto: { target: 'pick-random-1' } }]],
+        },
+      },
+    });
+    await assert.rejects(
+      nft.apply(tx),
+      (e: unknown) => e instanceof NftError && e.kind === NftErrorKind.NotFound,
+    );
     assert.deepEqual(compareRulesets(before, await readBack(nft)), []);
     const results = await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 30);
     assert.deepEqual(Object.keys(tally(results)).sort(), ['pod-a', 'pod-b', 'pod-c']);
@@ -169,7 +231,13 @@ describe('@kernel data plane in a network namespace', function () {
     // diff replaces the table in one transaction, and traffic to other services goes on.
     const state = clusterFor(t);
     state.services.push(service('big', { clusterIP: '10.96.0.40', ports: [{ port: 80, targetPort: 8080 }] }));
-    state.endpointSlices.push(slice('big', [{ port: 8080 }], [...t.pods.map((p) => p.ip), ...Array.from({ length: 14 }, (_, i) => `10.244.9.${i + 1}`)]));
+    state.endpointSlices.push(
+      slice(
+        'big',
+        [{ port: 8080 }],
+        [...t.pods.map((p) => p.ip), ...Array.from({ length: 14 }, (_, i) => `10.244.9.${i + 1}`)],
+      ),
+    );
     const big = compile(state, CONFIG).ruleset;
     const d = diffRulesets(applied, big);
     assert.equal(d.stats.tablesReplaced, 1);
@@ -186,7 +254,8 @@ describe('@kernel data plane in a network namespace', function () {
 
   it('loads the script `nftproxy render` prints with nft -f, replacing the tables atomically', async () => {
     const script = renderRulesetScript(applied);
-    for (let i = 0; i < 2; i++) await execa(t.node.nftCommand[0]!, [...t.node.nftCommand.slice(1), '-f', '-'], { input: script });
+    for (let i = 0; i < 2; i++)
+      await execa(t.node.nftCommand[0]!, [...t.node.nftCommand.slice(1), '-f', '-'], { input: script });
     assert.deepEqual(compareRulesets(applied, await readBack(nft)), []);
     const results = await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 10);
     assert.ok(results.every((r) => r.ok));

@@ -17,7 +17,10 @@ describe('@kernel 10,000 services', function () {
 
   it('render, apply in one transaction, and read back complete', async function () {
     if (kernelTestsPossible()) return this.skip();
-    const { ruleset, stats } = compile(syntheticCluster(10_000), parseProxyConfig({ nodeName: 'n', clusterCIDRs: ['10.128.0.0/9'] }));
+    const { ruleset, stats } = compile(
+      syntheticCluster(10_000),
+      parseProxyConfig({ nodeName: 'n', clusterCIDRs: ['10.128.0.0/9'] }),
+    );
     assert.equal(stats.services, 10_000);
     // 5.5 slots per service on average, plus 6 per NodePort (every tenth service, 6 endpoints).
     assert.equal(stats.endpoints, 55_000 + 1_000 * 6);

@@ -1,5 +1,12 @@
 import assert from 'node:assert/strict';
-import { canonicalIP, cidrContains, formatCIDR, normalizeCIDRs, parseCIDR, parseIP } from '../../src/net/ip.js';
+import {
+  canonicalIP,
+  cidrContains,
+  formatCIDR,
+  normalizeCIDRs,
+  parseCIDR,
+  parseIP,
+} from '../../src/net/ip.js';
 
 describe('IP addresses', () => {
   it('prints IPv6 as nft does (glibc inet_ntop)', () => {
@@ -15,13 +22,15 @@ describe('IP addresses', () => {
   });
 
   it('refuses what is not an address', () => {
-    for (const bad of ['010.0.0.1', '1.2.3', '256.1.1.1', 'fe80::1%eth0', 'x', '', '1.2.3.4/32']) assert.equal(parseIP(bad), undefined, bad);
+    for (const bad of ['010.0.0.1', '1.2.3', '256.1.1.1', 'fe80::1%eth0', 'x', '', '1.2.3.4/32'])
+      assert.equal(parseIP(bad), undefined, bad);
   });
 
   it('parses CIDRs, clearing host bits, and refuses bad lengths', () => {
     assert.equal(formatCIDR(parseCIDR('10.244.1.5/16')!), '10.244.0.0/16');
     assert.equal(formatCIDR(parseCIDR('fd00::1/64')!), 'fd00::/64');
-    for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0.0/01', 'fd00::/129', '10.0.0.0']) assert.equal(parseCIDR(bad), undefined, bad);
+    for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0.0/01', 'fd00::/129', '10.0.0.0'])
+      assert.equal(parseCIDR(bad), undefined, bad);
   });
 
   it('tests containment within a version only', () => {
@@ -32,7 +41,9 @@ describe('IP addresses', () => {
   });
 
   it('normalises prefix lists for interval sets: sorted, no prefix inside another', () => {
-    const out = normalizeCIDRs(['10.1.0.0/16', '10.0.0.0/8', '192.168.0.0/24', '10.0.0.0/8'].map((s) => parseCIDR(s)!));
+    const out = normalizeCIDRs(
+      ['10.1.0.0/16', '10.0.0.0/8', '192.168.0.0/24', '10.0.0.0/8'].map((s) => parseCIDR(s)!),
+    );
     assert.deepEqual(out.map(formatCIDR), ['10.0.0.0/8', '192.168.0.0/24']);
   });
 });

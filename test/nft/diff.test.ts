@@ -12,7 +12,8 @@ import type { ClusterState } from '../../src/k8s/types.js';
 import { cluster, service, slice } from '../support/cluster.js';
 
 const CONFIG: ProxyConfigInput = { nodeName: 'n1', clusterCIDRs: ['10.244.0.0/16'] };
-const build = (state: ClusterState, config: ProxyConfigInput = CONFIG): Ruleset => compile(state, parseProxyConfig(config)).ruleset;
+const build = (state: ClusterState, config: ProxyConfigInput = CONFIG): Ruleset =>
+  compile(state, parseProxyConfig(config)).ruleset;
 
 const svc = (name: string, ip: string, endpoints: string[]) => [
   service(name, { clusterIP: ip, ports: [{ port: 80 }] }),
@@ -47,25 +48,47 @@ describe('ruleset diff', () => {
   });
 
   it('adds a service with a known endpoint count as elements only', async () => {
-    const d = await check(a(), build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']), ...svc('b', '10.96.0.2', ['10.244.2.1', '10.244.2.2']))));
-    assert.ok(kinds(d).every((k) => k === 'add element'), kinds(d).join(', '));
+    const d = await check(
+      a(),
+      build(
+        cluster(
+          ...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']),
+          ...svc('b', '10.96.0.2', ['10.244.2.1', '10.244.2.2']),
+        ),
+      ),
+    );
+    assert.ok(
+      kinds(d).every((k) => k === 'add element'),
+      kinds(d).join(', '),
+    );
     // service-ips entry, 2 backends, cluster-ips entry, 2 hairpin pairs
     assert.equal(d.stats.elementsAdded, 6);
     assert.equal(d.stats.elementsDeleted, 0);
   });
 
   it('changes an endpoint count up to 16 with elements only: those pick chains always exist', async () => {
-    const d = await check(a(), build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2', '10.244.1.3']))));
+    const d = await check(
+      a(),
+      build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2', '10.244.1.3']))),
+    );
     assert.equal(d.stats.chainsAdded + d.stats.chainsDeleted + d.stats.tablesReplaced, 0);
-    assert.ok(kinds(d).every((k) => k.endsWith('element')), kinds(d).join(', '));
+    assert.ok(
+      kinds(d).every((k) => k.endsWith('element')),
+      kinds(d).join(', '),
+    );
   });
 
   it('replaces the table, in the same transaction, when a new pick chain must use the existing typeof map', async () => {
     const many = Array.from({ length: 17 }, (_, i) => `10.244.3.${i + 1}`);
-    const big = build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']), ...svc('b', '10.96.0.2', many)));
+    const big = build(
+      cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']), ...svc('b', '10.96.0.2', many)),
+    );
     const d = await check(a(), big);
     assert.equal(d.stats.tablesReplaced, 1, 'the ip table; ip6 has nothing new');
-    assert.match(d.stats.replaceReasons[0]!, /ip nftproxy: new rule in pick-random-17 refers to typeof map backends/);
+    assert.match(
+      d.stats.replaceReasons[0]!,
+      /ip nftproxy: new rule in pick-random-17 refers to typeof map backends/,
+    );
     // Going back only deletes: that is incremental.
     const back = await check(big, a());
     assert.equal(back.stats.tablesReplaced, 0);
@@ -78,13 +101,27 @@ describe('ruleset diff', () => {
   });
 
   it('removes a service as element deletes', async () => {
-    const both = build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']), ...svc('b', '10.96.0.2', ['10.244.2.1', '10.244.2.2'])));
+    const both = build(
+      cluster(
+        ...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']),
+        ...svc('b', '10.96.0.2', ['10.244.2.1', '10.244.2.2']),
+      ),
+    );
     const d = await check(both, a());
-    assert.ok(kinds(d).every((k) => k === 'delete element'), kinds(d).join(', '));
+    assert.ok(
+      kinds(d).every((k) => k === 'delete element'),
+      kinds(d).join(', '),
+    );
   });
 
   it('refills a static chain whose rules changed, without replacing the table', async () => {
-    const d = await check(a(), build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2'])), { ...CONFIG, masqueradeAll: true }));
+    const d = await check(
+      a(),
+      build(cluster(...svc('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2'])), {
+        ...CONFIG,
+        masqueradeAll: true,
+      }),
+    );
     assert.equal(d.stats.tablesReplaced, 0);
     assert.equal(d.stats.chainsFlushed, 2, 'the services chain of each family');
     assert.ok(kinds(d).includes('flush chain'));

@@ -5,14 +5,33 @@ import type { Command } from '../../src/nft/ir.js';
 
 const T = { family: 'ip', name: 't' } as const;
 const chain = (name: string) => ({ family: 'ip' as const, table: 't', name });
-const vmapDef = { family: 'ip' as const, table: 't', name: 'm', type: ['ipv4_addr', 'inet_service'], map: 'verdict' };
+const vmapDef = {
+  family: 'ip' as const,
+  table: 't',
+  name: 'm',
+  type: ['ipv4_addr', 'inet_service'],
+  map: 'verdict',
+};
 const el = (addr: string, port: number, target: string) => ({
-  element: { family: 'ip' as const, table: 't', name: 'm', elem: [[{ concat: [addr, port] }, { goto: { target } }]] as [never, never][] },
+  element: {
+    family: 'ip' as const,
+    table: 't',
+    name: 'm',
+    elem: [[{ concat: [addr, port] }, { goto: { target } }]] as [never, never][],
+  },
 });
 
 async function base(): Promise<FakeBackend> {
   const f = new FakeBackend();
-  await f.apply({ commands: [{ add: { table: T } }, { add: { chain: chain('a') } }, { add: { chain: chain('b') } }, { add: { map: vmapDef } }, { add: el('10.0.0.1', 80, 'a') }] });
+  await f.apply({
+    commands: [
+      { add: { table: T } },
+      { add: { chain: chain('a') } },
+      { add: { chain: chain('b') } },
+      { add: { map: vmapDef } },
+      { add: el('10.0.0.1', 80, 'a') },
+    ],
+  });
   return f;
 }
 
@@ -32,7 +51,11 @@ describe('fake nft backend', () => {
 
   it('is atomic: a late failure undoes earlier commands of the same transaction', async () => {
     const f = await base();
-    await rejects(f, [{ add: el('10.0.0.2', 80, 'a') }, { delete: el('10.0.0.9', 80, 'a') }], NftErrorKind.NotFound);
+    await rejects(
+      f,
+      [{ add: el('10.0.0.2', 80, 'a') }, { delete: el('10.0.0.9', 80, 'a') }],
+      NftErrorKind.NotFound,
+    );
     assert.equal((await f.listTable('ip', 't'))!.sets.get('m')!.elems.size, 1);
   });
 
@@ -57,8 +80,16 @@ describe('fake nft backend', () => {
 
   it('refuses rules that refer to missing sets or chains', async () => {
     const f = await base();
-    const rule = (expr: unknown[]) => ({ add: { rule: { family: 'ip', table: 't', chain: 'a', expr } } }) as Command;
-    await assert.rejects(f.apply({ commands: [rule([{ vmap: { key: { payload: { protocol: 'ip', field: 'daddr' } }, data: '@missing' } }])] }), NftError);
+    const rule = (expr: unknown[]) =>
+      ({ add: { rule: { family: 'ip', table: 't', chain: 'a', expr } } }) as Command;
+    await assert.rejects(
+      f.apply({
+        commands: [
+          rule([{ vmap: { key: { payload: { protocol: 'ip', field: 'daddr' } }, data: '@missing' } }]),
+        ],
+      }),
+      NftError,
+    );
     await assert.rejects(f.apply({ commands: [rule([{ jump: { target: 'missing' } }])] }), NftError);
   });
 

@@ -24,8 +24,21 @@ function tracerFor(state: ClusterState, config: Partial<ProxyConfigInput> = {}):
   return new Tracer(result.ruleset, { localAddresses: [NODE_IP, NODE_IP6, OTHER_LOCAL, '127.0.0.1', '::1'] });
 }
 
-function trace(t: Tracer, from: string, to: string, port: number, protocol: TraceProtocol = 'tcp', entry?: Entry): TraceResult {
-  const e: Entry = entry ?? (from === NODE_IP || from === NODE_IP6 ? 'host' : from.startsWith('10.244.') || from.startsWith('fd00:244:') ? 'pod' : 'external');
+function trace(
+  t: Tracer,
+  from: string,
+  to: string,
+  port: number,
+  protocol: TraceProtocol = 'tcp',
+  entry?: Entry,
+): TraceResult {
+  const e: Entry =
+    entry ??
+    (from === NODE_IP || from === NODE_IP6
+      ? 'host'
+      : from.startsWith('10.244.') || from.startsWith('fd00:244:')
+        ? 'pod'
+        : 'external');
   return t.trace({ saddr: from, daddr: to, dport: port, protocol, entry: e });
 }
 
@@ -34,7 +47,11 @@ function assertReaches(r: TraceResult, endpoints: string[], masquerade: boolean)
   assert.deepEqual(r.endpoints, [...endpoints].sort());
   for (const o of r.outcomes) {
     assert.equal(o.verdict, 'accept', `unexpected ${o.verdict}: ${o.path.join(' | ')}`);
-    assert.equal(o.masquerade, masquerade, `masquerade ${o.masquerade} to ${o.dnat?.addr}: ${o.path.join(' | ')}`);
+    assert.equal(
+      o.masquerade,
+      masquerade,
+      `masquerade ${o.masquerade} to ${o.dnat?.addr}: ${o.path.join(' | ')}`,
+    );
   }
 }
 
@@ -71,16 +88,28 @@ const web = () =>
 
 describe('packet flows', () => {
   describe('ClusterIP', () => {
-    it('spreads a pod\'s connection over every ready endpoint, keeping its source', () => {
-      assertReaches(trace(tracerFor(web()), POD, '10.96.0.10', 80), ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], false);
+    it("spreads a pod's connection over every ready endpoint, keeping its source", () => {
+      assertReaches(
+        trace(tracerFor(web()), POD, '10.96.0.10', 80),
+        ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'],
+        false,
+      );
     });
 
     it('masquerades traffic from outside the cluster CIDRs', () => {
-      assertReaches(trace(tracerFor(web()), OUTSIDE, '10.96.0.10', 80), ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], true);
+      assertReaches(
+        trace(tracerFor(web()), OUTSIDE, '10.96.0.10', 80),
+        ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'],
+        true,
+      );
     });
 
     it('masquerades traffic from the node itself', () => {
-      assertReaches(trace(tracerFor(web()), NODE_IP, '10.96.0.10', 80), ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], true);
+      assertReaches(
+        trace(tracerFor(web()), NODE_IP, '10.96.0.10', 80),
+        ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'],
+        true,
+      );
     });
 
     it('masquerades pods too with --masquerade-all', () => {
@@ -140,7 +169,7 @@ describe('packet flows', () => {
       assertUntouched(trace(tracerFor(web()), '127.0.0.1', '127.0.0.1', 30080, 'tcp', 'host'));
     });
 
-    it('does not capture the port on addresses that are not the node\'s', () => {
+    it("does not capture the port on addresses that are not the node's", () => {
       assertUntouched(trace(tracerFor(web()), POD, '192.168.50.77', 30080));
     });
 
@@ -150,7 +179,7 @@ describe('packet flows', () => {
       assertUntouched(trace(t, OUTSIDE, OTHER_LOCAL, 30080));
     });
 
-    it('answers on the node\'s own IPs with --nodeport-addresses primary', () => {
+    it("answers on the node's own IPs with --nodeport-addresses primary", () => {
       const t = tracerFor(web(), { nodePortAddresses: ['primary'] });
       assertReaches(trace(t, OUTSIDE, NODE_IP, 30080), all, true);
       assertUntouched(trace(t, OUTSIDE, OTHER_LOCAL, 30080));
@@ -171,7 +200,11 @@ describe('packet flows', () => {
 
     it('does not capture an ingress IP with ipMode Proxy', () => {
       const state = cluster(
-        service('lb', { type: 'LoadBalancer', clusterIP: '10.96.0.30', ports: [{ port: 80, nodePort: 30030 }] }, { status: { loadBalancer: { ingress: [{ ip: '192.168.99.30', ipMode: 'Proxy' }] } } }),
+        service(
+          'lb',
+          { type: 'LoadBalancer', clusterIP: '10.96.0.30', ports: [{ port: 80, nodePort: 30030 }] },
+          { status: { loadBalancer: { ingress: [{ ip: '192.168.99.30', ipMode: 'Proxy' }] } } },
+        ),
         slice('lb', [{ port: 80 }], ['10.244.1.10']),
       );
       assertUntouched(trace(tracerFor(state), OUTSIDE, '192.168.99.30', 80));
@@ -210,7 +243,16 @@ describe('packet flows', () => {
     it('rejects a local external IP too (input path)', () => {
       const t = compile(empty(), parseProxyConfig(BASE));
       const tracer = new Tracer(t.ruleset, { localAddresses: [NODE_IP, '192.168.99.40'] });
-      assertRejected(tracer.trace({ saddr: OUTSIDE, daddr: '192.168.99.40', dport: 80, protocol: 'tcp', entry: 'external' }), 'tcp reset');
+      assertRejected(
+        tracer.trace({
+          saddr: OUTSIDE,
+          daddr: '192.168.99.40',
+          dport: 80,
+          protocol: 'tcp',
+          entry: 'external',
+        }),
+        'tcp reset',
+      );
     });
 
     it('does not reject a NodePort on loopback', () => {
@@ -222,11 +264,15 @@ describe('packet flows', () => {
     it('uses ready endpoints only, while any is ready', () => {
       const state = cluster(
         service('s', { clusterIP: '10.96.0.40', ports: [{ port: 80 }] }),
-        slice('s', [{ port: 80 }], [
-          '10.244.1.1',
-          { ip: '10.244.1.2', ready: false },
-          { ip: '10.244.1.3', ready: false, serving: true, terminating: true },
-        ]),
+        slice(
+          's',
+          [{ port: 80 }],
+          [
+            '10.244.1.1',
+            { ip: '10.244.1.2', ready: false },
+            { ip: '10.244.1.3', ready: false, serving: true, terminating: true },
+          ],
+        ),
       );
       assertReaches(trace(tracerFor(state), POD, '10.96.0.40', 80), ['10.244.1.1:80'], false);
     });
@@ -234,11 +280,15 @@ describe('packet flows', () => {
     it('falls back to serving, terminating endpoints when none is ready', () => {
       const state = cluster(
         service('s', { clusterIP: '10.96.0.40', ports: [{ port: 80 }] }),
-        slice('s', [{ port: 80 }], [
-          { ip: '10.244.1.2', ready: false },
-          { ip: '10.244.1.3', ready: false, serving: true, terminating: true },
-          { ip: '10.244.1.4', ready: false, serving: false, terminating: true },
-        ]),
+        slice(
+          's',
+          [{ port: 80 }],
+          [
+            { ip: '10.244.1.2', ready: false },
+            { ip: '10.244.1.3', ready: false, serving: true, terminating: true },
+            { ip: '10.244.1.4', ready: false, serving: false, terminating: true },
+          ],
+        ),
       );
       assertReaches(trace(tracerFor(state), POD, '10.96.0.40', 80), ['10.244.1.3:80'], false);
     });
@@ -250,7 +300,11 @@ describe('packet flows', () => {
         slice('s', [{ name: 'web', port: 9090 }], ['10.244.2.1']),
         slice('s', [{ name: 'other', port: 7070 }], ['10.244.3.1']),
       );
-      assertReaches(trace(tracerFor(state), POD, '10.96.0.41', 80), ['10.244.1.1:8080', '10.244.2.1:9090'], false);
+      assertReaches(
+        trace(tracerFor(state), POD, '10.96.0.41', 80),
+        ['10.244.1.1:8080', '10.244.2.1:9090'],
+        false,
+      );
     });
 
     it('counts an endpoint listed in two slices once', () => {
@@ -285,11 +339,15 @@ describe('packet flows', () => {
             { name: 'sig', port: 3868, protocol: 'SCTP' },
           ],
         }),
-        slice('dns', [
-          { name: 'dns', port: 5353, protocol: 'UDP' },
-          { name: 'dns-tcp', port: 5354, protocol: 'TCP' },
-          { name: 'sig', port: 3868, protocol: 'SCTP' },
-        ], ['10.244.1.53']),
+        slice(
+          'dns',
+          [
+            { name: 'dns', port: 5353, protocol: 'UDP' },
+            { name: 'dns-tcp', port: 5354, protocol: 'TCP' },
+            { name: 'sig', port: 3868, protocol: 'SCTP' },
+          ],
+          ['10.244.1.53'],
+        ),
       );
       const t = tracerFor(state);
       assertReaches(trace(t, POD, '10.96.0.53', 53, 'udp'), ['10.244.1.53:5353'], false);
@@ -302,7 +360,11 @@ describe('packet flows', () => {
     const dual = () =>
       cluster(
         node('node1', [NODE_IP, NODE_IP6]),
-        service('dual', { type: 'NodePort', clusterIPs: ['10.96.0.60', 'fd00:96::60'], ports: [{ port: 80, nodePort: 30060 }] }),
+        service('dual', {
+          type: 'NodePort',
+          clusterIPs: ['10.96.0.60', 'fd00:96::60'],
+          ports: [{ port: 80, nodePort: 30060 }],
+        }),
         slice('dual', [{ port: 80 }], ['10.244.1.60']),
         slice('dual', [{ port: 80 }], ['fd00:244::60', 'fd00:244::61']),
       );
@@ -333,12 +395,16 @@ describe('packet flows', () => {
   });
 
   describe('services the proxy leaves alone', () => {
-    it('skips headless, ExternalName and other proxies\' services', () => {
+    it("skips headless, ExternalName and other proxies' services", () => {
       const state = cluster(
         service('headless', { clusterIP: 'None', ports: [{ port: 80 }] }),
         slice('headless', [{ port: 80 }], ['10.244.1.1']),
         service('ext', { type: 'ExternalName', externalName: 'example.com', ports: [{ port: 80 }] }),
-        service('mine', { clusterIP: '10.96.0.70', ports: [{ port: 80 }] }, { labels: { 'service.kubernetes.io/service-proxy-name': 'other' } }),
+        service(
+          'mine',
+          { clusterIP: '10.96.0.70', ports: [{ port: 80 }] },
+          { labels: { 'service.kubernetes.io/service-proxy-name': 'other' } },
+        ),
         slice('mine', [{ port: 80 }], ['10.244.1.2']),
       );
       const result = compile(state, parseProxyConfig(BASE));

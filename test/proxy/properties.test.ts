@@ -9,7 +9,12 @@ import { parseProxyConfig } from '../../src/proxy/config.js';
 import { Tracer } from '../../src/nft/tracer.js';
 import { diffRulesets } from '../../src/nft/diff.js';
 import { FakeBackend } from '../../src/nft/fake.js';
-import { compareRulesets, renderRulesetScript, rulesetFromJson, rulesetToJson } from '../../src/nft/ruleset.js';
+import {
+  compareRulesets,
+  renderRulesetScript,
+  rulesetFromJson,
+  rulesetToJson,
+} from '../../src/nft/ruleset.js';
 import type { ClusterState } from '../../src/k8s/types.js';
 import { cluster, type EndpointSpec, node, type PortSpec, service, slice } from '../support/cluster.js';
 
@@ -46,7 +51,12 @@ interface GenService {
 }
 
 const arbEndpoint: fc.Arbitrary<GenEndpoint> = fc.record(
-  { pod: fc.integer({ min: 1, max: 40 }), ready: fc.boolean(), serving: fc.boolean(), terminating: fc.boolean() },
+  {
+    pod: fc.integer({ min: 1, max: 40 }),
+    ready: fc.boolean(),
+    serving: fc.boolean(),
+    terminating: fc.boolean(),
+  },
   { requiredKeys: ['pod'] },
 );
 
@@ -55,12 +65,21 @@ const arbService: fc.Arbitrary<GenService> = fc
     type: fc.constantFrom('ClusterIP' as const, 'NodePort' as const, 'LoadBalancer' as const),
     dual: fc.boolean(),
     ports: fc.uniqueArray(
-      fc.record({ protocol: fc.constantFrom(...PROTOCOLS), port: fc.integer({ min: 1, max: 200 }), target: fc.integer({ min: 1000, max: 1010 }) }),
+      fc.record({
+        protocol: fc.constantFrom(...PROTOCOLS),
+        port: fc.integer({ min: 1, max: 200 }),
+        target: fc.integer({ min: 1000, max: 1010 }),
+      }),
       { minLength: 1, maxLength: 3, selector: (p) => `${p.protocol}/${p.port}` },
     ),
     external: fc.boolean(),
     sliceSeeds: fc.array(
-      fc.record({ v6: fc.boolean(), portMask: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }), targetShift: fc.integer({ min: 0, max: 1 }), endpoints: fc.array(arbEndpoint, { maxLength: 6 }) }),
+      fc.record({
+        v6: fc.boolean(),
+        portMask: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+        targetShift: fc.integer({ min: 0, max: 1 }),
+        endpoints: fc.array(arbEndpoint, { maxLength: 6 }),
+      }),
       { maxLength: 3 },
     ),
   })
@@ -68,14 +87,17 @@ const arbService: fc.Arbitrary<GenService> = fc
     ...s,
     slices: sliceSeeds.map((seed) => ({
       v6: seed.v6,
-      ports: s.ports.flatMap((p, index) => (seed.portMask[index] ? [{ index, target: p.target + seed.targetShift }] : [])),
+      ports: s.ports.flatMap((p, index) =>
+        seed.portMask[index] ? [{ index, target: p.target + seed.targetShift }] : [],
+      ),
       endpoints: seed.endpoints,
     })),
   }));
 
 const arbCluster = fc.array(arbService, { minLength: 1, maxLength: 8 });
 
-const podIP = (n: number, v6: boolean) => (v6 ? `fd00:244::${n.toString(16)}` : `10.244.${Math.floor(n / 10)}.${(n % 10) + 10}`);
+const podIP = (n: number, v6: boolean) =>
+  v6 ? `fd00:244::${n.toString(16)}` : `10.244.${Math.floor(n / 10)}.${(n % 10) + 10}`;
 const clusterIP = (i: number, v6: boolean) => (v6 ? `fd00:96::${(i + 1).toString(16)}` : `10.96.0.${i + 1}`);
 
 function build(gen: GenService[]): ClusterState {
@@ -102,7 +124,11 @@ function build(gen: GenService[]): ClusterState {
       objects.push(
         slice(
           name,
-          s.ports.map(({ index, target }) => ({ name: `p${index}`, port: target, protocol: g.ports[index]!.protocol })),
+          s.ports.map(({ index, target }) => ({
+            name: `p${index}`,
+            port: target,
+            protocol: g.ports[index]!.protocol,
+          })),
           endpoints,
           { addressType: s.v6 ? 'IPv6' : 'IPv4' },
         ) as never,
@@ -160,17 +186,37 @@ describe('properties of compiled rulesets', () => {
               if (g.external && !v6) targets.push([POD, `192.168.99.${i + 1}`, p.port]);
               if (np) targets.push([v6 ? 'fd00:50::2' : '192.168.50.2', v6 ? NODE_IP6 : NODE_IP, np]);
               for (const [saddr, daddr, dport] of targets) {
-                const r = tracer.trace({ saddr, daddr, dport, protocol, entry: saddr === POD || saddr === POD6 ? 'pod' : 'external' });
+                const r = tracer.trace({
+                  saddr,
+                  daddr,
+                  dport,
+                  protocol,
+                  entry: saddr === POD || saddr === POD6 ? 'pod' : 'external',
+                });
                 const where = `${daddr}:${dport}/${protocol} of s${i}`;
                 assert.deepEqual(r.endpoints, want, where);
-                if (want.length === 0) assert.ok(r.outcomes.every((o) => o.verdict === 'reject'), `${where} should reject`);
-                else assert.ok(r.outcomes.every((o) => o.verdict === 'accept'), `${where} should accept`);
+                if (want.length === 0)
+                  assert.ok(
+                    r.outcomes.every((o) => o.verdict === 'reject'),
+                    `${where} should reject`,
+                  );
+                else
+                  assert.ok(
+                    r.outcomes.every((o) => o.verdict === 'accept'),
+                    `${where} should accept`,
+                  );
               }
             }
           });
         });
         // Nothing else is captured: an address no service uses passes untouched.
-        const stray = tracer.trace({ saddr: POD, daddr: '10.97.0.1', dport: 80, protocol: 'tcp', entry: 'pod' });
+        const stray = tracer.trace({
+          saddr: POD,
+          daddr: '10.97.0.1',
+          dport: 80,
+          protocol: 'tcp',
+          entry: 'pod',
+        });
         assert.ok(stray.outcomes.every((o) => o.verdict === 'accept' && !o.dnat));
       }),
       { numRuns: 150 },
@@ -188,8 +234,12 @@ describe('properties of compiled rulesets', () => {
           assert.equal(new Set(keys).size, keys.length, `duplicate key in ${s.name}`);
         }
         for (const t of ruleset.tables.values()) {
-          for (const [a, b] of [['service-ips', 'no-endpoint-services'], ['service-nodeports', 'no-endpoint-nodeports']] as const) {
-            for (const k of t.sets.get(a)!.elems.keys()) assert.ok(!t.sets.get(b)!.elems.has(k), `${k} in ${a} and ${b}`);
+          for (const [a, b] of [
+            ['service-ips', 'no-endpoint-services'],
+            ['service-nodeports', 'no-endpoint-nodeports'],
+          ] as const) {
+            for (const k of t.sets.get(a)!.elems.keys())
+              assert.ok(!t.sets.get(b)!.elems.has(k), `${k} in ${a} and ${b}`);
           }
         }
       }),
@@ -205,7 +255,10 @@ describe('properties of compiled rulesets', () => {
           endpointSlices: shuffle(state.endpointSlices, seed + 1),
           nodes: state.nodes,
         };
-        assert.equal(renderRulesetScript(compile(shuffled, CONFIG).ruleset), renderRulesetScript(compile(state, CONFIG).ruleset));
+        assert.equal(
+          renderRulesetScript(compile(shuffled, CONFIG).ruleset),
+          renderRulesetScript(compile(state, CONFIG).ruleset),
+        );
       }),
     );
   });

@@ -10,7 +10,8 @@ type Raw = Record<string, unknown>;
 
 function parse<T>(raw: Raw): T {
   const r = parseResource(raw, 'test');
-  if (!r.parsed) throw new Error(`test object does not parse: ${r.diagnostics.map(formatDiagnostic).join('; ')}`);
+  if (!r.parsed)
+    throw new Error(`test object does not parse: ${r.diagnostics.map(formatDiagnostic).join('; ')}`);
   return r.parsed.object as T;
 }
 
@@ -24,11 +25,19 @@ export interface PortSpec {
 }
 
 /** A Service; `spec` is merged over a ClusterIP default. */
-export function service(name: string, spec: Raw & { ports: PortSpec[] }, extra: { namespace?: string; labels?: Record<string, string>; status?: Raw } = {}): Service {
+export function service(
+  name: string,
+  spec: Raw & { ports: PortSpec[] },
+  extra: { namespace?: string; labels?: Record<string, string>; status?: Raw } = {},
+): Service {
   return parse<Service>({
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name, namespace: extra.namespace ?? 'default', ...(extra.labels ? { labels: extra.labels } : {}) },
+    metadata: {
+      name,
+      namespace: extra.namespace ?? 'default',
+      ...(extra.labels ? { labels: extra.labels } : {}),
+    },
     spec: { type: 'ClusterIP', ...spec },
     ...(extra.status ? { status: extra.status } : {}),
   });

@@ -8,7 +8,11 @@ import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
-  options: { name: { type: 'string' }, tcp: { type: 'string', multiple: true }, udp: { type: 'string', multiple: true } },
+  options: {
+    name: { type: 'string' },
+    tcp: { type: 'string', multiple: true },
+    udp: { type: 'string', multiple: true },
+  },
 });
 const name = values.name ?? 'server';
 const plain = (addr: string | undefined) => (addr ?? '?').replace(/^::ffff:/, '');
@@ -19,11 +23,15 @@ for (const port of values.tcp ?? []) {
     sock.on('error', () => undefined);
     sock.end(`${name} ${plain(sock.remoteAddress)}\n`);
   });
-  listening.push(new Promise((resolve) => server.listen({ port: Number(port), host: '::', ipv6Only: false }, resolve)));
+  listening.push(
+    new Promise((resolve) => server.listen({ port: Number(port), host: '::', ipv6Only: false }, resolve)),
+  );
 }
 for (const port of values.udp ?? []) {
   const sock = createSocket({ type: 'udp6', ipv6Only: false });
-  sock.on('message', (_msg, rinfo) => sock.send(`${name} ${plain(rinfo.address)}\n`, rinfo.port, rinfo.address));
+  sock.on('message', (_msg, rinfo) =>
+    sock.send(`${name} ${plain(rinfo.address)}\n`, rinfo.port, rinfo.address),
+  );
   listening.push(new Promise((resolve) => sock.bind(Number(port), '::', resolve)));
 }
 await Promise.all(listening);

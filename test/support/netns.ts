@@ -187,7 +187,10 @@ export async function createTopology(podCount: number): Promise<Topology> {
 const SUPPORT = fileURLToPath(new URL('.', import.meta.url));
 
 /** Echo servers in a pod: each answers `NAME SOURCE-ADDRESS`. Resolves when listening. */
-export async function startEchoServer(pod: Pod, ports: { tcp?: number[]; udp?: number[] }): Promise<() => Promise<void>> {
+export async function startEchoServer(
+  pod: Pod,
+  ports: { tcp?: number[]; udp?: number[] },
+): Promise<() => Promise<void>> {
   const args = ['--import', 'tsx', `${SUPPORT}echo-server.ts`, '--name', pod.name];
   for (const p of ports.tcp ?? []) args.push('--tcp', String(p));
   for (const p of ports.udp ?? []) args.push('--udp', String(p));
@@ -219,7 +222,12 @@ export interface ProbeResult {
 }
 
 /** Makes `count` new connections from a namespace to `host:port` and reports each. */
-export async function probe(from: Netns, to: { host: string; port: number; protocol?: 'tcp' | 'udp' }, count: number, timeoutMs = 2000): Promise<ProbeResult[]> {
+export async function probe(
+  from: Netns,
+  to: { host: string; port: number; protocol?: 'tcp' | 'udp' },
+  count: number,
+  timeoutMs = 2000,
+): Promise<ProbeResult[]> {
   const r = await from.run(
     'node',
     '--import',

@@ -46,7 +46,9 @@ function tcp(): Promise<Result> {
       sock.destroy();
       resolve({ ok: false, error: 'ETIMEDOUT', ms: Date.now() - start });
     });
-    sock.on('error', (e: NodeJS.ErrnoException) => resolve({ ok: false, error: e.code ?? e.message, ms: Date.now() - start }));
+    sock.on('error', (e: NodeJS.ErrnoException) =>
+      resolve({ ok: false, error: e.code ?? e.message, ms: Date.now() - start }),
+    );
   });
 }
 
@@ -62,11 +64,14 @@ function udp(): Promise<Result> {
     const timer = setTimeout(() => done({ ok: false, error: 'ETIMEDOUT', ms: Date.now() - start }), timeout);
     sock.on('message', (msg) => done(parse(msg.toString(), start)));
     // A connected socket reports ICMP port unreachable as ECONNREFUSED.
-    sock.on('error', (e: NodeJS.ErrnoException) => done({ ok: false, error: e.code ?? e.message, ms: Date.now() - start }));
+    sock.on('error', (e: NodeJS.ErrnoException) =>
+      done({ ok: false, error: e.code ?? e.message, ms: Date.now() - start }),
+    );
     sock.connect(port, host, () => sock.send('hello'));
   });
 }
 
 const results: Result[] = [];
-for (let i = 0; i < Number(values.count); i++) results.push(await (values.protocol === 'udp' ? udp() : tcp()));
+for (let i = 0; i < Number(values.count); i++)
+  results.push(await (values.protocol === 'udp' ? udp() : tcp()));
 process.stdout.write(JSON.stringify(results));

@@ -20,7 +20,9 @@ export function syntheticCluster(count: number): ClusterState {
       type: nodePort ? 'NodePort' : 'ClusterIP',
       clusterIPs: [`10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`],
       headless: false,
-      ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, ...(nodePort ? { nodePort } : {}) }],
+      ports: [
+        { name: 'http', protocol: 'TCP', port: 80, targetPort: 8080, ...(nodePort ? { nodePort } : {}) },
+      ],
       externalIPs: [],
       loadBalancerIPs: [],
       externalTrafficPolicy: 'Cluster',
@@ -33,7 +35,13 @@ export function syntheticCluster(count: number): ClusterState {
         conditions: { ready: true, serving: true, terminating: false },
       };
     });
-    endpointSlices.push({ metadata: meta(`${name}-1`), serviceName: name, addressType: 'IPv4', ports: [{ name: 'http', protocol: 'TCP', port: 8080 }], endpoints });
+    endpointSlices.push({
+      metadata: meta(`${name}-1`),
+      serviceName: name,
+      addressType: 'IPv4',
+      ports: [{ name: 'http', protocol: 'TCP', port: 8080 }],
+      endpoints,
+    });
   }
   return { services, endpointSlices, nodes: [] };
 }
