@@ -64,6 +64,14 @@ export function parseIP(s: string): IP | undefined {
   return undefined;
 }
 
+/**
+ * The IP version of an address already validated (canonical form): no parsing, for hot
+ * paths. Use `ipVersion` for untrusted text.
+ */
+export function versionOf(canonical: string): IPVersion {
+  return canonical.includes(':') ? 6 : 4;
+}
+
 /** The IP version of a valid address, or undefined. */
 export function ipVersion(s: string): IPVersion | undefined {
   return parseIP(s)?.version;

@@ -7,7 +7,7 @@
  * replaced whole, inside the same transaction, so there is never a moment without rules.
  */
 import type { Command, Elem, Family, Transaction } from './ir.js';
-import type { Ruleset, SetState, TableState } from './ruleset.js';
+import { irEqual, type Ruleset, type SetState, type TableState } from './ruleset.js';
 
 /** Counts of what a transaction does, for logs, traces and metrics. */
 export interface DiffStats {
@@ -42,7 +42,7 @@ function emptyStats(): DiffStats {
   };
 }
 
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+const same = irEqual;
 
 /** Commands that create `t` from nothing, in an order the kernel accepts. */
 function createTable(t: TableState, stats: DiffStats): Command[] {

@@ -14,6 +14,7 @@ import {
   elemKeyExpr,
   emptyRuleset,
   emptyTable,
+  irEqual,
   type Ruleset,
   type TableState,
   tableKey,
@@ -82,7 +83,7 @@ function applyCommand(r: Ruleset, c: Command): void {
         checkElem(t, s.def, e);
         const k = elemKey(e);
         const old = s.elems.get(k);
-        if (old !== undefined && JSON.stringify(old) !== JSON.stringify(e)) {
+        if (old !== undefined && !irEqual(old, e)) {
           fail(NftErrorKind.Exists, `element ${k} of ${s.def.name} exists with other data`);
         }
         s.elems.set(k, e);

@@ -36,9 +36,42 @@ export function tableKey(family: Family, name: string): string {
   return `${family} ${name}`;
 }
 
+/**
+ * A canonical string for an expression, cheap for the common shapes (literals and
+ * concatenations of them). Literals never contain spaces or `#` (render.ts refuses them),
+ * so `a . b`, `#80` (a number) and `{...}` (other objects, as JSON) cannot collide.
+ */
+export function exprKey(e: Expr): string {
+  if (typeof e === 'string') return e;
+  if (typeof e === 'number') return `#${e}`;
+  if ('concat' in e) {
+    let out = '';
+    for (let i = 0; i < e.concat.length; i++) out += (i ? ' . ' : '') + exprKey(e.concat[i]!);
+    return out;
+  }
+  return JSON.stringify(e);
+}
+
 /** The identity of an element within its set: its key, canonically serialised. */
 export function elemKey(e: Elem): string {
-  return JSON.stringify(Array.isArray(e) ? e[0] : e);
+  return exprKey(Array.isArray(e) ? e[0] : e);
+}
+
+/** Structural equality of two values of the IR (elements, expressions), without serialising. */
+export function irEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!irEqual(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka)
+    if (!irEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+  return true;
 }
 
 /** The key expression of an element. */

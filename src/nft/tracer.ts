@@ -10,7 +10,7 @@
  * packet?".
  */
 import type { Chain, Elem, Expr, Family, Stmt } from './ir.js';
-import { elemKeyExpr, type Ruleset, type SetState, type TableState } from './ruleset.js';
+import { elemKeyExpr, exprKey, irEqual, type Ruleset, type SetState, type TableState } from './ruleset.js';
 import { renderExpr, renderStmt } from './render.js';
 import { cidrContains, compareIP, parseCIDR, parseIP, canonicalIP } from '../net/ip.js';
 
@@ -157,7 +157,7 @@ function elemMatches(v: Value, key: Expr): boolean {
 function lookup(s: SetState, v: Value): Elem | undefined {
   if (!s.def.flags?.includes('interval')) {
     try {
-      const exact = s.elems.get(JSON.stringify(valueToExpr(v)));
+      const exact = s.elems.get(exprKey(valueToExpr(v)));
       if (exact !== undefined) return exact;
     } catch {
       return undefined;
@@ -478,7 +478,7 @@ export class Tracer {
       hit = Array.isArray(lv) ? (lv as Value[]).includes(want) : lv === want;
     } else {
       const rv = this.evalAll(table, right, pkt)[0];
-      hit = JSON.stringify(lv) === JSON.stringify(rv);
+      hit = irEqual(lv, rv);
     }
     return op === '!=' ? !hit : hit;
   }

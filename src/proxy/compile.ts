@@ -34,7 +34,7 @@ import {
   type TableState,
   tableKey,
 } from '../nft/ruleset.js';
-import { parseCIDR, parseIP, ipVersion } from '../net/ip.js';
+import { parseCIDR, parseIP, ipVersion, versionOf } from '../net/ip.js';
 import {
   type ClusterState,
   type Diagnostic,
@@ -357,7 +357,7 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
 
   for (const family of FAMILIES) {
     const fi = FAMILY_INFO[family];
-    const clusterIP = svc.clusterIPs.find((ip) => ipVersion(ip) === fi.version);
+    const clusterIP = svc.clusterIPs.find((ip) => versionOf(ip) === fi.version);
     if (!clusterIP) continue;
     const familySlices = slices.filter((s) => (s.addressType === 'IPv4' ? 4 : 6) === fi.version);
 
@@ -451,6 +451,8 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
   return out;
 }
 
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
 /** Whether the proxy should program this service at all. */
 function proxied(svc: Service): boolean {
   return (
@@ -501,9 +503,8 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
   }
   const hairpin = new Set<string>();
   const sorted = [...state.services].sort(
-    (a, b) =>
-      a.metadata.namespace.localeCompare(b.metadata.namespace) ||
-      a.metadata.name.localeCompare(b.metadata.name),
+    // Plain code-unit order: localeCompare (ICU) costs seconds at 50k services.
+    (a, b) => cmp(a.metadata.namespace, b.metadata.namespace) || cmp(a.metadata.name, b.metadata.name),
   );
   for (const svc of sorted) {
     if (!proxied(svc)) {

@@ -1,7 +1,7 @@
 /**
  * Node-level settings of the compiler: who this node is and how it masquerades.
  */
-import { type CIDR, formatCIDR, ipVersion, normalizeCIDRs, parseCIDR, canonicalIP } from '../net/ip.js';
+import { type CIDR, formatCIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
 
 /** Settings as a user gives them (flags, config file). */
 export interface ProxyConfigInput {
@@ -80,7 +80,7 @@ export function cidrsOf(cidrs: CIDR[], version: 4 | 6): string[] {
   return cidrs.filter((c) => c.version === version).map(formatCIDR);
 }
 
-/** The addresses of one IP version. */
+/** The addresses (canonical) of one IP version. */
 export function ipsOf(ips: string[], version: 4 | 6): string[] {
-  return ips.filter((ip) => ipVersion(ip) === version);
+  return ips.filter((ip) => versionOf(ip) === version);
 }

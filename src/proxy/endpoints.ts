@@ -35,6 +35,8 @@ export function usableBackends(sp: ServicePort, slices: readonly EndpointSlice[]
       else if (ep.conditions.serving && ep.conditions.terminating) terminating.set(key, b);
     }
   }
-  const chosen = [...(ready.size ? ready : terminating).values()];
-  return chosen.sort((a, b) => compareIP(parseIP(a.ip)!, parseIP(b.ip)!) || a.port - b.port);
+  // Parse each address once, not in every comparison.
+  const keyed = [...(ready.size ? ready : terminating).values()].map((b) => ({ b, ip: parseIP(b.ip)! }));
+  keyed.sort((x, y) => compareIP(x.ip, y.ip) || x.b.port - y.b.port);
+  return keyed.map((k) => k.b);
 }

@@ -11,6 +11,9 @@ const BIN = here('../../bin/nftproxy.js');
 const BASIC = here('../fixtures/clusters/basic');
 const NODE = ['--node', 'node1', '--cluster-cidr', '10.244.0.0/16,fd00:244::/48'];
 
+/** `explain` on the basic fixture cluster, with `args` added. */
+const explain = (...args: string[]) => run('explain', '--manifests', BASIC, ...NODE, ...args);
+
 function run(...args: string[]) {
   return execa('node', [BIN, ...args], { reject: false, stripFinalNewline: false, env: { NODE_NAME: '' } });
 }
@@ -70,16 +73,7 @@ describe('nftproxy CLI', function () {
 
   describe('explain', () => {
     it('lists the endpoints a pod reaches through a ClusterIP', async () => {
-      const r = await run(
-        'explain',
-        '--manifests',
-        BASIC,
-        ...NODE,
-        '--from',
-        '10.244.1.50',
-        '--to',
-        '10.96.0.10:80/tcp',
-      );
+      const r = await explain('--from', '10.244.1.50', '--to', '10.96.0.10:80/tcp');
       assert.equal(r.exitCode, 0, r.stderr);
       assert.match(r.stdout, /service {2}shop\/web port "http" \(clusterIP\)/);
       assert.match(r.stdout, /DNAT to one of 3 endpoints/);
@@ -89,58 +83,20 @@ describe('nftproxy CLI', function () {
     });
 
     it("infers the entry point: the node's own address is the host", async () => {
-      const r = await run(
-        'explain',
-        '--manifests',
-        BASIC,
-        ...NODE,
-        '--from',
-        '192.168.50.1',
-        '--to',
-        '10.96.0.10:80',
-      );
+      const r = await explain('--from', '192.168.50.1', '--to', '10.96.0.10:80');
       assert.match(r.stdout, /from a process on the node itself/);
       assert.match(r.stdout, /masqueraded/);
     });
 
     it('says why a packet is refused', async () => {
-      const r = await run(
-        'explain',
-        '--manifests',
-        BASIC,
-        ...NODE,
-        '--from',
-        '192.168.50.2',
-        '--to',
-        '192.168.50.1:30090',
-      );
+      const r = await explain('--from', '192.168.50.2', '--to', '192.168.50.1:30090');
       assert.match(r.stdout, /verdict {2}REJECT with tcp reset: the service port has no usable endpoints/);
-      const u = await run(
-        'explain',
-        '--manifests',
-        BASIC,
-        ...NODE,
-        '--from',
-        '10.244.1.50',
-        '--to',
-        '10.96.0.53:54/udp',
-      );
+      const u = await explain('--from', '10.244.1.50', '--to', '10.96.0.53:54/udp');
       assert.match(u.stdout, /REJECT with icmp port-unreachable: this ClusterIP has no such port/);
     });
 
     it('traces IPv6 and prints JSON for machines', async () => {
-      const r = await run(
-        'explain',
-        '--manifests',
-        BASIC,
-        ...NODE,
-        '--from',
-        'fd00:244::5',
-        '--to',
-        '[fd00:96::10]:80',
-        '-o',
-        'json',
-      );
+      const r = await explain('--from', 'fd00:244::5', '--to', '[fd00:96::10]:80', '-o', 'json');
       assert.equal(r.exitCode, 0, r.stderr);
       const doc = JSON.parse(r.stdout) as { endpoints: string[]; service: { service: string } };
       assert.deepEqual(doc.endpoints, ['[fd00:244:1::10]:8080']);
@@ -148,16 +104,7 @@ describe('nftproxy CLI', function () {
     });
 
     it('rejects a malformed destination', async () => {
-      const r = await run(
-        'explain',
-        '--manifests',
-        BASIC,
-        ...NODE,
-        '--from',
-        '10.244.1.50',
-        '--to',
-        '10.96.0.10',
-      );
+      const r = await explain('--from', '10.244.1.50', '--to', '10.96.0.10');
       assert.equal(r.exitCode, 2);
       assert.match(r.stderr, /--to: want IP:PORT/);
     });
