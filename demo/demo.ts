@@ -4,6 +4,7 @@
  * failure or Ctrl-C. Run it with scripts/demo (as root).
  */
 import { fileURLToPath } from 'node:url';
+import { formatHostPort } from '../src/net/ip.js';
 import { loadManifestDir } from '../src/k8s/manifests.js';
 import { formatDiagnostic } from '../src/k8s/types.js';
 import { compile, localAddresses } from '../src/proxy/compile.js';
@@ -70,7 +71,7 @@ async function main(): Promise<number> {
     for (const e of result.entries) {
       const where = e.kind === 'nodePort' ? `NodePort ${e.port}` : `${e.address}:${e.port}`;
       const eps = e.backends.length
-        ? e.backends.map((b) => (b.ip.includes(':') ? `[${b.ip}]:${b.port}` : `${b.ip}:${b.port}`)).join(' ')
+        ? e.backends.map((b) => formatHostPort(b.ip, b.port)).join(' ')
         : 'no endpoints: refused';
       say(`  ${e.service.padEnd(18)} ${e.kind.padEnd(10)} ${`${where}/${e.protocol}`.padEnd(22)} -> ${eps}`);
     }

@@ -3,7 +3,7 @@
  * manifests and prints the endpoints it can reach, masquerading, or why it is refused.
  */
 import { Command } from 'commander';
-import { canonicalIP, cidrContains, parseIP } from '../net/ip.js';
+import { canonicalIP, cidrContains, formatHostPort, parseIP } from '../net/ip.js';
 import { compile, type DispatchEntry, localAddresses } from '../proxy/compile.js';
 import { Chains, Maps } from '../proxy/names.js';
 import {
@@ -35,8 +35,7 @@ const ENTRY_TEXT: Record<Entry, string> = {
 };
 
 function endpointOf(o: TraceOutcome): string {
-  const { addr, port } = o.dnat!;
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
+  return formatHostPort(o.dnat!.addr, o.dnat!.port);
 }
 
 /** Why a packet was refused, from the chains and maps on its path. */
@@ -75,7 +74,7 @@ export function findEntry(
 export function formatTrace(result: TraceResult, entry: DispatchEntry | undefined, verbose: boolean): string {
   const p = result.packet;
   const lines: string[] = [];
-  const dst = p.daddr.includes(':') ? `[${p.daddr}]:${p.dport}` : `${p.daddr}:${p.dport}`;
+  const dst = formatHostPort(p.daddr, p.dport);
   lines.push(`packet   ${p.saddr} -> ${dst}/${p.protocol}, ${ENTRY_TEXT[p.entry]}`);
   if (entry) {
     const port = entry.portName ? ` port ${JSON.stringify(entry.portName)}` : '';

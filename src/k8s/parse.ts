@@ -93,7 +93,8 @@ class Reader {
 
   protocol(v: unknown, field: string): Protocol {
     if (v === undefined || v === null) return Protocol.TCP;
-    if (typeof v === 'string' && v in Protocol) return v as Protocol;
+    // Own keys only: `in` would also accept "constructor" and other prototype names.
+    if (typeof v === 'string' && Object.hasOwn(Protocol, v)) return v as Protocol;
     this.bad(field, `unknown protocol ${quote(v)} (want TCP, UDP or SCTP)`);
     return Protocol.TCP;
   }
@@ -202,8 +203,17 @@ function parseService(raw: Obj, r: Reader): Service {
       Object.values(TrafficPolicy),
       'Cluster',
     ),
+    sessionAffinity: r.oneOf(spec.sessionAffinity, 'spec.sessionAffinity', ['None', 'ClientIP'], 'None'),
+    loadBalancerSourceRanges: [],
   };
   if (type === ServiceType.ExternalName) return service;
+  r.arr(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges').forEach((v, i) => {
+    const text = r.str(v, `spec.loadBalancerSourceRanges[${i}]`);
+    if (text === undefined) return;
+    const cidr = parseCIDR(text.trim());
+    if (cidr) service.loadBalancerSourceRanges.push(formatCIDR(cidr));
+    else r.bad(`spec.loadBalancerSourceRanges[${i}]`, `not a valid CIDR: ${quote(text)}`);
+  });
 
   const rawIPs =
     spec.clusterIPs !== undefined && spec.clusterIPs !== null
@@ -286,7 +296,8 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
     const ready = r.bool(c.ready, `${f}.conditions.ready`, true);
     const conditions = {
       ready,
-      serving: r.bool(c.serving, `${f}.conditions.serving`, ready),
+      // Unset serving means true, as kube-proxy reads it (not "same as ready").
+      serving: r.bool(c.serving, `${f}.conditions.serving`, true),
       terminating: r.bool(c.terminating, `${f}.conditions.terminating`, false),
     };
     const nodeName = r.str(o.nodeName, `${f}.nodeName`);
@@ -372,8 +383,8 @@ export function parseResource(raw: unknown, origin?: string): ParseResult {
       ],
     };
   }
-  const known = KINDS[kind];
-  if (!known) return { diagnostics: [] };
+  if (!Object.hasOwn(KINDS, kind)) return { diagnostics: [] };
+  const known = KINDS[kind]!;
   const meta = isObj(raw.metadata) ? raw.metadata : {};
   const ref = objectRef(kind, {
     ...(typeof meta.name === 'string' ? { name: meta.name } : {}),

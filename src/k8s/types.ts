@@ -71,6 +71,10 @@ export interface Service {
   loadBalancerIPs: string[];
   externalTrafficPolicy: TrafficPolicy;
   internalTrafficPolicy: TrafficPolicy;
+  /** `spec.sessionAffinity`. */
+  sessionAffinity: 'None' | 'ClientIP';
+  /** `spec.loadBalancerSourceRanges`, canonical CIDRs. */
+  loadBalancerSourceRanges: string[];
 }
 
 /** A port of an EndpointSlice: the target port number behind a service port name. */

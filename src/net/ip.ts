@@ -82,9 +82,6 @@ export function formatIP(ip: IP): string {
   const b = ip.bytes;
   if (ip.version === 4) return Array.from(b).join('.');
   const w = Array.from({ length: 8 }, (_, i) => (b[2 * i]! << 8) | b[2 * i + 1]!);
-  if (w.slice(0, 5).every((x) => x === 0) && w[5] === 0xffff) {
-    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
   let best = -1;
   let bestLen = 0;
   for (let i = 0; i < 8;) {
@@ -96,6 +93,11 @@ export function formatIP(ip: IP): string {
     while (j < 8 && w[j] === 0) j++;
     if (j - i > bestLen) [best, bestLen] = [i, j - i];
     i = j;
+  }
+  // glibc writes IPv4-compatible (::a.b.c.d) and IPv4-mapped (::ffff:a.b.c.d) addresses
+  // with a dotted tail.
+  if (best === 0 && (bestLen === 6 || (bestLen === 5 && w[5] === 0xffff))) {
+    return `::${bestLen === 5 ? 'ffff:' : ''}${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   }
   const hexs = w.map((x) => x.toString(16));
   if (bestLen < 2) return hexs.join(':');
@@ -135,6 +137,11 @@ export function cidrContains(cidr: CIDR, ip: IP): boolean {
     if ((cidr.bytes[bit >> 3]! & mask) !== (ip.bytes[bit >> 3]! & mask)) return false;
   }
   return true;
+}
+
+/** `10.0.0.1:80`, or `[fd00::1]:80` for IPv6 (a canonical address). */
+export function formatHostPort(addr: string, port: number): string {
+  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 /** Orders addresses: IPv4 before IPv6, then numerically. */

@@ -6,7 +6,7 @@
  * changed is flushed and refilled. A table whose base chains or set declarations changed is
  * replaced whole, inside the same transaction, so there is never a moment without rules.
  */
-import type { Command, Elem, Family, Transaction } from './ir.js';
+import type { Command, Elem, Transaction } from './ir.js';
 import { irEqual, type Ruleset, type SetState, type TableState } from './ruleset.js';
 
 /** Counts of what a transaction does, for logs, traces and metrics. */
@@ -41,8 +41,6 @@ function emptyStats(): DiffStats {
     replaceReasons: [],
   };
 }
-
-const same = irEqual;
 
 /** Commands that create `t` from nothing, in an order the kernel accepts. */
 function createTable(t: TableState, stats: DiffStats): Command[] {
@@ -99,20 +97,20 @@ function setRefs(x: unknown, out = new Set<string>()): Set<string> {
  *   specified: ip vs. th"); created in the same batch as the map, the rule is fine.
  */
 function replaceReason(from: TableState, to: TableState): string | undefined {
-  if (!same(from.table, to.table)) return 'table definition changed';
+  if (!irEqual(from.table, to.table)) return 'table definition changed';
   for (const [name, c] of to.chains) {
     const old = from.chains.get(name);
-    if (old && !same(old.chain, c.chain)) return `base chain ${name} changed`;
+    if (old && !irEqual(old.chain, c.chain)) return `base chain ${name} changed`;
   }
   for (const [name, c] of from.chains)
     if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
   for (const [name, s] of to.sets) {
     const old = from.sets.get(name);
-    if (old && !same(old.def, s.def)) return `set ${name} declaration changed`;
+    if (old && !irEqual(old.def, s.def)) return `set ${name} declaration changed`;
   }
   for (const [name, c] of to.chains) {
     const old = from.chains.get(name);
-    if (old && same(old.rules, c.rules)) continue;
+    if (old && irEqual(old.rules, c.rules)) continue;
     for (const ref of setRefs(c.rules)) {
       if (to.sets.get(ref)?.def.typeof && from.sets.has(ref))
         return `new rule in ${name} refers to typeof map ${ref} (nft 1.0.6)`;
@@ -137,7 +135,7 @@ function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[
     if (!old) {
       addChains.push({ add: { chain: c.chain } });
       stats.chainsAdded++;
-    } else if (same(old.rules, c.rules)) {
+    } else if (irEqual(old.rules, c.rules)) {
       continue;
     } else {
       flushChains.push({ flush: { chain: c.chain } });
@@ -167,11 +165,11 @@ function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[
     const adds: Elem[] = [];
     for (const [k, e] of old.elems) {
       const now = s.elems.get(k);
-      if (now === undefined || !same(now, e)) dels.push(e);
+      if (now === undefined || !irEqual(now, e)) dels.push(e);
     }
     for (const [k, e] of s.elems) {
       const before = old.elems.get(k);
-      if (before === undefined || !same(before, e)) adds.push(e);
+      if (before === undefined || !irEqual(before, e)) adds.push(e);
     }
     if (dels.length) delElems.push(elementCmd('delete', s, dels));
     if (adds.length) addElems.push(elementCmd('add', s, adds));
@@ -224,11 +222,4 @@ export function diffRulesets(from: Ruleset | undefined, to: Ruleset): Diff {
     }
   }
   return { tx: { commands }, stats };
-}
-
-/** A transaction that removes the given tables if they exist (`nftproxy cleanup`). */
-export function deleteTables(tables: { family: Family; name: string }[]): Transaction {
-  return {
-    commands: tables.flatMap((t) => [{ add: { table: t } }, { delete: { table: t } }] as Command[]),
-  };
 }

@@ -19,7 +19,7 @@ import {
   type TableState,
   tableKey,
 } from './ruleset.js';
-import { parseIP } from '../net/ip.js';
+import { parseCIDR, parseIP } from '../net/ip.js';
 
 /** Decides whether an apply fails; used by tests to inject failures. */
 export type FailureInjector = (tx: Transaction, applyCount: number) => NftError | undefined;
@@ -81,6 +81,7 @@ function applyCommand(r: Ruleset, c: Command): void {
       const s = t.sets.get(o.element.name) ?? fail(NftErrorKind.NotFound, `no set ${o.element.name}`);
       for (const e of o.element.elem) {
         checkElem(t, s.def, e);
+        checkNoOverlap(s, e);
         const k = elemKey(e);
         const old = s.elems.get(k);
         if (old !== undefined && !irEqual(old, e)) {
@@ -152,9 +153,11 @@ function addSet(t: TableState, s: NftSet): void {
   } else {
     t.sets.set(s.name, { def, elems: new Map() });
   }
+  const set = t.sets.get(s.name)!;
   for (const e of elem ?? []) {
     checkElem(t, def, e);
-    t.sets.get(s.name)!.elems.set(elemKey(e), e);
+    checkNoOverlap(set, e);
+    set.elems.set(elemKey(e), e);
   }
 }
 
@@ -240,6 +243,46 @@ function valueOk(t: TableState, type: string | string[], v: Expr, interval: bool
   if (typeof v !== 'object' || v === null || !('concat' in v) || v.concat.length !== type.length)
     return false;
   return v.concat.every((part, i) => fieldOk(t, type[i]!, part, interval && i === type.length - 1));
+}
+
+/** An address, prefix or range as inclusive numeric bounds. */
+function bounds(e: Expr): [bigint, bigint] | undefined {
+  const num = (bytes: Uint8Array) => bytes.reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
+  if (typeof e === 'string') {
+    const ip = parseIP(e);
+    return ip && [num(ip.bytes), num(ip.bytes)];
+  }
+  if (typeof e === 'object' && e !== null && 'prefix' in e) {
+    const c = parseCIDR(`${e.prefix.addr}/${e.prefix.len}`);
+    if (!c) return undefined;
+    const hostBits = BigInt(c.bytes.length * 8 - c.len);
+    const lo = num(c.bytes);
+    return [lo, lo + (1n << hostBits) - 1n];
+  }
+  if (typeof e === 'object' && e !== null && 'range' in e) {
+    const [lo, hi] = e.range.map((x) => bounds(x)?.[0]);
+    return lo === undefined || hi === undefined ? undefined : [lo, hi];
+  }
+  return undefined;
+}
+
+/**
+ * The kernel refuses an element of a (single-field) interval set that overlaps another
+ * ("conflicting intervals specified"); an identical element is fine.
+ */
+function checkNoOverlap(s: { def: Omit<NftSet, 'elem'>; elems: Map<string, Elem> }, e: Elem): void {
+  if (!s.def.flags?.includes('interval') || Array.isArray(s.def.type) || s.elems.has(elemKey(e))) return;
+  const b = bounds(elemKeyExpr(e));
+  if (!b) return;
+  for (const other of s.elems.values()) {
+    const o = bounds(elemKeyExpr(other));
+    if (o && b[0] <= o[1] && o[0] <= b[1]) {
+      fail(
+        NftErrorKind.Exists,
+        `${JSON.stringify(elemKeyExpr(e))} overlaps ${JSON.stringify(elemKeyExpr(other))} in interval set ${s.def.name}`,
+      );
+    }
+  }
 }
 
 function checkElem(t: TableState, def: Omit<NftSet, 'elem'>, e: Elem): void {

@@ -12,7 +12,7 @@
 import type { Chain, Elem, Expr, Family, Stmt } from './ir.js';
 import { elemKeyExpr, exprKey, irEqual, type Ruleset, type SetState, type TableState } from './ruleset.js';
 import { renderExpr, renderStmt } from './render.js';
-import { cidrContains, compareIP, parseCIDR, parseIP, canonicalIP } from '../net/ip.js';
+import { cidrContains, compareIP, formatHostPort, parseCIDR, parseIP, canonicalIP } from '../net/ip.js';
 
 /** Where the packet comes from. `pod` and `external` enter through prerouting; `host` is locally generated. */
 export type Entry = 'pod' | 'external' | 'host';
@@ -94,14 +94,12 @@ interface Branch {
 }
 
 const HOOKS_INGRESS = ['prerouting'] as const;
+/** Thrown while evaluating an expression that cannot match this packet (e.g. `tcp dport` on UDP). */
+const NO_MATCH = Symbol('no match');
 const MAX_DEPTH = 32;
 
 function clone(p: PacketState): PacketState {
   return { ...p, ctStatus: [...p.ctStatus], path: [...p.path], ...(p.dnat ? { dnat: { ...p.dnat } } : {}) };
-}
-
-function fmtAddr(addr: string, port: number): string {
-  return addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
 /** Converts a runtime value to the expression form set elements use, for exact lookups. */
@@ -227,7 +225,7 @@ export class Tracer {
       ...new Set(
         outcomes
           .filter((o) => o.verdict === 'accept' && o.dnat)
-          .map((o) => fmtAddr(o.dnat!.addr, o.dnat!.port)),
+          .map((o) => formatHostPort(o.dnat!.addr, o.dnat!.port)),
       ),
     ].sort();
     return { packet, outcomes, endpoints };
@@ -333,9 +331,10 @@ export class Tracer {
       case 'continue':
         return [{ pkt, flow: { kind: 'next' } }];
       case 'jump':
-        // After the callee returns or falls off, evaluation resumes after the jump.
+        // A verdict ends its rule: when the callee returns or falls off its end, evaluation
+        // resumes with the next rule of this chain.
         return this.runChain(table, v.target!, pkt, depth + 1).map((r) =>
-          r.flow.kind === 'return' ? { pkt: r.pkt, flow: { kind: 'next' } } : r,
+          r.flow.kind === 'return' || r.flow.kind === 'next' ? { pkt: r.pkt, flow: { kind: 'miss' } } : r,
         );
       case 'goto':
         // A goto does not come back: falling off the target returns from this chain.
@@ -372,6 +371,15 @@ export class Tracer {
   }
 
   private runStmt(table: TableState, s: Stmt, pkt: PacketState, text: string, depth: number): Branch[] {
+    try {
+      return this.evalStmt(table, s, pkt, text, depth);
+    } catch (e) {
+      if (e === NO_MATCH) return [{ pkt, flow: { kind: 'miss' } }];
+      throw e;
+    }
+  }
+
+  private evalStmt(table: TableState, s: Stmt, pkt: PacketState, text: string, depth: number): Branch[] {
     const miss = (): Branch[] => [{ pkt, flow: { kind: 'miss' } }];
     if ('match' in s) {
       const { op, left, right } = s.match;
@@ -426,7 +434,7 @@ export class Tracer {
         p.daddr = p.dnat.addr;
         p.dport = p.dnat.port;
         p.ctStatus.push('dnat');
-        p.path.push(`${text} -> ${fmtAddr(p.dnat.addr, p.dnat.port)}`);
+        p.path.push(`${text} -> ${formatHostPort(p.dnat.addr, p.dnat.port)}`);
         out.push({ pkt: p, flow: { kind: 'accept' } });
       }
       return out;
@@ -494,9 +502,10 @@ export class Tracer {
       const { protocol, field } = e.payload;
       if (field === 'saddr') return [pkt.saddr];
       if (field === 'daddr') return [pkt.daddr];
-      if (protocol === 'th' || protocol === pkt.protocol) {
-        if (field === 'dport') return [pkt.dport];
-        if (field === 'sport') return [pkt.sport];
+      if (field === 'dport' || field === 'sport') {
+        // `tcp dport` on a UDP packet does not match; `th dport` matches any protocol.
+        if (protocol !== 'th' && protocol !== pkt.protocol) throw NO_MATCH;
+        return [field === 'dport' ? pkt.dport : pkt.sport];
       }
       throw new Error(`tracer: unsupported payload ${protocol} ${field}`);
     }

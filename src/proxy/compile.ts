@@ -34,7 +34,15 @@ import {
   type TableState,
   tableKey,
 } from '../nft/ruleset.js';
-import { parseCIDR, parseIP, ipVersion, versionOf } from '../net/ip.js';
+import {
+  type CIDR,
+  formatHostPort,
+  formatIP,
+  normalizeCIDRs,
+  parseCIDR,
+  parseIP,
+  versionOf,
+} from '../net/ip.js';
 import {
   type ClusterState,
   type Diagnostic,
@@ -45,7 +53,7 @@ import {
   ServiceType,
   TrafficPolicy,
 } from '../k8s/types.js';
-import { cidrsOf, ipsOf, type ProxyConfig } from './config.js';
+import { ipsOf, type ProxyConfig } from './config.js';
 import { type Backend, usableBackends } from './endpoints.js';
 import {
   BaseChains,
@@ -66,8 +74,8 @@ import {
 export interface CompileStats {
   /** Services programmed (at least one port reachable or rejecting). */
   services: number;
-  /** Service ports with at least one dispatch entry, per family. */
-  servicePorts: number;
+  /** Dispatch entries that forward to endpoints: one per address (ClusterIP, external IP, LB IP, NodePort) and port. */
+  dispatchEntries: number;
   /** Backend slots programmed. */
   endpoints: number;
   /** Services skipped on purpose: headless, ExternalName, another proxy's. */
@@ -132,9 +140,8 @@ const PROTO = { TCP: 'tcp', UDP: 'udp', SCTP: 'sctp' } as const;
 const SCHEDULER: SchedulerName = 'random';
 
 /** An interval-set element for a prefix: nft lists full-length prefixes as plain addresses. */
-function cidrElem(text: string): Expr {
-  const c = parseCIDR(text)!;
-  const [addr] = text.split('/') as [string];
+function cidrElem(c: CIDR): Expr {
+  const addr = formatIP(c);
   return c.len === c.bytes.length * 8 ? addr : prefix(addr, c.len);
 }
 
@@ -203,12 +210,19 @@ function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): Ta
   const addElems = (name: string, elems: Expr[]) => {
     for (const e of elems) t.sets.get(name)!.elems.set(elemKey(e), e);
   };
-  const clusterCIDRs = cidrsOf(config.clusterCIDRs, fi.version);
+  const ofFamily = (cs: CIDR[]) => cs.filter((c) => c.version === fi.version);
+  const clusterCIDRs = ofFamily(config.clusterCIDRs);
   addElems(Sets.clusterCIDRs, clusterCIDRs.map(cidrElem));
-  const nodePortCIDRs = cidrsOf(config.nodePortCIDRs, fi.version);
-  const nodePortIPs = config.nodePortPrimary ? nodeIPs : [];
-  addElems(Sets.nodeportAddresses, [...nodePortCIDRs.map(cidrElem), ...nodePortIPs]);
-  const nodePortsRestricted = config.nodePortCIDRs.length > 0 || config.nodePortPrimary;
+  // `primary` adds the node's own IPs. Normalised together with the CIDRs, since an
+  // interval set refuses overlapping elements (10.0.0.0/8 and 10.0.0.5).
+  const primary = config.nodePortPrimary
+    ? nodeIPs.map((ip) => parseCIDR(`${ip}/${fi.version === 4 ? 32 : 128}`)!)
+    : [];
+  const nodePortAddrs = normalizeCIDRs([...ofFamily(config.nodePortCIDRs), ...primary]);
+  addElems(Sets.nodeportAddresses, nodePortAddrs.map(cidrElem));
+  // As kube-proxy: a family without any nodeport address of its own answers on all of its
+  // local addresses.
+  const nodePortsRestricted = nodePortAddrs.length > 0;
 
   const chain = (
     name: string,
@@ -353,6 +367,24 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
   if (svc.internalTrafficPolicy === TrafficPolicy.Local) {
     warn('spec.internalTrafficPolicy', 'Local is not supported yet; handled as Cluster (all endpoints)');
   }
+  if (svc.sessionAffinity === 'ClientIP') {
+    warn(
+      'spec.sessionAffinity',
+      'ClientIP is not supported yet; each connection picks an endpoint at random',
+    );
+  }
+  // Fail closed: without source-range filtering, programming the load balancer IPs would
+  // open them to every source through this node.
+  const lbIPs = svc.loadBalancerSourceRanges.length ? [] : svc.loadBalancerIPs;
+  if (svc.loadBalancerSourceRanges.length && svc.loadBalancerIPs.length) {
+    out.diagnostics.push({
+      severity: 'error',
+      object: ref,
+      field: 'spec.loadBalancerSourceRanges',
+      message:
+        'is not supported yet; the load balancer IPs are not programmed on this node rather than open to every source',
+    });
+  }
   const hasNodePorts = svc.type === ServiceType.NodePort || svc.type === ServiceType.LoadBalancer;
 
   for (const family of FAMILIES) {
@@ -394,7 +426,7 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
         return {
           family,
           claim: `vip ${elemKey(key)}`,
-          label: `${vip.includes(':') ? `[${vip}]` : vip}:${sp.port}/${sp.protocol}`,
+          label: `${formatHostPort(vip, sp.port)}/${sp.protocol}`,
           elems,
           entry: entry(kind, vip),
           ...(n ? { pick: { kind: 'service' as const, slots: n } } : {}),
@@ -404,8 +436,7 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
       cip.elems.push({ set: Sets.clusterIPs, elem: clusterIP });
       out.units.push(cip);
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
-      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version))
-        out.units.push(vipUnit(vip, 'loadBalancerIP'));
+      for (const vip of ipsOf(lbIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
 
       if (hasNodePorts && sp.nodePort) {
         const key = concat(proto, sp.nodePort);
@@ -436,16 +467,16 @@ function compileService(svc: Service, slices: readonly EndpointSlice[]): Service
       }
     }
   }
-  const families = new Set(svc.clusterIPs.map(ipVersion));
+  const families = new Set(svc.clusterIPs.map(versionOf));
   svc.externalIPs.forEach((ip, i) => {
-    if (!families.has(ipVersion(ip)))
-      warn(`spec.externalIPs[${i}]`, `${ip} is ignored: the service has no IPv${ipVersion(ip)} cluster IP`);
+    if (!families.has(versionOf(ip)))
+      warn(`spec.externalIPs[${i}]`, `${ip} is ignored: the service has no IPv${versionOf(ip)} cluster IP`);
   });
-  svc.loadBalancerIPs.forEach((ip) => {
-    if (!families.has(ipVersion(ip)))
+  lbIPs.forEach((ip) => {
+    if (!families.has(versionOf(ip)))
       warn(
         'status.loadBalancer.ingress',
-        `${ip} is ignored: the service has no IPv${ipVersion(ip)} cluster IP`,
+        `${ip} is ignored: the service has no IPv${versionOf(ip)} cluster IP`,
       );
   });
   return out;
@@ -474,7 +505,7 @@ export function nodeIPsOf(state: ClusterState, config: ProxyConfig): string[] {
 /** Compiles the whole cluster state into the desired ruleset. */
 export function compile(state: ClusterState, config: ProxyConfig): CompileResult {
   const diagnostics: Diagnostic[] = [];
-  const stats: CompileStats = { services: 0, servicePorts: 0, endpoints: 0, skipped: 0 };
+  const stats: CompileStats = { services: 0, dispatchEntries: 0, endpoints: 0, skipped: 0 };
   const nodeIPs = nodeIPsOf(state, config);
   const ruleset = emptyRuleset();
   for (const family of FAMILIES) {
@@ -535,7 +566,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       const table = ruleset.tables.get(tableKey(unit.family, TABLE))!;
       for (const { set, elem } of unit.elems) table.sets.get(set)!.elems.set(elemKey(elem), elem);
       if (unit.pick) {
-        stats.servicePorts++;
+        stats.dispatchEntries++;
         stats.endpoints += unit.pick.slots;
         picks.set(pickKey(unit.family, unit.pick.kind, unit.pick.slots), {
           family: unit.family,

@@ -1,7 +1,7 @@
 /**
  * Node-level settings of the compiler: who this node is and how it masquerades.
  */
-import { type CIDR, formatCIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
+import { type CIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
 
 /** Settings as a user gives them (flags, config file). */
 export interface ProxyConfigInput {
@@ -73,11 +73,6 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     masqueradeAll: input.masqueradeAll ?? false,
     nodeIPs,
   };
-}
-
-/** The prefixes of one IP version, as text. */
-export function cidrsOf(cidrs: CIDR[], version: 4 | 6): string[] {
-  return cidrs.filter((c) => c.version === version).map(formatCIDR);
 }
 
 /** The addresses (canonical) of one IP version. */

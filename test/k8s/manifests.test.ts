@@ -66,6 +66,12 @@ describe('manifests', () => {
     assert.deepEqual(state.nodes[0]!.addresses, [{ type: 'InternalIP', address: '192.168.1.1' }]);
   });
 
+  it('ignores kinds named like Object properties without a word', () => {
+    const { state, diagnostics } = load('apiVersion: v1\nkind: constructor\nmetadata: { name: x }\n', GOOD);
+    assert.deepEqual(diagnostics, []);
+    assert.equal(state.services.length, 1);
+  });
+
   it('canonicalises addresses to the form nft prints', () => {
     const { state } = load(svc('v6', '  clusterIPs: ["FD00:0:0:0::10"]\n  ports: [{ port: 80 }]'));
     assert.deepEqual(state.services[0]!.clusterIPs, ['fd00::10']);
@@ -106,6 +112,19 @@ endpoints:
         'a port that is a string',
         svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: "http-x" }]'),
         /spec\.ports\[0\]\.port: not a valid port number \(1-65535\): "http-x"/,
+      ],
+      [
+        'a protocol named like an Object property',
+        svc('bad', '  clusterIP: 10.96.0.2\n  ports: [{ port: 80, protocol: constructor }]'),
+        /spec\.ports\[0\]\.protocol: unknown protocol "constructor"/,
+      ],
+      [
+        'an invalid source range',
+        svc(
+          'bad',
+          '  type: LoadBalancer\n  clusterIP: 10.96.0.2\n  loadBalancerSourceRanges: [10.0.0.0/33]\n  ports: [{ port: 80 }]',
+        ),
+        /spec\.loadBalancerSourceRanges\[0\]: not a valid CIDR: "10\.0\.0\.0\/33"/,
       ],
       [
         'an unknown protocol',

@@ -17,6 +17,9 @@ describe('IP addresses', () => {
       ['1:0:2:3:4:5:6:7', '1:0:2:3:4:5:6:7'], // a single zero group stays
       ['::', '::'],
       ['::ffff:1.2.3.4', '::ffff:1.2.3.4'],
+      ['::102:304', '::1.2.3.4'], // IPv4-compatible, as glibc prints it
+      ['::1', '::1'],
+      ['::ffff', '::ffff'],
     ];
     for (const [input, want] of cases) assert.equal(canonicalIP(input), want, input);
   });

@@ -78,6 +78,23 @@ describe('fake nft backend', () => {
     await rejects(f, [{ add: el('10.0.0.2', 70000, 'a') }], NftErrorKind.Invalid);
   });
 
+  it('refuses overlapping elements in an interval set, as the kernel does', async () => {
+    const f = new FakeBackend();
+    const set = { family: 'ip' as const, table: 't', name: 'cidrs', type: 'ipv4_addr', flags: ['interval'] };
+    const add = (elem: unknown[]) =>
+      ({ add: { element: { family: 'ip' as const, table: 't', name: 'cidrs', elem } } }) as Command;
+    await f.apply({
+      commands: [{ add: { table: T } }, { add: { set } }, add([{ prefix: { addr: '10.0.0.0', len: 8 } }])],
+    });
+    await assert.rejects(
+      f.apply({ commands: [add(['10.0.0.5'])] }),
+      (e: unknown) => e instanceof NftError && e.kind === NftErrorKind.Exists,
+    );
+    await f.apply({ commands: [add([{ prefix: { addr: '10.0.0.0', len: 8 } }, '11.0.0.1'])] });
+    const inline = { ...set, name: 'c2', elem: [{ prefix: { addr: '10.0.0.0', len: 8 } }, '10.1.1.1'] };
+    await assert.rejects(f.apply({ commands: [{ add: { set: inline } }] }), NftError);
+  });
+
   it('refuses rules that refer to missing sets or chains', async () => {
     const f = await base();
     const rule = (expr: unknown[]) =>

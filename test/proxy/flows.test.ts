@@ -179,6 +179,33 @@ describe('packet flows', () => {
       assertUntouched(trace(t, OUTSIDE, OTHER_LOCAL, 30080));
     });
 
+    it('keeps answering IPv6 NodePorts on every address when only IPv4 nodeport addresses are given', () => {
+      const state = cluster(
+        node('node1', [NODE_IP, NODE_IP6]),
+        service('d', {
+          type: 'NodePort',
+          clusterIPs: ['10.96.0.61', 'fd00:96::61'],
+          ports: [{ port: 80, nodePort: 30061 }],
+        }),
+        slice('d', [{ port: 80 }], ['10.244.1.61']),
+        slice('d', [{ port: 80 }], ['fd00:244::61']),
+      );
+      const t = tracerFor(state, { nodePortAddresses: ['192.168.50.0/24'] });
+      assertReaches(trace(t, OUTSIDE6, NODE_IP6, 30061), ['[fd00:244::61]:80'], true);
+      assertUntouched(trace(t, OUTSIDE, OTHER_LOCAL, 30061));
+    });
+
+    it('accepts --nodeport-addresses primary inside a given CIDR without overlapping elements', () => {
+      const result = compile(
+        web(),
+        parseProxyConfig({ ...BASE, nodePortAddresses: ['192.168.0.0/16', 'primary'] }),
+      );
+      const elems = [
+        ...result.ruleset.tables.get('ip nftproxy')!.sets.get('nodeport-addresses')!.elems.values(),
+      ];
+      assert.deepEqual(elems, [{ prefix: { addr: '192.168.0.0', len: 16 } }]);
+    });
+
     it("answers on the node's own IPs with --nodeport-addresses primary", () => {
       const t = tracerFor(web(), { nodePortAddresses: ['primary'] });
       assertReaches(trace(t, OUTSIDE, NODE_IP, 30080), all, true);
@@ -196,6 +223,38 @@ describe('packet flows', () => {
     it('forwards a load balancer ingress IP, masqueraded, also for pods', () => {
       assertReaches(trace(tracerFor(web()), OUTSIDE, '192.168.99.20', 80), all, true);
       assertReaches(trace(tracerFor(web()), POD, '192.168.99.20', 80), all, true);
+    });
+
+    it('fails closed on loadBalancerSourceRanges until they are supported: the LB IP is not programmed', () => {
+      const state = cluster(
+        service(
+          'fw',
+          {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.31',
+            loadBalancerSourceRanges: ['203.0.113.0/24'],
+            ports: [{ port: 80, nodePort: 30031 }],
+          },
+          { status: { loadBalancer: { ingress: [{ ip: '192.168.99.31' }] } } },
+        ),
+        slice('fw', [{ port: 80 }], ['10.244.1.10']),
+      );
+      const result = compile(state, parseProxyConfig(BASE));
+      assert.match(
+        result.diagnostics.find((d) => d.severity === 'error')!.message,
+        /not programmed on this node/,
+      );
+      assertUntouched(trace(tracerFor(state), OUTSIDE, '192.168.99.31', 80));
+      assertReaches(trace(tracerFor(state), POD, '10.96.0.31', 80), ['10.244.1.10:80'], false);
+    });
+
+    it('warns that session affinity is not supported yet', () => {
+      const state = cluster(
+        service('aff', { clusterIP: '10.96.0.32', sessionAffinity: 'ClientIP', ports: [{ port: 80 }] }),
+      );
+      const result = compile(state, parseProxyConfig(BASE));
+      assert.equal(result.diagnostics[0]!.field, 'spec.sessionAffinity');
+      assert.equal(result.diagnostics[0]!.severity, 'warning');
     });
 
     it('does not capture an ingress IP with ipMode Proxy', () => {
@@ -289,6 +348,14 @@ describe('packet flows', () => {
             { ip: '10.244.1.4', ready: false, serving: false, terminating: true },
           ],
         ),
+      );
+      assertReaches(trace(tracerFor(state), POD, '10.96.0.40', 80), ['10.244.1.3:80'], false);
+    });
+
+    it('treats an unset serving condition as serving (kube-proxy), so terminating endpoints still drain', () => {
+      const state = cluster(
+        service('s', { clusterIP: '10.96.0.40', ports: [{ port: 80 }] }),
+        slice('s', [{ port: 80 }], [{ ip: '10.244.1.3', ready: false, terminating: true }]),
       );
       assertReaches(trace(tracerFor(state), POD, '10.96.0.40', 80), ['10.244.1.3:80'], false);
     });

@@ -150,7 +150,7 @@ function expected(g: GenService, portIndex: number, v6: boolean): string[] {
       const ip = podIP(e.pod, v6);
       const text = v6 ? `[${ip}]:${p.target}` : `${ip}:${p.target}`;
       const isReady = e.ready ?? true;
-      const isServing = e.serving ?? isReady;
+      const isServing = e.serving ?? true; // kube-proxy: unset serving means true
       if (isReady) ready.add(text);
       else if (isServing && (e.terminating ?? false)) fallback.add(text);
     }

@@ -27,6 +27,8 @@ export function syntheticCluster(count: number): ClusterState {
       loadBalancerIPs: [],
       externalTrafficPolicy: 'Cluster',
       internalTrafficPolicy: 'Cluster',
+      sessionAffinity: 'None',
+      loadBalancerSourceRanges: [],
     });
     const endpoints = Array.from({ length: 1 + (i % 10) }, () => {
       pod++;
