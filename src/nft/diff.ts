@@ -223,3 +223,95 @@ export function diffRulesets(from: Ruleset | undefined, to: Ruleset): Diff {
   }
   return { tx: { commands }, stats };
 }
+
+/** Before and after of one element; undefined means absent. */
+export interface ElementChange {
+  before?: Elem;
+  after?: Elem;
+}
+
+/**
+ * Changes made to a ruleset in place by an incremental builder: elements (by table key, set
+ * and element key) and chains added. Much cheaper to turn into a transaction than a diff of
+ * whole rulesets.
+ */
+export interface RulesetDelta {
+  elements: Map<string, Map<string, Map<string, ElementChange>>>;
+  /** Chains added, by table key. */
+  chainsAdded: Map<string, Set<string>>;
+}
+
+/** An empty delta. */
+export function emptyDelta(): RulesetDelta {
+  return { elements: new Map(), chainsAdded: new Map() };
+}
+
+/** Records a change to one element, keeping the earliest `before` when one is recorded already. */
+export function recordChange(
+  delta: RulesetDelta,
+  table: string,
+  set: string,
+  key: string,
+  before: Elem | undefined,
+  after: Elem | undefined,
+): void {
+  let sets = delta.elements.get(table);
+  if (!sets) delta.elements.set(table, (sets = new Map()));
+  let elems = sets.get(set);
+  if (!elems) sets.set(set, (elems = new Map()));
+  const known = elems.get(key);
+  if (known) known.after = after;
+  else elems.set(key, { before, after });
+}
+
+/**
+ * The transaction for a delta, `current` being the ruleset after it. Element changes become
+ * deletes and adds (a changed element is both); changes that cancel out vanish. A table that
+ * gained a chain whose rules use an existing typeof map is replaced whole (see replaceReason).
+ */
+export function deltaTransaction(delta: RulesetDelta, current: Ruleset): Diff {
+  const stats = emptyStats();
+  const commands: Command[] = [];
+  const tables = new Set([...delta.elements.keys(), ...delta.chainsAdded.keys()]);
+  for (const key of tables) {
+    const t = current.tables.get(key);
+    if (!t) continue;
+    const newChains = [...(delta.chainsAdded.get(key) ?? [])].filter((name) => t.chains.has(name));
+    const typeofUse = newChains.find((name) =>
+      [...setRefs(t.chains.get(name)!.rules)].some((ref) => t.sets.get(ref)?.def.typeof),
+    );
+    if (typeofUse !== undefined) {
+      stats.replaceReasons.push(`${key}: new rule in ${typeofUse} refers to a typeof map (nft 1.0.6)`);
+      commands.push({ add: { table: t.table } }, { delete: { table: t.table } }, ...createTable(t, stats));
+      continue;
+    }
+    const addChains: Command[] = [];
+    const addRules: Command[] = [];
+    for (const name of newChains) {
+      const c = t.chains.get(name)!;
+      addChains.push({ add: { chain: c.chain } });
+      for (const expr of c.rules)
+        addRules.push({ add: { rule: { family: c.chain.family, table: c.chain.table, chain: name, expr } } });
+      stats.chainsAdded++;
+    }
+    const dels: Command[] = [];
+    const adds: Command[] = [];
+    for (const [setName, changes] of delta.elements.get(key) ?? []) {
+      const s = t.sets.get(setName);
+      if (!s) continue;
+      const del: Elem[] = [];
+      const add: Elem[] = [];
+      for (const { before, after } of changes.values()) {
+        if (before !== undefined && after !== undefined && irEqual(before, after)) continue;
+        if (before !== undefined) del.push(before);
+        if (after !== undefined) add.push(after);
+      }
+      if (del.length) dels.push(elementCmd('delete', s, del));
+      if (add.length) adds.push(elementCmd('add', s, add));
+      stats.elementsDeleted += del.length;
+      stats.elementsAdded += add.length;
+    }
+    commands.push(...addChains, ...addRules, ...dels, ...adds);
+  }
+  return { tx: { commands }, stats };
+}
