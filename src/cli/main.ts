@@ -7,6 +7,7 @@ import { NftError } from '../nft/errors.js';
 import { UsageError } from './common.js';
 import { explainCommand } from './explain.js';
 import { renderCommand } from './render.js';
+import { cleanupCommand, runCommand } from './run.js';
 
 /** Builds the program. */
 export function program(): Command {
@@ -14,8 +15,10 @@ export function program(): Command {
     .description('Kubernetes service proxy on nftables: flat verdict-map rulesets, applied atomically')
     .version('0.1.0')
     .exitOverride()
+    .addCommand(runCommand())
     .addCommand(renderCommand())
-    .addCommand(explainCommand());
+    .addCommand(explainCommand())
+    .addCommand(cleanupCommand());
 }
 
 /** Runs the CLI; returns the exit code. */

@@ -2,16 +2,17 @@
  * Where nftables state lives: the kernel (exec.ts) or memory (fake.ts).
  */
 import type { Family, Transaction } from './ir.js';
-import type { TableState } from './ruleset.js';
+import type { ChainState, TableState } from './ruleset.js';
 
 /**
  * A place that holds nftables tables.
  *
  * Contract: `apply` is atomic. It applies every command of the transaction or, when it
  * throws an `NftError`, none of them. `listTable` returns the table as it is now, or
- * undefined when it does not exist.
+ * undefined when it does not exist; `listChain` does the same for one chain, cheaply.
  */
 export interface NftBackend {
   apply(tx: Transaction): Promise<void>;
   listTable(family: Family, name: string): Promise<TableState | undefined>;
+  listChain(family: Family, table: string, chain: string): Promise<ChainState | undefined>;
 }

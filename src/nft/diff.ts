@@ -97,7 +97,8 @@ function setRefs(x: unknown, out = new Set<string>()): Set<string> {
  *   specified: ip vs. th"); created in the same batch as the map, the rule is fine.
  */
 function replaceReason(from: TableState, to: TableState): string | undefined {
-  if (!irEqual(from.table, to.table)) return 'table definition changed';
+  // The table objects themselves are not compared: nft 1.0.6 does not list a table's
+  // comment in JSON, so the comment we set could never be seen to match.
   for (const [name, c] of to.chains) {
     const old = from.chains.get(name);
     if (old && !irEqual(old.chain, c.chain)) return `base chain ${name} changed`;

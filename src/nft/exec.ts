@@ -7,7 +7,7 @@ import type { Family, Transaction } from './ir.js';
 import type { NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
-import { rulesetFromJson, type TableState, tableKey } from './ruleset.js';
+import { type ChainState, rulesetFromJson, type TableState, tableKey } from './ruleset.js';
 
 /** Options of the exec backend. */
 export interface ExecBackendOptions {
@@ -138,6 +138,18 @@ export class ExecBackend implements NftBackend {
       throw e;
     }
     return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, name));
+  }
+
+  async listChain(family: Family, table: string, chain: string): Promise<ChainState | undefined> {
+    let out: string;
+    try {
+      out = await this.nft(['-j', 'list', 'chain', family, table, chain]);
+    } catch (e) {
+      if (e instanceof NftError && e.kind === NftErrorKind.NotFound) return undefined;
+      throw e;
+    }
+    // A chain listing is wrapped in its table, with only this chain.
+    return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, table))?.chains.get(chain);
   }
 
   /**

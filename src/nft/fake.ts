@@ -8,6 +8,7 @@ import type { Chain, Command, Elem, Expr, Family, NftSet, Stmt, Transaction } fr
 import type { NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
 import {
+  type ChainState,
   cloneRuleset,
   cloneTable,
   elemKey,
@@ -44,6 +45,16 @@ export class FakeBackend implements NftBackend {
   async listTable(family: Family, name: string): Promise<TableState | undefined> {
     const t = this.state.tables.get(tableKey(family, name));
     return t && cloneTable(t);
+  }
+
+  async listChain(family: Family, table: string, chain: string): Promise<ChainState | undefined> {
+    const c = this.state.tables.get(tableKey(family, table))?.chains.get(chain);
+    return c && { chain: { ...c.chain }, rules: [...c.rules] };
+  }
+
+  /** Deletes a table outside any transaction, as an administrator would (drift tests). */
+  dropTable(family: Family, name: string): void {
+    this.state.tables.delete(tableKey(family, name));
   }
 
   /** The whole current state (a copy). */

@@ -146,9 +146,11 @@ export function rulesetFromJson(doc: unknown): Ruleset {
     throw NftError.invalid('not a libnftables JSON document: no "nftables" array');
   }
   const r = emptyRuleset();
+  // A listing of a single chain or set has no table object: the table is implied.
   const table = (family: Family, name: string): TableState => {
-    const t = r.tables.get(tableKey(family, name));
-    if (!t) throw NftError.invalid(`JSON listing refers to table ${family} ${name} before declaring it`);
+    const k = tableKey(family, name);
+    let t = r.tables.get(k);
+    if (!t) r.tables.set(k, (t = emptyTable({ family, name })));
     return t;
   };
   for (const o of doc.nftables as unknown[]) {

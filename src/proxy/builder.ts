@@ -98,11 +98,15 @@ export class RulesetBuilder {
     return out;
   }
 
-  /** Diagnostics of every service, and one error per address a service lost to another. */
-  diagnostics(): Diagnostic[] {
+  /**
+   * Diagnostics of every service (or of `keys`), and one error per address a service lost
+   * to another.
+   */
+  diagnostics(keys?: Iterable<string>): Diagnostic[] {
     const out: Diagnostic[] = [];
-    for (const key of [...this.contributions.keys()].sort(compareServiceKeys)) {
-      const c = this.contributions.get(key)!;
+    for (const key of [...(keys ?? this.contributions.keys())].sort(compareServiceKeys)) {
+      const c = this.contributions.get(key);
+      if (!c) continue;
       out.push(...c.diagnostics);
       for (const unit of c.units) {
         const owner = this.owner(this.claims.get(unit.claim)!);

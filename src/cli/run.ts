@@ -1,0 +1,163 @@
+/**
+ * `nftproxy run`: the operator. `nftproxy cleanup`: remove our tables.
+ */
+import { Command } from 'commander';
+import { ConntrackCleaner } from '../controller/conntrack.js';
+import { Operator } from '../controller/operator.js';
+import {
+  readSettingsFile,
+  resolveSettings,
+  type Settings,
+  type SettingsInput,
+} from '../controller/settings.js';
+import { ApiSource } from '../k8s/api-source.js';
+import { ManifestSource } from '../k8s/manifest-source.js';
+import type { ClusterSource } from '../k8s/source.js';
+import type { Command as NftCommand } from '../nft/ir.js';
+import { ExecBackend } from '../nft/exec.js';
+import { NftError, NftErrorKind } from '../nft/errors.js';
+import { FAMILIES, TABLE } from '../proxy/names.js';
+import { jsonLogger, type Logger } from '../telemetry/log.js';
+
+const collect = (value: string, previous: string[] = []): string[] => [
+  ...previous,
+  ...value.split(',').filter(Boolean),
+];
+
+interface RunFlags {
+  config?: string;
+  manifests?: string;
+  kubeconfig?: string;
+  node?: string;
+  clusterCidr?: string[];
+  nodeportAddresses?: string[];
+  nodeIp?: string[];
+  masqueradeAll?: boolean;
+  syncPeriod?: string;
+  fullSyncPeriod?: string;
+  minSyncInterval?: string;
+  healthzBindAddress?: string;
+  metricsBindAddress?: string;
+  netns?: string;
+  logLevel?: string;
+}
+
+/** Command prefix that runs `tool` in the settings' network namespace. */
+function inNetns(settings: Pick<Settings, 'netns'>, tool: string): string[] {
+  return settings.netns ? ['ip', 'netns', 'exec', settings.netns, tool] : [tool];
+}
+
+function sourceFor(settings: Settings, log: Logger): ClusterSource {
+  if (settings.manifests) return new ManifestSource(settings.manifests, { log });
+  return new ApiSource({
+    nodeName: settings.proxy.nodeName,
+    ...(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {}),
+    log,
+  });
+}
+
+/** Runs the operator until SIGTERM or SIGINT. */
+export async function runOperator(settings: Settings): Promise<void> {
+  const log = jsonLogger(settings.logLevel);
+  const nft = new ExecBackend({ command: inNetns(settings, 'nft') });
+  const caps = await nft.probe();
+  if (caps.missing.length) {
+    throw new NftError(
+      NftErrorKind.Unavailable,
+      `nft ${caps.version} or the kernel lacks what nftproxy needs:\n  ${caps.missing.map((m) => `${m.feature}: ${m.error}`).join('\n  ')}`,
+    );
+  }
+  log.info('starting', {
+    node: settings.proxy.nodeName,
+    nft: caps.version,
+    source: settings.manifests ? `manifests ${settings.manifests}` : 'kubernetes API',
+    ...(settings.netns ? { netns: settings.netns } : {}),
+  });
+  const operator = new Operator({
+    settings,
+    source: sourceFor(settings, log),
+    nft,
+    conntrack: new ConntrackCleaner({ command: inNetns(settings, 'conntrack'), log }),
+    log,
+  });
+  let stopping: Promise<void> | undefined;
+  const done = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info('stopping', { signal });
+      stopping ??= operator.stop().then(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await operator.start();
+  await done;
+}
+
+/** The `run` command. */
+export function runCommand(): Command {
+  return new Command('run')
+    .description(
+      "keep this node's nftables in step with the cluster (the operator); stops on SIGTERM, leaving the rules in place",
+    )
+    .option('--config <file>', 'YAML config file (flags override it)')
+    .option(
+      '--manifests <dir>',
+      'read the cluster from this directory of manifests, watched, instead of the API server',
+    )
+    .option('--kubeconfig <file>', 'kubeconfig for the API server (default: in-cluster config)')
+    .option('--node <name>', "this node's name (default: $NODE_NAME)")
+    .option('--cluster-cidr <cidr>', 'pod network CIDR, repeatable', collect)
+    .option(
+      '--nodeport-addresses <cidr|primary>',
+      'answer NodePorts only on local addresses in these CIDRs, repeatable',
+      collect,
+    )
+    .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect)
+    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs')
+    .option('--sync-period <duration>', 'how often to check that our tables are intact (default 30s)')
+    .option('--full-sync-period <duration>', 'how often to recompile everything and reconcile (default 1h)')
+    .option('--min-sync-interval <duration>', 'minimum time between two syncs (default 100ms)')
+    .option(
+      '--healthz-bind-address <host:port>',
+      '/healthz and /livez (default 0.0.0.0:10256; empty disables)',
+    )
+    .option('--metrics-bind-address <host:port>', '/metrics (default 127.0.0.1:10249; empty disables)')
+    .option('--netns <name>', 'program this network namespace instead of the current one (tests, demos)')
+    .option('--log-level <level>', 'debug, info, warn or error (default info)')
+    .action(async (f: RunFlags) => {
+      const flags: SettingsInput = {
+        ...(f.node !== undefined ? { nodeName: f.node } : {}),
+        ...(f.clusterCidr ? { clusterCIDRs: f.clusterCidr } : {}),
+        ...(f.nodeportAddresses ? { nodePortAddresses: f.nodeportAddresses } : {}),
+        ...(f.nodeIp ? { nodeIPs: f.nodeIp } : {}),
+        ...(f.masqueradeAll ? { masqueradeAll: true } : {}),
+        ...(f.manifests !== undefined ? { manifests: f.manifests } : {}),
+        ...(f.kubeconfig !== undefined ? { kubeconfig: f.kubeconfig } : {}),
+        ...(f.netns !== undefined ? { netns: f.netns } : {}),
+        ...(f.syncPeriod !== undefined ? { syncPeriod: f.syncPeriod } : {}),
+        ...(f.fullSyncPeriod !== undefined ? { fullSyncPeriod: f.fullSyncPeriod } : {}),
+        ...(f.minSyncInterval !== undefined ? { minSyncInterval: f.minSyncInterval } : {}),
+        ...(f.healthzBindAddress !== undefined ? { healthzBindAddress: f.healthzBindAddress } : {}),
+        ...(f.metricsBindAddress !== undefined ? { metricsBindAddress: f.metricsBindAddress } : {}),
+        ...(f.logLevel !== undefined ? { logLevel: f.logLevel } : {}),
+      };
+      const file = f.config ? await readSettingsFile(f.config) : {};
+      await runOperator(resolveSettings(flags, file));
+    });
+}
+
+/** The `cleanup` command. */
+export function cleanupCommand(): Command {
+  return new Command('cleanup')
+    .description('delete the nftproxy tables (ip and ip6); connections already established keep their NAT')
+    .option('--netns <name>', 'in this network namespace instead of the current one')
+    .action(async (f: { netns?: string }) => {
+      const nft = new ExecBackend({ command: inNetns(f, 'nft') });
+      const commands: NftCommand[] = FAMILIES.flatMap((family) => [
+        { add: { table: { family, name: TABLE } } },
+        { delete: { table: { family, name: TABLE } } },
+      ]);
+      await nft.apply({ commands });
+      process.stdout.write(`deleted tables ${FAMILIES.map((f) => `${f} ${TABLE}`).join(' and ')}\n`);
+    });
+}

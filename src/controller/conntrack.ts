@@ -1,0 +1,171 @@
+/**
+ * Stale conntrack entries. A UDP (or SCTP) "connection" is a conntrack entry that lives as
+ * long as packets keep coming, and its DNAT target is fixed in it. When that endpoint goes,
+ * the client keeps sending into the void until the entry is deleted; then the next datagram
+ * is a new flow and reaches a live endpoint. Likewise, datagrams sent to a service address
+ * before it had a rule hold an untranslated entry that must go once the rule exists.
+ *
+ * Only the flows of what changed are deleted, never the whole table, not even on restart.
+ */
+import { execa } from 'execa';
+import type { Elem, Expr } from '../nft/ir.js';
+import { elemKey, irEqual, type Ruleset, type TableState, tableKey } from '../nft/ruleset.js';
+import type { RulesetDelta } from '../nft/diff.js';
+import { silentLogger, type Logger } from '../telemetry/log.js';
+import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
+
+/** A filter for `conntrack -D`: flows matching all given fields. */
+export interface StaleFlow {
+  family: 'ipv4' | 'ipv6';
+  protocol: 'udp' | 'sctp';
+  /** Original destination (the service address); absent for NodePorts. */
+  origDst?: string;
+  origDstPort: number;
+  /** Reply source (the endpoint the flow was translated to); absent for "all flows". */
+  replySrc?: string;
+}
+
+/** One element change in one of our tables. */
+export interface SetChange {
+  table: string;
+  set: string;
+  before?: Elem;
+  after?: Elem;
+}
+
+const CONNLESS = new Set(['udp', 'sctp']);
+const WATCHED = new Set<string>([
+  Maps.backends,
+  Maps.nodeportBackends,
+  Maps.serviceIPs,
+  Maps.serviceNodeports,
+]);
+
+/** The changes a builder delta records, in the sets that matter here. */
+export function changesOfDelta(delta: RulesetDelta): SetChange[] {
+  const out: SetChange[] = [];
+  for (const [table, sets] of delta.elements) {
+    for (const [set, changes] of sets) {
+      if (!WATCHED.has(set)) continue;
+      for (const c of changes.values()) out.push({ table, set, ...c });
+    }
+  }
+  return out;
+}
+
+/** The changes between what the kernel had and what is wanted now, in the sets that matter here. */
+export function changesBetween(before: Ruleset, after: Ruleset): SetChange[] {
+  const out: SetChange[] = [];
+  for (const family of FAMILIES) {
+    const table = tableKey(family, TABLE);
+    const b = before.tables.get(table);
+    const a = after.tables.get(table);
+    // Without a table before, nothing of ours was translated: no flow is stale.
+    if (!b || !a) continue;
+    for (const set of WATCHED) {
+      const bs = b.sets.get(set)?.elems ?? new Map<string, Elem>();
+      const as = a.sets.get(set)?.elems ?? new Map<string, Elem>();
+      for (const [k, e] of bs) if (!as.has(k)) out.push({ table, set, before: e });
+      for (const [k, e] of as) {
+        const old = bs.get(k);
+        if (old === undefined) out.push({ table, set, after: e });
+        else if (!irEqual(old, e)) out.push({ table, set, before: old, after: e });
+      }
+    }
+  }
+  return out;
+}
+
+const parts = (e: Expr): Expr[] => (typeof e === 'object' && e !== null && 'concat' in e ? e.concat : [e]);
+
+/** Whether `ip` is still a backend, in any slot, of the backends key prefix. */
+function stillBackend(t: TableState | undefined, set: string, prefix: Expr[], ip: string): boolean {
+  const elems = t?.sets.get(set)?.elems;
+  if (!elems) return false;
+  for (let slot = 0; ; slot++) {
+    const e = elems.get(elemKey({ concat: [...prefix, slot] }));
+    if (!e || !Array.isArray(e)) return false;
+    if (parts(e[1])[0] === ip) return true;
+  }
+}
+
+/** The flows to delete after these changes were applied, `current` being the ruleset now. */
+export function staleFlows(changes: SetChange[], current: Ruleset): StaleFlow[] {
+  const out = new Map<string, StaleFlow>();
+  const add = (f: StaleFlow) => out.set(JSON.stringify(f), f);
+  for (const c of changes) {
+    const family = c.table.startsWith('ip6 ') ? 'ipv6' : 'ipv4';
+    const t = current.tables.get(c.table);
+    if ((c.set === Maps.backends || c.set === Maps.nodeportBackends) && Array.isArray(c.before)) {
+      const key = parts(c.before[0]);
+      const ep = parts(c.before[1])[0] as string;
+      const isService = c.set === Maps.backends;
+      const protocol = key[isService ? 1 : 0] as string;
+      if (!CONNLESS.has(protocol)) continue;
+      const prefix = key.slice(0, -1);
+      if (stillBackend(t, c.set, prefix, ep)) continue;
+      const port = prefix[prefix.length - 1] as number;
+      add({
+        family,
+        protocol: protocol as StaleFlow['protocol'],
+        ...(isService ? { origDst: key[0] as string } : {}),
+        origDstPort: port,
+        replySrc: ep,
+      });
+    } else if (
+      (c.set === Maps.serviceIPs || c.set === Maps.serviceNodeports) &&
+      c.before === undefined &&
+      Array.isArray(c.after)
+    ) {
+      const key = parts(c.after[0]);
+      const isService = c.set === Maps.serviceIPs;
+      const protocol = key[isService ? 1 : 0] as string;
+      if (!CONNLESS.has(protocol)) continue;
+      add({
+        family,
+        protocol: protocol as StaleFlow['protocol'],
+        ...(isService ? { origDst: key[0] as string } : {}),
+        origDstPort: key[isService ? 2 : 1] as number,
+      });
+    }
+  }
+  return [...out.values()];
+}
+
+/** Deletes conntrack flows with the conntrack tool. */
+export class ConntrackCleaner {
+  private readonly command: string[];
+  private readonly log: Logger;
+
+  /** `command`: how to run conntrack, default `['conntrack']` (tests prefix `ip netns exec NS`). */
+  constructor(opts: { command?: string[]; log?: Logger } = {}) {
+    this.command = opts.command ?? ['conntrack'];
+    this.log = opts.log ?? silentLogger;
+  }
+
+  /** Deletes each flow filter's entries; returns how many filters failed. Never throws. */
+  async clear(flows: StaleFlow[]): Promise<{ failed: number }> {
+    let failed = 0;
+    const [file, ...pre] = this.command;
+    await Promise.all(
+      flows.map(async (f) => {
+        const args = [...pre, '-D', '-f', f.family, '-p', f.protocol];
+        if (f.origDst) args.push('--orig-dst', f.origDst);
+        args.push('--orig-port-dst', String(f.origDstPort));
+        if (f.replySrc) args.push('--reply-src', f.replySrc);
+        const r = await execa(file!, args, { reject: false });
+        // Exit 1 with "0 flow entries have been deleted" is not a failure.
+        if (r.exitCode !== 0 && !/0 flow entries/.test(String(r.stderr))) {
+          failed++;
+          this.log.warn('deleting stale conntrack entries failed', {
+            flow: f,
+            stderr: String(r.stderr).trim(),
+          });
+        } else {
+          this.log.debug('deleted stale conntrack entries', { flow: f, result: String(r.stderr).trim() });
+        }
+      }),
+    );
+    return { failed };
+  }
+}

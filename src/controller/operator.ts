@@ -1,0 +1,129 @@
+/**
+ * `nftproxy run`: keeps one node's nftables in step with the cluster.
+ *
+ * Source -> store -> dirty keys -> sync queue -> syncer -> nft. Nothing is programmed until
+ * the source has read the whole cluster once. Every sync period the tables are checked for
+ * drift (a full sync repairs it); every full-sync period everything is recompiled and
+ * reconciled. Stopping leaves the rules in place, as kube-proxy does.
+ */
+import type { NftBackend } from '../nft/backend.js';
+import { ClusterStore, type Dirty } from '../k8s/store.js';
+import type { ClusterSource, SourceSink } from '../k8s/source.js';
+import { formatDiagnostic } from '../k8s/types.js';
+import { silentLogger, type Logger } from '../telemetry/log.js';
+import type { ConntrackCleaner } from './conntrack.js';
+import { HealthServer } from './health.js';
+import { type Clock, SyncQueue, systemClock } from './queue.js';
+import type { Settings } from './settings.js';
+import { type SyncResult, Syncer } from './syncer.js';
+
+/** What the operator runs on. */
+export interface OperatorDeps {
+  settings: Settings;
+  source: ClusterSource;
+  nft: NftBackend;
+  conntrack?: ConntrackCleaner;
+  log?: Logger;
+  clock?: Clock;
+  /** Called after every sync, successful or not (tests, metrics). */
+  onSync?: (r: SyncResult | Error) => void;
+  /** Retry delays after a failed sync. */
+  backoff?: { initialMs: number; maxMs: number };
+}
+
+/** The long-running operator. */
+export class Operator {
+  readonly store: ClusterStore;
+  readonly queue: SyncQueue;
+  readonly syncer: Syncer;
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private health: HealthServer | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private ready = false;
+  private stopped = false;
+  /** The port /healthz listens on, once started (0 when disabled). */
+  healthPort = 0;
+
+  constructor(private readonly deps: OperatorDeps) {
+    this.log = deps.log ?? silentLogger;
+    this.clock = deps.clock ?? systemClock;
+    const { settings } = deps;
+    this.store = new ClusterStore(settings.proxy.nodeName);
+    this.syncer = new Syncer(this.store, settings.proxy, deps.nft, {
+      ...(deps.conntrack ? { conntrack: deps.conntrack } : {}),
+      log: this.log,
+    });
+    this.queue = new SyncQueue(
+      async (req) => {
+        try {
+          const r = await this.syncer.sync(req);
+          deps.onSync?.(r);
+        } catch (e) {
+          deps.onSync?.(e as Error);
+          throw e;
+        }
+      },
+      {
+        minIntervalMs: settings.minSyncIntervalMs,
+        ...(deps.backoff
+          ? { backoffInitialMs: deps.backoff.initialMs, backoffMaxMs: deps.backoff.maxMs }
+          : {}),
+        clock: this.clock,
+        log: this.log,
+      },
+    );
+  }
+
+  /** Starts: health server, source (waits until synced), first full sync, periodic checks. */
+  async start(): Promise<void> {
+    const { settings } = this.deps;
+    if (settings.healthzBindAddress) {
+      this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock);
+      this.healthPort = await this.health.listen(settings.healthzBindAddress);
+    }
+    const sink: SourceSink = {
+      upsert: (p) => this.dirty(this.store.upsert(p)),
+      remove: (kind, ns, name) => this.dirty(this.store.remove(kind, ns, name)),
+      diagnostics: (ds) => {
+        for (const d of ds) this.log[d.severity === 'error' ? 'error' : 'warn'](formatDiagnostic(d));
+      },
+    };
+    this.log.info('waiting for the cluster state', { node: settings.proxy.nodeName });
+    await this.deps.source.start(sink);
+    if (this.stopped) return;
+    this.ready = true;
+    this.log.info('cluster state read; programming', this.store.counts());
+    this.queue.requestFull('start');
+    this.every(settings.syncPeriodMs, async () => {
+      if (await this.syncer.drifted().catch(() => false)) {
+        this.log.warn('our nftables tables were changed from outside; repairing');
+        this.queue.requestFull('drift');
+      }
+    });
+    if (settings.fullSyncPeriodMs > 0)
+      this.every(settings.fullSyncPeriodMs, async () => this.queue.requestFull('periodic'));
+  }
+
+  /** Stops watching and syncing; the rules stay in the kernel. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.deps.source.stop();
+    await this.queue.stop();
+    await this.health?.close();
+    this.log.info('stopped; rules left in place');
+  }
+
+  private dirty(d: Dirty): void {
+    if (!this.ready) return; // the first full sync will see everything
+    if (d.node) this.queue.requestFull('node');
+    else this.queue.markDirty(d.services);
+  }
+
+  private every(ms: number, fn: () => Promise<void>): void {
+    const t = setInterval(() => void fn(), ms);
+    t.unref();
+    this.timers.push(t);
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Settings of `nftproxy run`: flags, an optional YAML config file, and defaults, in that
+ * order of precedence. Every unknown or invalid setting is an error at start, listed all
+ * at once with where it came from.
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, parseProxyConfig, type ProxyConfig } from '../proxy/config.js';
+import { LogLevel } from '../telemetry/log.js';
+
+/** Settings as given: every field optional, values as text where the user writes text. */
+export interface SettingsInput {
+  nodeName?: string;
+  clusterCIDRs?: string[];
+  nodePortAddresses?: string[];
+  nodeIPs?: string[];
+  masqueradeAll?: boolean;
+  /** Manifest directory: the source when no API server is used. */
+  manifests?: string;
+  /** Kubeconfig file for the API source; without it (and without manifests), in-cluster config. */
+  kubeconfig?: string;
+  /** Program this network namespace instead of the current one (tests and demos). */
+  netns?: string;
+  /** How often to check that our tables are intact (also the health period). */
+  syncPeriod?: string;
+  /** How often to recompile everything and reconcile against the kernel. */
+  fullSyncPeriod?: string;
+  /** Minimum time between two syncs: bursts of changes coalesce within it. */
+  minSyncInterval?: string;
+  /** `host:port` of /healthz and /livez; empty to disable. */
+  healthzBindAddress?: string;
+  /** `host:port` of /metrics; empty to disable. */
+  metricsBindAddress?: string;
+  logLevel?: string;
+}
+
+/** Validated settings. */
+export interface Settings {
+  proxy: ProxyConfig;
+  manifests?: string;
+  kubeconfig?: string;
+  netns?: string;
+  syncPeriodMs: number;
+  fullSyncPeriodMs: number;
+  minSyncIntervalMs: number;
+  healthzBindAddress: string;
+  metricsBindAddress: string;
+  logLevel: LogLevel;
+}
+
+/** Defaults: kube-proxy's where they exist. */
+export const DEFAULTS = {
+  syncPeriod: '30s',
+  fullSyncPeriod: '1h',
+  minSyncInterval: '100ms',
+  healthzBindAddress: '0.0.0.0:10256',
+  metricsBindAddress: '127.0.0.1:10249',
+  logLevel: 'info',
+} as const;
+
+const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean'> = {
+  nodeName: 'string',
+  clusterCIDRs: 'strings',
+  nodePortAddresses: 'strings',
+  nodeIPs: 'strings',
+  masqueradeAll: 'boolean',
+  manifests: 'string',
+  kubeconfig: 'string',
+  netns: 'string',
+  syncPeriod: 'string',
+  fullSyncPeriod: 'string',
+  minSyncInterval: 'string',
+  healthzBindAddress: 'string',
+  metricsBindAddress: 'string',
+  logLevel: 'string',
+};
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `1h30m`, `30s`, `100ms` -> milliseconds; undefined if not a duration. */
+export function parseDuration(text: string): number | undefined {
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(text)) return undefined;
+  let total = 0;
+  for (const m of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) total += Number(m[1]) * UNITS[m[2]!]!;
+  return total;
+}
+
+/** Reads a YAML config file into settings input, checking keys and types. */
+export async function readSettingsFile(path: string): Promise<SettingsInput> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError([`config file ${path}: ${(e as Error).message}`]);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError([`config file ${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`]);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc))
+    throw new ConfigError([`config file ${path}: must be a mapping of settings`]);
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(doc)) {
+    const type = Object.hasOwn(KEYS, k) ? KEYS[k as keyof SettingsInput] : undefined;
+    if (!type) {
+      problems.push(
+        `config file ${path}: unknown setting ${JSON.stringify(k)} (known: ${Object.keys(KEYS).join(', ')})`,
+      );
+    } else if (
+      type === 'strings' ? !Array.isArray(v) || v.some((x) => typeof x !== 'string') : typeof v !== type
+    ) {
+      problems.push(
+        `config file ${path}: ${k} must be ${type === 'strings' ? 'a list of strings' : `a ${type}`}, got ${JSON.stringify(v)}`,
+      );
+    } else {
+      out[k] = v;
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return out as SettingsInput;
+}
+
+function bindAddress(text: string, what: string, problems: string[]): string {
+  if (text === '') return text;
+  const m = /^(.*):(\d+)$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 0 || port > 65535)
+    problems.push(`${what}: want host:port (or empty to disable), got ${JSON.stringify(text)}`);
+  return text;
+}
+
+/** Merges flags over file over environment and defaults, and validates. */
+export function resolveSettings(
+  flags: SettingsInput,
+  file: SettingsInput = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Settings {
+  const pick = <K extends keyof SettingsInput>(k: K): SettingsInput[K] => flags[k] ?? file[k];
+  const problems: string[] = [];
+  const duration = (k: 'syncPeriod' | 'fullSyncPeriod' | 'minSyncInterval') => {
+    const text = pick(k) ?? DEFAULTS[k];
+    const ms = parseDuration(text);
+    if (ms === undefined)
+      problems.push(`${k}: not a duration (like 30s, 1h, 100ms): ${JSON.stringify(text)}`);
+    return ms ?? 0;
+  };
+  const syncPeriodMs = duration('syncPeriod');
+  const fullSyncPeriodMs = duration('fullSyncPeriod');
+  const minSyncIntervalMs = duration('minSyncInterval');
+  if (syncPeriodMs === 0 && !problems.length) problems.push('syncPeriod: must be more than zero');
+  const logLevel = pick('logLevel') ?? DEFAULTS.logLevel;
+  if (!Object.hasOwn(LogLevel, logLevel))
+    problems.push(
+      `logLevel: want one of ${Object.keys(LogLevel).join(', ')}, got ${JSON.stringify(logLevel)}`,
+    );
+  const manifests = pick('manifests');
+  const kubeconfig = pick('kubeconfig');
+  if (manifests && kubeconfig) problems.push('manifests and kubeconfig: choose one source');
+  let proxy: ProxyConfig | undefined;
+  try {
+    proxy = parseProxyConfig({
+      nodeName: pick('nodeName') ?? env.NODE_NAME ?? '',
+      clusterCIDRs: pick('clusterCIDRs') ?? [],
+      nodePortAddresses: pick('nodePortAddresses') ?? [],
+      nodeIPs: pick('nodeIPs') ?? [],
+      masqueradeAll: pick('masqueradeAll') ?? false,
+    });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    problems.push(...e.problems);
+  }
+  const settings: Settings = {
+    proxy: proxy!,
+    ...(manifests ? { manifests } : {}),
+    ...(kubeconfig ? { kubeconfig } : {}),
+    ...(pick('netns') ? { netns: pick('netns')! } : {}),
+    syncPeriodMs,
+    fullSyncPeriodMs,
+    minSyncIntervalMs,
+    healthzBindAddress: bindAddress(
+      pick('healthzBindAddress') ?? DEFAULTS.healthzBindAddress,
+      'healthzBindAddress',
+      problems,
+    ),
+    metricsBindAddress: bindAddress(
+      pick('metricsBindAddress') ?? DEFAULTS.metricsBindAddress,
+      'metricsBindAddress',
+      problems,
+    ),
+    logLevel: logLevel as LogLevel,
+  };
+  if (problems.length) throw new ConfigError(problems);
+  return settings;
+}

@@ -1,0 +1,177 @@
+/**
+ * One sync: from the store and the last applied state to one nft transaction.
+ *
+ * Full: compile every service, read what the kernel holds now, diff, apply. At start this
+ * adopts identical rules without a change (or replaces them in one transaction); after a
+ * failure or when someone changed our tables, it repairs exactly what differs.
+ * Partial: recompile the dirty services in the builder and apply its delta.
+ * A failed transaction leaves the kernel unchanged; the syncer then forgets its builder, so
+ * the next sync (the queue makes it full) starts from what the kernel really holds.
+ */
+import type { NftBackend } from '../nft/backend.js';
+import { deltaTransaction, type Diff, diffRulesets } from '../nft/diff.js';
+import { emptyRuleset, irEqual, type Ruleset, tableKey } from '../nft/ruleset.js';
+import type { ClusterStore } from '../k8s/store.js';
+import { formatDiagnostic } from '../k8s/types.js';
+import { RulesetBuilder } from '../proxy/builder.js';
+import { nodeIPsOf } from '../proxy/compile.js';
+import type { ProxyConfig } from '../proxy/config.js';
+import { BaseChains, FAMILIES, TABLE } from '../proxy/names.js';
+import { compareServiceKeys, compileService, proxied, type ServiceContribution } from '../proxy/service.js';
+import { silentLogger, type Logger } from '../telemetry/log.js';
+import {
+  changesBetween,
+  changesOfDelta,
+  type ConntrackCleaner,
+  type SetChange,
+  staleFlows,
+} from './conntrack.js';
+import type { SyncRequest } from './queue.js';
+
+/** What a sync did. */
+export interface SyncResult {
+  full: boolean;
+  /** The transaction's counts; all zero when nothing had to change. */
+  diff: Diff['stats'];
+  /** Commands sent to nft (0: nothing to do, e.g. identical rules adopted). */
+  commands: number;
+  servicesSynced: number;
+  staleFlows: number;
+  durationMs: number;
+}
+
+/** Options of the syncer. */
+export interface SyncerOptions {
+  conntrack?: ConntrackCleaner;
+  log?: Logger;
+}
+
+/** Keeps one node's nftables in step with the store. */
+export class Syncer {
+  private builder: RulesetBuilder | undefined;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly store: ClusterStore,
+    private readonly config: ProxyConfig,
+    private readonly nft: NftBackend,
+    private readonly opts: SyncerOptions = {},
+  ) {
+    this.log = opts.log ?? silentLogger;
+  }
+
+  /** The desired ruleset as last applied, if a sync succeeded since the last failure. */
+  get applied(): Ruleset | undefined {
+    return this.builder?.ruleset;
+  }
+
+  /** The builder behind the applied ruleset (entries, diagnostics, stats). */
+  get current(): RulesetBuilder | undefined {
+    return this.builder;
+  }
+
+  /** Runs one sync; throws if the transaction failed. */
+  async sync(req: SyncRequest): Promise<SyncResult> {
+    const started = Date.now();
+    const { diff, changes, servicesSynced, ruleset } =
+      req.full || !this.builder ? await this.full() : await this.partial(req.dirty);
+    const flows = staleFlows(changes, ruleset);
+    if (flows.length && this.opts.conntrack) await this.opts.conntrack.clear(flows);
+    const result: SyncResult = {
+      full: req.full,
+      diff: diff.stats,
+      commands: diff.tx.commands.length,
+      servicesSynced,
+      staleFlows: flows.length,
+      durationMs: Date.now() - started,
+    };
+    this.log.info('synced', {
+      full: result.full,
+      reasons: [...req.reasons],
+      services: result.servicesSynced,
+      commands: result.commands,
+      elementsAdded: diff.stats.elementsAdded,
+      elementsDeleted: diff.stats.elementsDeleted,
+      tablesReplaced: diff.stats.tablesReplaced,
+      ...(diff.stats.replaceReasons.length ? { replaceReasons: diff.stats.replaceReasons } : {}),
+      staleFlows: flows.length,
+      durationMs: result.durationMs,
+    });
+    return result;
+  }
+
+  /**
+   * Whether our tables still look as we left them: each exists and its prerouting chain has
+   * our rules. Cheap (one small chain per family), for frequent checks; a full sync repairs.
+   */
+  async drifted(): Promise<boolean> {
+    const wanted = this.builder?.ruleset;
+    if (!wanted) return false;
+    for (const family of FAMILIES) {
+      const want = wanted.tables.get(tableKey(family, TABLE))?.chains.get(BaseChains.natPrerouting);
+      const have = await this.nft.listChain(family, TABLE, BaseChains.natPrerouting);
+      if (!have || !irEqual(have.rules, want?.rules)) return true;
+    }
+    return false;
+  }
+
+  private contribution(key: string): ServiceContribution | undefined {
+    const svc = this.store.service(key);
+    if (!svc || !proxied(svc)) return undefined;
+    return compileService(svc, this.store.slicesOf(key));
+  }
+
+  private async readKernel(): Promise<Ruleset> {
+    const r = emptyRuleset();
+    for (const family of FAMILIES) {
+      const t = await this.nft.listTable(family, TABLE);
+      if (t) r.tables.set(tableKey(family, TABLE), t);
+    }
+    return r;
+  }
+
+  private async full(): Promise<{
+    diff: Diff;
+    changes: SetChange[];
+    servicesSynced: number;
+    ruleset: Ruleset;
+  }> {
+    this.builder = undefined;
+    const builder = new RulesetBuilder(this.config, nodeIPsOf(this.store.state(), this.config));
+    builder.recording = false;
+    const keys = [...this.store.serviceKeys()].sort(compareServiceKeys);
+    for (const key of keys) builder.setService(key, this.contribution(key));
+    builder.recording = true;
+    builder.takeDelta();
+    for (const d of builder.diagnostics()) this.log.warn(formatDiagnostic(d));
+
+    const kernel = await this.readKernel();
+    const diff = diffRulesets(kernel, builder.ruleset);
+    if (diff.tx.commands.length) await this.nft.apply(diff.tx);
+    this.builder = builder;
+    return {
+      diff,
+      changes: changesBetween(kernel, builder.ruleset),
+      servicesSynced: keys.length,
+      ruleset: builder.ruleset,
+    };
+  }
+
+  private async partial(
+    dirty: Set<string>,
+  ): Promise<{ diff: Diff; changes: SetChange[]; servicesSynced: number; ruleset: Ruleset }> {
+    const builder = this.builder!;
+    for (const key of dirty) builder.setService(key, this.contribution(key));
+    for (const d of builder.diagnostics(dirty)) this.log.warn(formatDiagnostic(d));
+    const delta = builder.takeDelta();
+    const diff = deltaTransaction(delta, builder.ruleset);
+    try {
+      if (diff.tx.commands.length) await this.nft.apply(diff.tx);
+    } catch (e) {
+      // The builder moved on, the kernel did not: forget the builder; the retry is full.
+      this.builder = undefined;
+      throw e;
+    }
+    return { diff, changes: changesOfDelta(delta), servicesSynced: dirty.size, ruleset: builder.ruleset };
+  }
+}

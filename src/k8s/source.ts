@@ -1,0 +1,29 @@
+/**
+ * Sources of cluster objects: the manifest directory and the Kubernetes API.
+ */
+import type { Parsed } from './parse.js';
+import type { StoreKind } from './store.js';
+import type { Diagnostic } from './types.js';
+
+/** Where a source sends what it sees. */
+export interface SourceSink {
+  /** An object appeared or changed. */
+  upsert(p: Parsed): void;
+  /** An object went away (or became invalid). */
+  remove(kind: StoreKind, namespace: string, name: string): void;
+  /** Problems with objects; those objects are treated as absent. */
+  diagnostics(ds: Diagnostic[]): void;
+}
+
+/**
+ * A source of cluster objects.
+ *
+ * Contract: `start` resolves once every resource has been read completely once (synced);
+ * the sink has then seen the whole cluster. Changes keep flowing to the sink until `stop`.
+ * Failures after that are retried by the source itself; they never remove objects the sink
+ * already has.
+ */
+export interface ClusterSource {
+  start(sink: SourceSink): Promise<void>;
+  stop(): Promise<void>;
+}

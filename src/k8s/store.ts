@@ -1,0 +1,116 @@
+/**
+ * The cluster as the proxy last heard of it: valid Services, EndpointSlices and this node's
+ * Node, from any source. Every change reports what it makes dirty, which is what the sync
+ * loop recompiles.
+ */
+import { irEqual } from '../nft/ruleset.js';
+import type { Parsed } from './parse.js';
+import type { ClusterState, EndpointSlice, Node, Service } from './types.js';
+
+/** Kinds the store holds. */
+export type StoreKind = Parsed['kind'];
+
+/** What a change made dirty. */
+export interface Dirty {
+  /** Keys (`namespace/name`) of services to recompile. */
+  services: string[];
+  /** This node's addresses changed: everything must be recompiled. */
+  node: boolean;
+}
+
+const key = (namespace: string, name: string) => `${namespace}/${name}`;
+const NOTHING: Dirty = { services: [], node: false };
+
+/** Holds the current objects. */
+export class ClusterStore {
+  private readonly services = new Map<string, Service>();
+  private readonly slices = new Map<string, EndpointSlice>();
+  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  private readonly nodes = new Map<string, Node>();
+
+  /** `nodeName`: the Node object that matters (this node's). */
+  constructor(private readonly nodeName: string) {}
+
+  /** Adds or replaces an object. Unchanged objects make nothing dirty. */
+  upsert(p: Parsed): Dirty {
+    const { namespace, name } = p.object.metadata;
+    const k = key(namespace, name);
+    switch (p.kind) {
+      case 'Service': {
+        const old = this.services.get(k);
+        if (old && irEqual(old, p.object)) return NOTHING;
+        this.services.set(k, p.object);
+        return { services: [k], node: false };
+      }
+      case 'EndpointSlice': {
+        const old = this.slices.get(k);
+        if (old && irEqual(old, p.object)) return NOTHING;
+        if (old) this.unindex(k, old);
+        this.slices.set(k, p.object);
+        const svc = key(namespace, p.object.serviceName);
+        let bySvc = this.slicesByService.get(svc);
+        if (!bySvc) this.slicesByService.set(svc, (bySvc = new Map()));
+        bySvc.set(k, p.object);
+        const services = [svc];
+        if (old && old.serviceName !== p.object.serviceName) services.push(key(namespace, old.serviceName));
+        return { services, node: false };
+      }
+      case 'Node': {
+        const old = this.nodes.get(name);
+        if (old && irEqual(old, p.object)) return NOTHING;
+        this.nodes.set(name, p.object);
+        const mine = name === this.nodeName && !irEqual(old?.addresses, p.object.addresses);
+        return { services: [], node: mine };
+      }
+    }
+  }
+
+  /** Removes an object, if present. */
+  remove(kind: StoreKind, namespace: string, name: string): Dirty {
+    const k = key(namespace, name);
+    if (kind === 'Service') return this.services.delete(k) ? { services: [k], node: false } : NOTHING;
+    if (kind === 'Node')
+      return this.nodes.delete(name) ? { services: [], node: name === this.nodeName } : NOTHING;
+    const old = this.slices.get(k);
+    if (!old) return NOTHING;
+    this.slices.delete(k);
+    this.unindex(k, old);
+    return { services: [key(namespace, old.serviceName)], node: false };
+  }
+
+  private unindex(k: string, slice: EndpointSlice): void {
+    const svc = key(slice.metadata.namespace, slice.serviceName);
+    const bySvc = this.slicesByService.get(svc);
+    bySvc?.delete(k);
+    if (bySvc?.size === 0) this.slicesByService.delete(svc);
+  }
+
+  /** The service with this key, if known. */
+  service(k: string): Service | undefined {
+    return this.services.get(k);
+  }
+
+  /** The slices naming the service with this key. */
+  slicesOf(k: string): EndpointSlice[] {
+    return [...(this.slicesByService.get(k)?.values() ?? [])];
+  }
+
+  /** Every service key. */
+  serviceKeys(): IterableIterator<string> {
+    return this.services.keys();
+  }
+
+  /** All objects, as the compiler takes them. */
+  state(): ClusterState {
+    return {
+      services: [...this.services.values()],
+      endpointSlices: [...this.slices.values()],
+      nodes: [...this.nodes.values()],
+    };
+  }
+
+  /** Object counts, for logs and metrics. */
+  counts(): { services: number; endpointSlices: number; nodes: number } {
+    return { services: this.services.size, endpointSlices: this.slices.size, nodes: this.nodes.size };
+  }
+}

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { health } from '../../src/controller/health.js';
+import { parseDuration, readSettingsFile, resolveSettings } from '../../src/controller/settings.js';
+import { ConfigError } from '../../src/proxy/config.js';
+
+async function withFile(text: string, fn: (path: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'nftproxy-settings-'));
+  try {
+    await writeFile(join(dir, 'c.yaml'), text);
+    await fn(join(dir, 'c.yaml'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('settings', () => {
+  it('parses durations', () => {
+    assert.equal(parseDuration('30s'), 30_000);
+    assert.equal(parseDuration('1h30m'), 5_400_000);
+    assert.equal(parseDuration('100ms'), 100);
+    for (const bad of ['30', 's', '1d', '-1s', '1 s']) assert.equal(parseDuration(bad), undefined, bad);
+  });
+
+  it('fills kube-proxy defaults, node name from NODE_NAME', () => {
+    const s = resolveSettings({}, {}, { NODE_NAME: 'n7' });
+    assert.equal(s.proxy.nodeName, 'n7');
+    assert.equal(s.syncPeriodMs, 30_000);
+    assert.equal(s.fullSyncPeriodMs, 3_600_000);
+    assert.equal(s.healthzBindAddress, '0.0.0.0:10256');
+  });
+
+  it('lets flags override the file, and the file the environment', async () => {
+    await withFile('nodeName: from-file\nsyncPeriod: 10s\nclusterCIDRs: [10.0.0.0/8]\n', async (path) => {
+      const file = await readSettingsFile(path);
+      const s = resolveSettings({ syncPeriod: '5s' }, file, { NODE_NAME: 'from-env' });
+      assert.equal(s.proxy.nodeName, 'from-file');
+      assert.equal(s.syncPeriodMs, 5000);
+      assert.equal(s.proxy.clusterCIDRs.length, 1);
+    });
+  });
+
+  it('rejects unknown keys and wrong types in the file, naming each', async () => {
+    await withFile('nodename: x\nmasqueradeAll: "yes"\nclusterCIDRs: 10.0.0.0/8\n', async (path) => {
+      await assert.rejects(readSettingsFile(path), (e: unknown) => {
+        assert.ok(e instanceof ConfigError);
+        assert.equal(e.problems.length, 3);
+        assert.match(e.problems[0]!, /unknown setting "nodename"/);
+        assert.match(e.problems[1]!, /masqueradeAll must be a boolean/);
+        assert.match(e.problems[2]!, /clusterCIDRs must be a list of strings/);
+        return true;
+      });
+    });
+  });
+
+  it('lists every invalid value at once', () => {
+    const p = problems(() =>
+      resolveSettings({
+        nodeName: 'n',
+        syncPeriod: 'soon',
+        healthzBindAddress: 'nope',
+        logLevel: 'loud',
+        clusterCIDRs: ['x'],
+        manifests: 'd',
+        kubeconfig: 'k',
+      }),
+    );
+    assert.equal(p.length, 5, p.join('\n'));
+    assert.ok(p.some((x) => /syncPeriod: not a duration/.test(x)));
+    assert.ok(p.some((x) => /healthzBindAddress: want host:port/.test(x)));
+    assert.ok(p.some((x) => /logLevel/.test(x)));
+    assert.ok(p.some((x) => /cluster CIDR: not a valid CIDR: "x"/.test(x)));
+    assert.ok(p.some((x) => /choose one source/.test(x)));
+  });
+});
+
+describe('health', () => {
+  it('is unhealthy before the first sync and while a change waits too long, like kube-proxy', () => {
+    assert.equal(health({ lastSuccessAt: undefined, pendingSince: undefined }, 60_000, 1000).healthy, false);
+    assert.equal(
+      health({ lastSuccessAt: 1000, pendingSince: undefined }, 60_000, 10_000_000).healthy,
+      true,
+      'quiet is healthy',
+    );
+    assert.equal(health({ lastSuccessAt: 1000, pendingSince: 2000 }, 60_000, 50_000).healthy, true);
+    const h = health({ lastSuccessAt: 1000, pendingSince: 2000 }, 60_000, 70_000);
+    assert.equal(h.healthy, false);
+    assert.match(String(h.body.reasons), /waited 68 s/);
+  });
+});

@@ -1,0 +1,131 @@
+/**
+ * The syncer and queue together on the kernel-like fake: partial and full syncs, failure
+ * injection, adoption of identical rules, drift repair, bursts.
+ */
+import assert from 'node:assert/strict';
+import { SyncQueue } from '../../src/controller/queue.js';
+import { Syncer } from '../../src/controller/syncer.js';
+import { ClusterStore } from '../../src/k8s/store.js';
+import { compile } from '../../src/proxy/compile.js';
+import { parseProxyConfig } from '../../src/proxy/config.js';
+import { diffRulesets } from '../../src/nft/diff.js';
+import { NftError, NftErrorKind } from '../../src/nft/errors.js';
+import { FakeBackend } from '../../src/nft/fake.js';
+import { compareRulesets } from '../../src/nft/ruleset.js';
+import { service, slice } from '../support/cluster.js';
+import { ManualClock } from '../support/clock.js';
+
+const CONFIG = parseProxyConfig({ nodeName: 'n1', clusterCIDRs: ['10.244.0.0/16'] });
+
+function world() {
+  const store = new ClusterStore('n1');
+  const fake = new FakeBackend();
+  const syncer = new Syncer(store, CONFIG, fake);
+  const clock = new ManualClock();
+  const queue = new SyncQueue((req) => syncer.sync(req).then(() => undefined), {
+    minIntervalMs: 100,
+    backoffInitialMs: 1000,
+    clock,
+  });
+  const put = (name: string, ip: string, eps: string[]) => {
+    const keys = [
+      ...store.upsert({ kind: 'Service', object: service(name, { clusterIP: ip, ports: [{ port: 80 }] }) })
+        .services,
+      ...store.upsert({ kind: 'EndpointSlice', object: slice(name, [{ port: 80 }], eps) }).services,
+    ];
+    queue.markDirty(keys);
+  };
+  const matchesStore = () =>
+    assert.deepEqual(compareRulesets(compile(store.state(), CONFIG).ruleset, fake.snapshot()), []);
+  return { store, fake, syncer, clock, queue, put, matchesStore };
+}
+
+describe('syncer', () => {
+  it('programs a full sync first, then applies changes as element updates', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    w.queue.requestFull('start');
+    await w.clock.advance(0);
+    w.matchesStore();
+    w.put('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']);
+    await w.clock.advance(100);
+    w.matchesStore();
+    const last = w.fake.applied.at(-1)!;
+    assert.ok(
+      last.commands.every((c) => 'element' in (Object.values(c)[0] as object)),
+      'element updates only',
+    );
+  });
+
+  it('survives a failed transaction: the kernel keeps the old rules, the retry is full and converges', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    w.queue.requestFull('start');
+    await w.clock.advance(0);
+    const before = w.fake.snapshot();
+    w.fake.injectFailure = (_tx, n) => (n === 2 ? new NftError(NftErrorKind.Failed, 'injected') : undefined);
+    w.put('a', '10.96.0.1', ['10.244.1.7']);
+    w.put('b', '10.96.0.2', ['10.244.2.1']);
+    await w.clock.advance(100);
+    assert.equal(w.fake.applied.length, 2);
+    assert.deepEqual(
+      compareRulesets(before, w.fake.snapshot()),
+      [],
+      'nothing of the failed transaction landed',
+    );
+    assert.equal(w.syncer.applied, undefined, 'the syncer forgot what it thought was applied');
+    await w.clock.advance(1000);
+    assert.equal(w.fake.applied.length, 3);
+    w.matchesStore();
+    assert.equal(w.queue.consecutiveFailures, 0);
+  });
+
+  it('adopts identical rules already in the kernel without sending anything', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    await w.fake.apply(diffRulesets(undefined, compile(w.store.state(), CONFIG).ruleset).tx);
+    const sent = w.fake.applied.length;
+    const r = await w.syncer.sync({ full: true, dirty: new Set(), reasons: new Set(['start']), queuedAt: 0 });
+    assert.equal(r.commands, 0);
+    assert.equal(w.fake.applied.length, sent);
+  });
+
+  it('replaces stale rules of an earlier run in one transaction', async () => {
+    const w = world();
+    w.put('old', '10.96.0.9', ['10.244.9.9']);
+    await w.fake.apply(diffRulesets(undefined, compile(w.store.state(), CONFIG).ruleset).tx);
+    w.store.remove('Service', 'default', 'old');
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    await w.syncer.sync({ full: true, dirty: new Set(), reasons: new Set(['start']), queuedAt: 0 });
+    w.matchesStore();
+  });
+
+  it('notices a deleted or flushed table and repairs it with a full sync', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    w.queue.requestFull('start');
+    await w.clock.advance(0);
+    assert.equal(await w.syncer.drifted(), false);
+    w.fake.dropTable('ip', 'nftproxy');
+    assert.equal(await w.syncer.drifted(), true);
+    w.queue.requestFull('drift');
+    await w.clock.advance(100);
+    assert.equal(await w.syncer.drifted(), false);
+    w.matchesStore();
+  });
+
+  it('turns a thousand changes in a burst into a handful of transactions', async () => {
+    const w = world();
+    w.queue.requestFull('start');
+    await w.clock.advance(0);
+    const before = w.fake.applied.length;
+    for (let i = 0; i < 1000; i++) {
+      w.put(`s${i}`, `10.96.${i >> 8}.${i & 255}`, [`10.244.${i >> 8}.${i & 255}`]);
+      if (i % 250 === 0) await w.clock.advance(10);
+    }
+    await w.clock.advance(2000);
+    const txs = w.fake.applied.length - before;
+    assert.ok(txs >= 1 && txs <= 6, `${txs} transactions`);
+    w.matchesStore();
+  });
+});

@@ -1,0 +1,214 @@
+/**
+ * The API source with the real client library (@kubernetes/client-node) against a stand-in
+ * API server speaking list/watch, driving the operator. The nft side is the kernel-like
+ * fake, and for the outage test a real table in a network namespace.
+ */
+import assert from 'node:assert/strict';
+import { Operator } from '../../src/controller/operator.js';
+import { resolveSettings } from '../../src/controller/settings.js';
+import { ApiSource } from '../../src/k8s/api-source.js';
+import { compile } from '../../src/proxy/compile.js';
+import { parseProxyConfig } from '../../src/proxy/config.js';
+import { ExecBackend } from '../../src/nft/exec.js';
+import { FakeBackend } from '../../src/nft/fake.js';
+import type { NftBackend } from '../../src/nft/backend.js';
+import { compareRulesets, emptyRuleset, type Ruleset, tableKey } from '../../src/nft/ruleset.js';
+import { parseManifests } from '../../src/k8s/manifests.js';
+import { FakeApiServer } from '../support/apiserver.js';
+import { kernelTestsPossible, Netns } from '../support/netns.js';
+
+const CIDRS = ['10.244.0.0/16'];
+
+const svc = (name: string, ip: string, port = 80) => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: 'default' },
+  spec: { clusterIP: ip, ports: [{ port }] },
+});
+const eps = (name: string, ips: string[]) => ({
+  apiVersion: 'discovery.k8s.io/v1',
+  kind: 'EndpointSlice',
+  metadata: { name: `${name}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
+  addressType: 'IPv4',
+  ports: [{ port: 8080 }],
+  endpoints: ips.map((ip) => ({ addresses: [ip] })),
+});
+
+/** The ruleset nftproxy should program for these objects. */
+function expected(...objects: object[]): Ruleset {
+  const { state } = parseManifests([
+    { name: 'x', text: objects.map((o) => JSON.stringify(o)).join('\n---\n') },
+  ]);
+  return compile(state, parseProxyConfig({ nodeName: 'n1', clusterCIDRs: CIDRS })).ruleset;
+}
+
+async function readRuleset(nft: NftBackend): Promise<Ruleset> {
+  const r = emptyRuleset();
+  for (const f of ['ip', 'ip6'] as const) {
+    const t = await nft.listTable(f, 'nftproxy');
+    if (t) r.tables.set(tableKey(f, 'nftproxy'), t);
+  }
+  return r;
+}
+
+async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+function operatorFor(api: FakeApiServer, nft: NftBackend, opts: { watchdogMs?: number } = {}) {
+  const settings = resolveSettings({
+    nodeName: 'n1',
+    clusterCIDRs: CIDRS,
+    healthzBindAddress: '',
+    minSyncInterval: '10ms',
+    syncPeriod: '1s',
+  });
+  const source = new ApiSource({
+    nodeName: 'n1',
+    kubeConfig: api.kubeConfig(),
+    backoff: { initialMs: 50, maxMs: 1000 },
+    watchdogMs: opts.watchdogMs ?? 60_000,
+  });
+  return new Operator({ settings, source, nft, backoff: { initialMs: 50, maxMs: 500 } });
+}
+
+describe('API source (client-node against a stand-in API server)', function () {
+  this.timeout(60_000);
+  let api: FakeApiServer;
+  let fake: FakeBackend;
+  let op: Operator;
+
+  beforeEach(async () => {
+    api = new FakeApiServer();
+    await api.start();
+    fake = new FakeBackend();
+  });
+
+  afterEach(async () => {
+    await op?.stop();
+    await api.stop();
+  });
+
+  const matches =
+    (...objects: object[]) =>
+    async () =>
+      assert.deepEqual(compareRulesets(expected(...objects), await readRuleset(fake)), []);
+
+  it('programs nothing before every resource has been listed once', async () => {
+    // Services list fine, EndpointSlices do not (yet): programming now would reject all
+    // traffic to services that do have endpoints.
+    api.apply(svc('web', '10.96.0.10'));
+    api.apply(eps('web', ['10.244.1.1']));
+    api.failLists.add('EndpointSlice');
+    op = operatorFor(api, fake);
+    const started = op.start();
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(fake.applied.length, 0, 'no transaction before EndpointSlices are listed');
+    assert.ok(api.requests.filter((r) => r === 'list EndpointSlice').length >= 2, 'the list was retried');
+    api.failLists.clear();
+    await started;
+    await eventually(matches(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1'])));
+  });
+
+  it('carries creates, changes and deletes of Services and EndpointSlices to the rules', async () => {
+    op = operatorFor(api, fake);
+    await op.start();
+    api.apply(svc('web', '10.96.0.10'));
+    api.apply(eps('web', ['10.244.1.1', '10.244.1.2']));
+    await eventually(matches(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1', '10.244.1.2'])));
+    api.apply(eps('web', ['10.244.1.3']));
+    api.apply(svc('db', '10.96.0.20', 5432));
+    await eventually(
+      matches(svc('web', '10.96.0.10'), eps('web', ['10.244.1.3']), svc('db', '10.96.0.20', 5432)),
+    );
+    api.delete('EndpointSlice', 'default', 'web-1');
+    api.delete('Service', 'default', 'db');
+    await eventually(matches(svc('web', '10.96.0.10')));
+  });
+
+  it('survives a dropped watch, and a 410 Gone with a relist that notices deletions, without a flush', async () => {
+    api.apply(svc('web', '10.96.0.10'));
+    api.apply(svc('db', '10.96.0.20'));
+    op = operatorFor(api, fake);
+    await op.start();
+    await eventually(matches(svc('web', '10.96.0.10'), svc('db', '10.96.0.20')));
+    api.dropWatches();
+    api.apply(eps('web', ['10.244.1.1']));
+    await eventually(matches(svc('web', '10.96.0.10'), svc('db', '10.96.0.20'), eps('web', ['10.244.1.1'])));
+
+    // Down for a moment; meanwhile history is compacted, so the next watch gets 410 Gone.
+    await api.down();
+    api.delete('Service', 'default', 'db');
+    api.apply(eps('web', ['10.244.1.2']));
+    api.compact();
+    await api.up();
+    await eventually(matches(svc('web', '10.96.0.10'), eps('web', ['10.244.1.2'])));
+    assert.ok(api.requests.filter((r) => r === 'list Service').length >= 2, 'relisted after 410');
+    for (const tx of fake.applied.slice(1)) {
+      assert.ok(
+        !tx.commands.some((c) => 'delete' in c && 'table' in c.delete),
+        'never replaced or flushed a table',
+      );
+    }
+  });
+
+  it('restarts a watch that went silent', async () => {
+    op = operatorFor(api, fake, { watchdogMs: 500 });
+    await op.start();
+    api.silenceWatches();
+    api.apply(svc('web', '10.96.0.10'));
+    await eventually(matches(svc('web', '10.96.0.10')), 15_000);
+  });
+});
+
+describe('@kernel API source through a 30 s outage', function () {
+  this.timeout(120_000);
+
+  it('keeps the rules in the kernel throughout, then applies what changed meanwhile', async function () {
+    if (kernelTestsPossible()) return this.skip();
+    const api = new FakeApiServer();
+    await api.start();
+    const ns = await Netns.create('api');
+    const nft = new ExecBackend({ command: ns.nftCommand });
+    let op: Operator | undefined;
+    try {
+      api.apply(svc('web', '10.96.0.10'));
+      api.apply(eps('web', ['10.244.1.1']));
+      op = operatorFor(api, nft);
+      await op.start();
+      const before = expected(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1']));
+      await eventually(async () => assert.deepEqual(compareRulesets(before, await readRuleset(nft)), []));
+
+      await api.down();
+      api.apply(eps('web', ['10.244.1.1', '10.244.1.2']));
+      const end = Date.now() + 30_000;
+      while (Date.now() < end) {
+        assert.deepEqual(
+          compareRulesets(before, await readRuleset(nft)),
+          [],
+          'rules intact during the outage',
+        );
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+      await api.up();
+      const after = expected(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1', '10.244.1.2']));
+      await eventually(
+        async () => assert.deepEqual(compareRulesets(after, await readRuleset(nft)), []),
+        20_000,
+      );
+    } finally {
+      await op?.stop();
+      await api.stop();
+      await ns.delete();
+    }
+  });
+});
