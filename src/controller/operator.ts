@@ -81,6 +81,10 @@ export class Operator {
     if (settings.healthzBindAddress) {
       this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock);
       this.healthPort = await this.health.listen(settings.healthzBindAddress);
+      this.log.info('serving /healthz and /livez', {
+        address: settings.healthzBindAddress,
+        port: this.healthPort,
+      });
     }
     const sink: SourceSink = {
       upsert: (p) => this.dirty(this.store.upsert(p)),

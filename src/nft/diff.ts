@@ -107,7 +107,10 @@ function replaceReason(from: TableState, to: TableState): string | undefined {
     if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
   for (const [name, s] of to.sets) {
     const old = from.sets.get(name);
-    if (old && !irEqual(old.def, s.def)) return `set ${name} declaration changed`;
+    // `typeof` is our rendering hint; the kernel lists the datatypes only.
+    if (old && !irEqual({ ...old.def, typeof: undefined }, { ...s.def, typeof: undefined })) {
+      return `set ${name} declaration changed`;
+    }
   }
   for (const [name, c] of to.chains) {
     const old = from.chains.get(name);

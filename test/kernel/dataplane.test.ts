@@ -116,7 +116,11 @@ describe('@kernel data plane in a network namespace', function () {
   });
 
   it('reads back exactly the ruleset it applied (nft -j list table)', async () => {
-    assert.deepEqual(compareRulesets(applied, await readBack(nft)), []);
+    const back = await readBack(nft);
+    assert.deepEqual(compareRulesets(applied, back), []);
+    // And the diff from what the kernel holds to what we want is empty: a restarted operator
+    // adopts its rules instead of replacing them.
+    assert.deepEqual(diffRulesets(back, applied).tx.commands, []);
   });
 
   it('spreads ClusterIP connections over every endpoint, and the pod sees the client', async () => {

@@ -247,6 +247,39 @@ export async function probe(
   return JSON.parse(r.stdout) as ProbeResult[];
 }
 
+/**
+ * Runs a probe for `durationMs` (new connections every `intervalMs`, or with `steady` one
+ * UDP flow) and resolves with its results.
+ */
+export async function probeFor(
+  from: Netns,
+  to: { host: string; port: number; protocol?: 'tcp' | 'udp' },
+  opts: { durationMs: number; intervalMs?: number; steady?: boolean; timeoutMs?: number },
+): Promise<ProbeResult[]> {
+  const args = [
+    '--import',
+    'tsx',
+    `${SUPPORT}probe.ts`,
+    '--host',
+    to.host,
+    '--port',
+    String(to.port),
+    '--protocol',
+    to.protocol ?? 'tcp',
+  ];
+  args.push(
+    '--duration',
+    String(opts.durationMs),
+    '--interval',
+    String(opts.intervalMs ?? 20),
+    '--timeout',
+    String(opts.timeoutMs ?? 1000),
+  );
+  if (opts.steady) args.push('--steady');
+  const r = await from.run('node', ...args);
+  return JSON.parse(r.stdout) as ProbeResult[];
+}
+
 /** Counts answers per server. */
 export function tally(results: ProbeResult[]): Record<string, number> {
   const out: Record<string, number> = {};

@@ -3,6 +3,10 @@
  * socket each, so conntrack sees a new flow) to HOST:PORT one after another, and prints a
  * JSON array with, for each, the server's answer or the error (ECONNREFUSED for a TCP reset
  * or an ICMP port unreachable, ETIMEDOUT when nothing came back).
+ *
+ * With --duration MS it keeps going that long instead, INTERVAL ms apart. With --steady
+ * (UDP), it sends on one socket, one flow, INTERVAL ms apart for --duration, and reports
+ * each datagram's answer: that flow's conntrack entry decides where they all go.
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
@@ -16,6 +20,9 @@ const { values } = parseArgs({
     protocol: { type: 'string', default: 'tcp' },
     count: { type: 'string', default: '1' },
     timeout: { type: 'string', default: '2000' },
+    duration: { type: 'string' },
+    interval: { type: 'string', default: '20' },
+    steady: { type: 'boolean', default: false },
   },
 });
 const host = values.host!;
@@ -71,7 +78,50 @@ function udp(): Promise<Result> {
   });
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const interval = Number(values.interval);
+
+/** One UDP flow: datagrams on one socket; each answer (or silence) recorded. */
+async function steady(durationMs: number): Promise<Result[]> {
+  const sock = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve) => sock.connect(port, host, resolve));
+  const out: Result[] = [];
+  let waiting: ((r: Result) => void) | undefined;
+  sock.on('message', (msg) => waiting?.(parse(msg.toString(), Date.now())));
+  sock.on('error', (e: NodeJS.ErrnoException) => waiting?.({ ok: false, error: e.code ?? e.message, ms: 0 }));
+  const end = Date.now() + durationMs;
+  while (Date.now() < end) {
+    const start = Date.now();
+    const r = await new Promise<Result>((resolve) => {
+      const timer = setTimeout(
+        () => resolve({ ok: false, error: 'ETIMEDOUT', ms: Date.now() - start }),
+        Math.min(timeout, 500),
+      );
+      waiting = (x) => {
+        clearTimeout(timer);
+        resolve({ ...x, ms: Date.now() - start });
+      };
+      sock.send('hello');
+    });
+    waiting = undefined;
+    out.push(r);
+    await sleep(interval);
+  }
+  sock.close();
+  return out;
+}
+
 const results: Result[] = [];
-for (let i = 0; i < Number(values.count); i++)
-  results.push(await (values.protocol === 'udp' ? udp() : tcp()));
+if (values.steady) {
+  results.push(...(await steady(Number(values.duration ?? 1000))));
+} else if (values.duration) {
+  const end = Date.now() + Number(values.duration);
+  while (Date.now() < end) {
+    results.push(await (values.protocol === 'udp' ? udp() : tcp()));
+    await sleep(interval);
+  }
+} else {
+  for (let i = 0; i < Number(values.count); i++)
+    results.push(await (values.protocol === 'udp' ? udp() : tcp()));
+}
 process.stdout.write(JSON.stringify(results));

@@ -1,0 +1,189 @@
+/**
+ * @kernel The operator end to end: `nftproxy run` as its own process, reading a manifest
+ * directory and programming a node namespace, with real traffic from a client pod.
+ * Assertions are about traffic, not timings: each change is awaited with a generous limit.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { OperatorProcess } from '../support/operator.js';
+import {
+  createTopology,
+  kernelTestsPossible,
+  probe,
+  probeFor,
+  startEchoServer,
+  tally,
+  type Pod,
+  type Topology,
+} from '../support/netns.js';
+
+const svc = (name: string, ip: string, port: number, protocol = 'TCP', targetPort = 8080) => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: 'default' },
+  spec: { clusterIP: ip, ports: [{ port, protocol, targetPort }] },
+});
+const slice = (name: string, pods: Pod[], port = 8080, protocol = 'TCP') => ({
+  apiVersion: 'discovery.k8s.io/v1',
+  kind: 'EndpointSlice',
+  metadata: { name: `${name}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
+  addressType: 'IPv4',
+  ports: [{ port, protocol }],
+  endpoints: pods.map((p) => ({ addresses: [p.ip] })),
+});
+const yamlDocs = (...docs: object[]) => docs.map((d) => stringify(d)).join('---\n');
+
+async function eventually(check: () => Promise<void>, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+describe('@kernel nftproxy run: the operator process with the manifest source', function () {
+  this.timeout(180_000);
+  let t: Topology;
+  let dir: string;
+  let op: OperatorProcess | undefined;
+  const stops: (() => Promise<void>)[] = [];
+  const args = () => [
+    '--manifests',
+    dir,
+    '--node',
+    'node1',
+    '--cluster-cidr',
+    '10.244.0.0/16',
+    '--netns',
+    t.node.name,
+    '--healthz-bind-address',
+    '127.0.0.1:0',
+    '--sync-period',
+    '500ms',
+    '--min-sync-interval',
+    '20ms',
+    '--log-level',
+    'debug',
+  ];
+  const web = (pods: Pod[]) => yamlDocs(svc('web', '10.96.0.10', 80), slice('web', pods));
+  const reaches = async (host: string, port: number, want: string[], protocol: 'tcp' | 'udp' = 'tcp') => {
+    const got = Object.keys(tally(await probe(t.client.ns, { host, port, protocol }, 24, 500))).sort();
+    assert.deepEqual(got, want);
+  };
+
+  before(async function () {
+    if (kernelTestsPossible()) return this.skip();
+    t = await createTopology(3);
+    dir = await mkdtemp(join(tmpdir(), 'nftproxy-e2e-'));
+    try {
+      for (const p of t.pods) stops.push(await startEchoServer(p, { tcp: [8080], udp: [5353] }));
+      await writeFile(join(dir, 'web.yaml'), web(t.pods));
+      op = await OperatorProcess.start(args());
+    } catch (e) {
+      await Promise.all(stops.map((s) => s()));
+      await t.destroy();
+      throw e;
+    }
+  });
+
+  after(async () => {
+    await op?.kill('SIGKILL');
+    await Promise.all(stops.map((s) => s()));
+    await t?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('programs the node from the manifests, and reports healthy', async () => {
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+    const port = (await op!.waitFor((l) => l.msg === 'serving /healthz and /livez', 1000, 0)).port as number;
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(res.status, 200);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/livez`)).status, 200);
+  });
+
+  it('follows edits, additions and deletions of manifest files', async () => {
+    const [a, , c] = t.pods;
+    await writeFile(join(dir, 'web.yaml'), web([a!]));
+    await eventually(() => reaches('10.96.0.10', 80, ['pod-a']));
+    await writeFile(join(dir, 'api.yaml'), yamlDocs(svc('api', '10.96.0.30', 80), slice('api', [c!])));
+    await eventually(() => reaches('10.96.0.30', 80, ['pod-c']));
+    await unlink(join(dir, 'api.yaml'));
+    await eventually(async () => {
+      const r = await probe(t.client.ns, { host: '10.96.0.30', port: 80 }, 5, 300);
+      assert.ok(
+        r.every((x) => !x.ok),
+        JSON.stringify(tally(r)),
+      );
+    });
+    await writeFile(join(dir, 'web.yaml'), web(t.pods));
+    await eventually(() => reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']));
+  });
+
+  it('keeps the last good objects of a file with a YAML typo', async () => {
+    await writeFile(join(dir, 'web.yaml'), web(t.pods) + '\n---\nthis: is: not: yaml\n');
+    await op!.waitFor((l) => l.level === 'error' && /unparseable YAML/.test(l.msg));
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+    await writeFile(join(dir, 'web.yaml'), web(t.pods));
+  });
+
+  it('repairs its tables after someone deletes them', async () => {
+    await t.node.run('nft', 'delete', 'table', 'ip', 'nftproxy');
+    await op!.waitFor((l) => l.msg === 'synced' && (l.reasons as string[]).includes('drift'));
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+  });
+
+  it('moves a steady UDP flow to a live endpoint once its endpoint is removed', async () => {
+    const [a, b] = t.pods;
+    const dns = (pod: Pod) =>
+      yamlDocs(svc('dns', '10.96.0.53', 53, 'UDP', 5353), slice('dns', [pod], 5353, 'UDP'));
+    await writeFile(join(dir, 'dns.yaml'), dns(a!));
+    await eventually(() => reaches('10.96.0.53', 53, ['pod-a'], 'udp'));
+    const flow = probeFor(
+      t.client.ns,
+      { host: '10.96.0.53', port: 53, protocol: 'udp' },
+      { durationMs: 4000, intervalMs: 50, steady: true },
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    // pod-a keeps running: without the conntrack cleanup, the flow would stay with it.
+    await writeFile(join(dir, 'dns.yaml'), dns(b!));
+    const replies = await flow;
+    assert.equal(replies[0]!.server, 'pod-a');
+    const last = replies.slice(-20);
+    assert.ok(
+      last.every((r) => r.server === 'pod-b'),
+      `the flow's last answers: ${JSON.stringify(tally(last))}`,
+    );
+    assert.ok(op!.syncs().some((l) => (l.staleFlows as number) > 0));
+  });
+
+  it('keeps traffic flowing while it is killed and started again, and adopts its own rules', async () => {
+    const traffic = probeFor(
+      t.client.ns,
+      { host: '10.96.0.10', port: 80 },
+      { durationMs: 6000, intervalMs: 20, timeoutMs: 1000 },
+    );
+    await new Promise((r) => setTimeout(r, 1000));
+    await op!.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1000));
+    op = await OperatorProcess.start(args());
+    const results = await traffic;
+    const failed = results.filter((r) => !r.ok);
+    assert.ok(results.length > 100, `${results.length} connections`);
+    assert.deepEqual(failed, [], `${failed.length} of ${results.length} connections failed`);
+    const first = op.syncs()[0]!;
+    assert.equal(first.commands, 0, 'the restarted operator found its rules in place and changed nothing');
+  });
+
+  it('stops on SIGTERM and leaves the rules in place', async () => {
+    assert.equal(await op!.kill('SIGTERM'), 0);
+    op = undefined;
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+  });
+});
