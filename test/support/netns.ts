@@ -221,63 +221,32 @@ export interface ProbeResult {
   ms: number;
 }
 
-/** Makes `count` new connections from a namespace to `host:port` and reports each. */
-export async function probe(
-  from: Netns,
-  to: { host: string; port: number; protocol?: 'tcp' | 'udp' },
-  count: number,
-  timeoutMs = 2000,
-): Promise<ProbeResult[]> {
-  const r = await from.run(
-    'node',
-    '--import',
-    'tsx',
-    `${SUPPORT}probe.ts`,
-    '--host',
-    to.host,
-    '--port',
-    String(to.port),
-    '--protocol',
-    to.protocol ?? 'tcp',
-    '--count',
-    String(count),
-    '--timeout',
-    String(timeoutMs),
-  );
+type Target = { host: string; port: number; protocol?: 'tcp' | 'udp' };
+
+/** Runs test/support/probe.ts in a namespace with these extra flags. */
+async function runProbe(from: Netns, to: Target, flags: string[]): Promise<ProbeResult[]> {
+  const base = ['--import', 'tsx', `${SUPPORT}probe.ts`, '--host', to.host, '--port', String(to.port)];
+  const r = await from.run('node', ...base, '--protocol', to.protocol ?? 'tcp', ...flags);
   return JSON.parse(r.stdout) as ProbeResult[];
+}
+
+/** Makes `count` new connections from a namespace to `host:port` and reports each. */
+export function probe(from: Netns, to: Target, count: number, timeoutMs = 2000): Promise<ProbeResult[]> {
+  return runProbe(from, to, ['--count', String(count), '--timeout', String(timeoutMs)]);
 }
 
 /**
  * Runs a probe for `durationMs` (new connections every `intervalMs`, or with `steady` one
  * UDP flow) and resolves with its results.
  */
-export async function probeFor(
+export function probeFor(
   from: Netns,
-  to: { host: string; port: number; protocol?: 'tcp' | 'udp' },
+  to: Target,
   opts: { durationMs: number; intervalMs?: number; steady?: boolean; timeoutMs?: number },
 ): Promise<ProbeResult[]> {
-  const args = [
-    '--import',
-    'tsx',
-    `${SUPPORT}probe.ts`,
-    '--host',
-    to.host,
-    '--port',
-    String(to.port),
-    '--protocol',
-    to.protocol ?? 'tcp',
-  ];
-  args.push(
-    '--duration',
-    String(opts.durationMs),
-    '--interval',
-    String(opts.intervalMs ?? 20),
-    '--timeout',
-    String(opts.timeoutMs ?? 1000),
-  );
-  if (opts.steady) args.push('--steady');
-  const r = await from.run('node', ...args);
-  return JSON.parse(r.stdout) as ProbeResult[];
+  const flags = ['--duration', String(opts.durationMs), '--interval', String(opts.intervalMs ?? 20)];
+  flags.push('--timeout', String(opts.timeoutMs ?? 1000), ...(opts.steady ? ['--steady'] : []));
+  return runProbe(from, to, flags);
 }
 
 /** Counts answers per server. */
