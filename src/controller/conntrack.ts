@@ -5,7 +5,10 @@
  * is a new flow and reaches a live endpoint. Likewise, datagrams sent to a service address
  * before it had a rule hold an untranslated entry that must go once the rule exists.
  *
- * Only the flows of what changed are deleted, never the whole table, not even on restart.
+ * Only the flows of what changed are deleted, never the whole table, not even on restart:
+ * flows of a removed endpoint (matched by its address and port), and untranslated flows of
+ * an address that just became active (their reply comes from the address itself, which a
+ * translated flow's never does).
  */
 import { execa } from 'execa';
 import type { Elem, Expr } from '../nft/ir.js';
@@ -21,8 +24,10 @@ export interface StaleFlow {
   /** Original destination (the service address); absent for NodePorts. */
   origDst?: string;
   origDstPort: number;
-  /** Reply source (the endpoint the flow was translated to); absent for "all flows". */
+  /** Reply source: the endpoint a flow was translated to, or the service address itself for untranslated flows. */
   replySrc?: string;
+  /** Reply source port: the endpoint's port, or the NodePort itself for untranslated flows. */
+  replyPortSrc?: number;
 }
 
 /** One element change in one of our tables. */
@@ -60,10 +65,11 @@ export function changesBetween(before: Ruleset, after: Ruleset): SetChange[] {
     const table = tableKey(family, TABLE);
     const b = before.tables.get(table);
     const a = after.tables.get(table);
-    // Without a table before, nothing of ours was translated: no flow is stale.
-    if (!b || !a) continue;
+    if (!a) continue;
+    // Without a table before (first start, after cleanup, a deleted table), every service
+    // address is newly active: its untranslated flows are stale, and only those.
     for (const set of WATCHED) {
-      const bs = b.sets.get(set)?.elems ?? new Map<string, Elem>();
+      const bs = b?.sets.get(set)?.elems ?? new Map<string, Elem>();
       const as = a.sets.get(set)?.elems ?? new Map<string, Elem>();
       for (const [k, e] of bs) if (!as.has(k)) out.push({ table, set, before: e });
       for (const [k, e] of as) {
@@ -78,14 +84,21 @@ export function changesBetween(before: Ruleset, after: Ruleset): SetChange[] {
 
 const parts = (e: Expr): Expr[] => (typeof e === 'object' && e !== null && 'concat' in e ? e.concat : [e]);
 
-/** Whether `ip` is still a backend, in any slot, of the backends key prefix. */
-function stillBackend(t: TableState | undefined, set: string, prefix: Expr[], ip: string): boolean {
+/** Whether `ip` . `port` is still a backend, in any slot, of the backends key prefix. */
+function stillBackend(
+  t: TableState | undefined,
+  set: string,
+  prefix: Expr[],
+  ip: string,
+  port: number,
+): boolean {
   const elems = t?.sets.get(set)?.elems;
   if (!elems) return false;
   for (let slot = 0; ; slot++) {
     const e = elems.get(elemKey({ concat: [...prefix, slot] }));
     if (!e || !Array.isArray(e)) return false;
-    if (parts(e[1])[0] === ip) return true;
+    const [eip, eport] = parts(e[1]);
+    if (eip === ip && eport === port) return true;
   }
 }
 
@@ -95,38 +108,39 @@ export function staleFlows(changes: SetChange[], current: Ruleset): StaleFlow[] 
   const add = (f: StaleFlow) => out.set(JSON.stringify(f), f);
   for (const c of changes) {
     const family = c.table.startsWith('ip6 ') ? 'ipv6' : 'ipv4';
-    const t = current.tables.get(c.table);
+    const isService = c.set === Maps.backends || c.set === Maps.serviceIPs;
     if ((c.set === Maps.backends || c.set === Maps.nodeportBackends) && Array.isArray(c.before)) {
+      // A backend slot went or changed: if that endpoint is in no slot any more, its flows go.
       const key = parts(c.before[0]);
-      const ep = parts(c.before[1])[0] as string;
-      const isService = c.set === Maps.backends;
+      const [ep, epPort] = parts(c.before[1]) as [string, number];
       const protocol = key[isService ? 1 : 0] as string;
-      if (!CONNLESS.has(protocol)) continue;
       const prefix = key.slice(0, -1);
-      if (stillBackend(t, c.set, prefix, ep)) continue;
+      if (!CONNLESS.has(protocol) || stillBackend(current.tables.get(c.table), c.set, prefix, ep, epPort))
+        continue;
+      const origDst = isService ? { origDst: key[0] as string } : {};
       const port = prefix[prefix.length - 1] as number;
       add({
         family,
         protocol: protocol as StaleFlow['protocol'],
-        ...(isService ? { origDst: key[0] as string } : {}),
+        ...origDst,
         origDstPort: port,
         replySrc: ep,
+        replyPortSrc: epPort,
       });
     } else if (
       (c.set === Maps.serviceIPs || c.set === Maps.serviceNodeports) &&
       c.before === undefined &&
       Array.isArray(c.after)
     ) {
+      // An address became active: its untranslated flows (replies from itself) go.
       const key = parts(c.after[0]);
-      const isService = c.set === Maps.serviceIPs;
       const protocol = key[isService ? 1 : 0] as string;
       if (!CONNLESS.has(protocol)) continue;
-      add({
-        family,
-        protocol: protocol as StaleFlow['protocol'],
-        ...(isService ? { origDst: key[0] as string } : {}),
-        origDstPort: key[isService ? 2 : 1] as number,
-      });
+      const port = key[isService ? 2 : 1] as number;
+      const untranslated = isService
+        ? { origDst: key[0] as string, replySrc: key[0] as string }
+        : { replyPortSrc: port };
+      add({ family, protocol: protocol as StaleFlow['protocol'], origDstPort: port, ...untranslated });
     }
   }
   return [...out.values()];
@@ -143,17 +157,22 @@ export class ConntrackCleaner {
     this.log = opts.log ?? silentLogger;
   }
 
-  /** Deletes each flow filter's entries; returns how many filters failed. Never throws. */
+  /**
+   * Deletes each flow filter's entries, a few conntrack processes at a time; returns how
+   * many filters failed. Never throws.
+   */
   async clear(flows: StaleFlow[]): Promise<{ failed: number }> {
     let failed = 0;
     const [file, ...pre] = this.command;
-    await Promise.all(
-      flows.map(async (f) => {
+    const queue = [...flows];
+    const worker = async () => {
+      for (let f = queue.shift(); f; f = queue.shift()) {
         const args = [...pre, '-D', '-f', f.family, '-p', f.protocol];
         if (f.origDst) args.push('--orig-dst', f.origDst);
         args.push('--orig-port-dst', String(f.origDstPort));
         if (f.replySrc) args.push('--reply-src', f.replySrc);
-        const r = await execa(file!, args, { reject: false });
+        if (f.replyPortSrc !== undefined) args.push('--reply-port-src', String(f.replyPortSrc));
+        const r = await execa(file!, args, { reject: false, timeout: 10_000 });
         // Exit 1 with "0 flow entries have been deleted" is not a failure.
         if (r.exitCode !== 0 && !/0 flow entries/.test(String(r.stderr))) {
           failed++;
@@ -164,8 +183,9 @@ export class ConntrackCleaner {
         } else {
           this.log.debug('deleted stale conntrack entries', { flow: f, result: String(r.stderr).trim() });
         }
-      }),
-    );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, flows.length) }, worker));
     return { failed };
   }
 }

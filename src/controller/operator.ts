@@ -81,6 +81,7 @@ export class Operator {
     if (settings.healthzBindAddress) {
       this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock);
       this.healthPort = await this.health.listen(settings.healthzBindAddress);
+      if (this.stopped) return void (await this.health.close());
       this.log.info('serving /healthz and /livez', {
         address: settings.healthzBindAddress,
         port: this.healthPort,
@@ -94,8 +95,9 @@ export class Operator {
       },
     };
     this.log.info('waiting for the cluster state', { node: settings.proxy.nodeName });
-    await this.deps.source.start(sink);
     if (this.stopped) return;
+    await this.deps.source.start(sink);
+    if (this.stopped) return void (await this.deps.source.stop()); // stop() came meanwhile
     this.ready = true;
     this.log.info('cluster state read; programming', this.store.counts());
     this.queue.requestFull('start');

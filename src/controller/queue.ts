@@ -119,6 +119,7 @@ export class SyncQueue {
     this.clock.clearTimeout(this.timer);
     this.timer = undefined;
     await this.running;
+    for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private hasWork(): boolean {

@@ -23,7 +23,7 @@ export interface SettingsInput {
   netns?: string;
   /** How often to check that our tables are intact (also the health period). */
   syncPeriod?: string;
-  /** How often to recompile everything and reconcile against the kernel. */
+  /** How often to recompile everything and reconcile against the kernel (0: never). */
   fullSyncPeriod?: string;
   /** Minimum time between two syncs: bursts of changes coalesce within it. */
   minSyncInterval?: string;
@@ -141,17 +141,24 @@ export function resolveSettings(
 ): Settings {
   const pick = <K extends keyof SettingsInput>(k: K): SettingsInput[K] => flags[k] ?? file[k];
   const problems: string[] = [];
-  const duration = (k: 'syncPeriod' | 'fullSyncPeriod' | 'minSyncInterval') => {
+  // Timers take at most 2^31-1 ms (about 24.8 days); longer ones fire at once, every time.
+  const LIMITS = {
+    syncPeriod: [100, 2 ** 31 - 1],
+    fullSyncPeriod: [0, 2 ** 31 - 1],
+    minSyncInterval: [0, 60_000],
+  } as const;
+  const duration = (k: keyof typeof LIMITS) => {
     const text = pick(k) ?? DEFAULTS[k];
     const ms = parseDuration(text);
+    const [min, max] = LIMITS[k];
     if (ms === undefined)
       problems.push(`${k}: not a duration (like 30s, 1h, 100ms): ${JSON.stringify(text)}`);
+    else if (ms < min || ms > max) problems.push(`${k}: ${text} is outside ${min} ms .. ${max} ms`);
     return ms ?? 0;
   };
   const syncPeriodMs = duration('syncPeriod');
   const fullSyncPeriodMs = duration('fullSyncPeriod');
   const minSyncIntervalMs = duration('minSyncInterval');
-  if (syncPeriodMs === 0 && !problems.length) problems.push('syncPeriod: must be more than zero');
   const logLevel = pick('logLevel') ?? DEFAULTS.logLevel;
   if (!Object.hasOwn(LogLevel, logLevel))
     problems.push(

@@ -161,17 +161,18 @@ export class Syncer {
     dirty: Set<string>,
   ): Promise<{ diff: Diff; changes: SetChange[]; servicesSynced: number; ruleset: Ruleset }> {
     const builder = this.builder!;
-    for (const key of dirty) builder.setService(key, this.contribution(key));
-    for (const d of builder.diagnostics(dirty)) this.log.warn(formatDiagnostic(d));
-    const delta = builder.takeDelta();
-    const diff = deltaTransaction(delta, builder.ruleset);
     try {
+      for (const key of dirty) builder.setService(key, this.contribution(key));
+      for (const d of builder.diagnostics(dirty)) this.log.warn(formatDiagnostic(d));
+      const delta = builder.takeDelta();
+      const diff = deltaTransaction(delta, builder.ruleset);
       if (diff.tx.commands.length) await this.nft.apply(diff.tx);
+      return { diff, changes: changesOfDelta(delta), servicesSynced: dirty.size, ruleset: builder.ruleset };
     } catch (e) {
-      // The builder moved on, the kernel did not: forget the builder; the retry is full.
+      // The builder moved on (perhaps halfway), the kernel did not: forget the builder; the
+      // retry is a full sync from what the kernel holds.
       this.builder = undefined;
       throw e;
     }
-    return { diff, changes: changesOfDelta(delta), servicesSynced: dirty.size, ruleset: builder.ruleset };
   }
 }

@@ -66,6 +66,10 @@ class ResilientInformer {
   private lastActivity = Date.now();
   private stopped = false;
   private synced = false;
+  /** A start() of the ListWatch is under way. */
+  private starting = false;
+  /** The watchdog stopped the ListWatch itself; its abort error is expected. */
+  private selfStopped = false;
   private onSynced: (() => void) | undefined;
 
   constructor(
@@ -96,12 +100,14 @@ class ResilientInformer {
     const watchdogMs = this.opts.watchdogMs ?? 300_000;
     this.watchdog = setInterval(
       () => {
-        if (this.stopped || Date.now() - this.lastActivity < watchdogMs) return;
+        // Never while a start is under way: ListWatch must not run two at once.
+        if (this.stopped || this.starting || Date.now() - this.lastActivity < watchdogMs) return;
         this.log.warn('watch silent too long; restarting it', {
           resource: this.r.kind,
           silentMs: Date.now() - this.lastActivity,
         });
         this.lastActivity = Date.now();
+        this.selfStopped = true; // the aborted watch reports an error: not a failure
         void lw.stop().then(() => this.restart(0));
       },
       Math.min(watchdogMs, 10_000),
@@ -128,8 +134,19 @@ class ResilientInformer {
 
   private async run(): Promise<void> {
     if (this.stopped) return;
+    if (this.starting) return this.restart(100); // come back once the running start is done
+    this.starting = true;
+    this.selfStopped = false;
     const failuresBefore = this.failures;
-    await this.lw!.start();
+    try {
+      await this.lw!.start();
+    } finally {
+      this.starting = false;
+    }
+    if (this.stopped) {
+      await this.lw!.stop(); // stop() came while starting: close what start() opened
+      return;
+    }
     // start() resolves after listing (when needed) and opening the watch; it reports
     // failures through the error event, which schedules the next attempt.
     if (this.failures === failuresBefore) {
@@ -144,7 +161,7 @@ class ResilientInformer {
   }
 
   private failed(e: unknown): void {
-    if (this.stopped) return;
+    if (this.stopped || this.selfStopped) return;
     this.failures++;
     const b = this.opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
     const delay = Math.min(b.initialMs * 2 ** (this.failures - 1), b.maxMs);

@@ -58,7 +58,10 @@ export class ManifestSource implements ClusterSource {
     if (!info?.isDirectory())
       throw new Error(`manifest directory ${this.dir} does not exist or is not a directory`);
     this.sink = sink;
-    await this.reload();
+    // The first read must be complete: programming a partial view would remove services.
+    // A failure here fails the start (and the process: its supervisor restarts it).
+    await this.scan();
+    if (!this.sink) return; // stopped meanwhile
     this.watcher = watch(this.dir, { recursive: true }, () => this.schedule());
     this.watcher.on('error', (e) =>
       this.log.warn('watching the manifest directory failed; polling only', { error: e }),
@@ -113,7 +116,13 @@ export class ManifestSource implements ClusterSource {
       if (!info) continue;
       const known = this.files.get(p);
       if (known && known.mtimeMs === info.mtimeMs && known.size === info.size) continue;
-      const file = parseManifestText(displayName(p), await readFile(p, 'utf8'));
+      const text = await readFile(p, 'utf8').catch((e: Error) => e);
+      if (text instanceof Error) {
+        // Replaced between listing and reading, say: keep what it held, read it next time.
+        this.log.warn('reading a manifest file failed; keeping its last objects', { file: p, error: text });
+        continue;
+      }
+      const file = parseManifestText(displayName(p), text);
       // Keep the last good objects of a file that does not parse as YAML.
       if (file.yamlError && known) file.objects = known.file.objects;
       this.files.set(p, { mtimeMs: info.mtimeMs, size: info.size, file });

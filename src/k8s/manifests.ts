@@ -3,7 +3,7 @@
  * layout, read into a cluster state. It is how nftproxy runs without an API server (demos,
  * tests, clusterless hosts).
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { type Parsed, parseResource } from './parse.js';
@@ -38,6 +38,13 @@ export async function listManifestFiles(dir: string): Promise<string[]> {
       const p = join(d, e.name);
       if (e.isDirectory()) await walk(p);
       else if (e.isFile() && MANIFEST.test(e.name)) out.push(p);
+      // A ConfigMap volume holds symlinks to files in a hidden directory: follow them to files.
+      else if (
+        e.isSymbolicLink() &&
+        MANIFEST.test(e.name) &&
+        (await stat(p).catch(() => undefined))?.isFile()
+      )
+        out.push(p);
     }
   };
   await walk(dir);

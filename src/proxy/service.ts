@@ -228,6 +228,18 @@ export function compileService(svc: Service, slices: readonly EndpointSlice[]): 
       }
     }
   }
+  // A service claims each address and port once: an external IP that is also its LB
+  // ingress IP (or its ClusterIP), or two ports with one NodePort, count once.
+  const claimed = new Set<string>();
+  out.units = out.units.filter((u) => {
+    if (!claimed.has(u.claim)) {
+      claimed.add(u.claim);
+      return true;
+    }
+    if (u.entry.kind === 'nodePort')
+      warn('spec.ports', `${u.label} is used by two ports; programmed for the first`);
+    return false;
+  });
   const families = new Set(svc.clusterIPs.map(versionOf));
   svc.externalIPs.forEach((ip, i) => {
     if (!families.has(versionOf(ip)))

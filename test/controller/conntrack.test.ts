@@ -33,15 +33,38 @@ function flowsOf(eps1: string[], eps2: string[], protocol: 'UDP' | 'TCP' = 'UDP'
   return staleFlows(changesOfDelta(b.takeDelta()), b.ruleset);
 }
 
+/** Every filter matches only untranslated flows: replies from the address or port itself. */
+const untranslatedOnly = (f: {
+  origDst?: string;
+  replySrc?: string;
+  origDstPort: number;
+  replyPortSrc?: number;
+}) =>
+  (f.origDst !== undefined && f.replySrc === f.origDst) ||
+  (f.origDst === undefined && f.replyPortSrc === f.origDstPort);
+
 describe('stale conntrack flows', () => {
   it('names the flows to a removed UDP endpoint, on the service address and the NodePort', () => {
     const flows = flowsOf(['10.244.1.1', '10.244.1.2'], ['10.244.1.1']);
     assert.deepEqual(
-      flows.sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
-      [
-        { family: 'ipv4', protocol: 'udp', origDst: '10.96.0.53', origDstPort: 53, replySrc: '10.244.1.2' },
-        { family: 'ipv4', protocol: 'udp', origDstPort: 30053, replySrc: '10.244.1.2' },
-      ],
+      new Set(flows.map((f) => JSON.stringify(f))),
+      new Set([
+        JSON.stringify({
+          family: 'ipv4',
+          protocol: 'udp',
+          origDst: '10.96.0.53',
+          origDstPort: 53,
+          replySrc: '10.244.1.2',
+          replyPortSrc: 5353,
+        }),
+        JSON.stringify({
+          family: 'ipv4',
+          protocol: 'udp',
+          origDstPort: 30053,
+          replySrc: '10.244.1.2',
+          replyPortSrc: 5353,
+        }),
+      ]),
     );
   });
 
@@ -51,21 +74,47 @@ describe('stale conntrack flows', () => {
     assert.deepEqual(new Set(flows.map((f) => f.replySrc)), new Set(['10.244.1.1']));
   });
 
+  it('names the flows to an endpoint whose port changed', () => {
+    const b = new RulesetBuilder(CONFIG, []);
+    const set = (port: number) => {
+      const s = cluster(
+        service('dns', { clusterIP: '10.96.0.53', ports: [{ port: 53, protocol: 'UDP' }] }),
+        slice('dns', [{ port, protocol: 'UDP' }], ['10.244.1.1']),
+      );
+      b.setService('default/dns', compileService(s.services[0]!, s.endpointSlices));
+    };
+    set(5353);
+    b.takeDelta();
+    set(5354);
+    assert.deepEqual(
+      staleFlows(changesOfDelta(b.takeDelta()), b.ruleset).map((f) => [f.replySrc, f.replyPortSrc]),
+      [['10.244.1.1', 5353]],
+    );
+  });
+
   it('ignores TCP, where a dead endpoint ends the connection anyway', () => {
     assert.deepEqual(flowsOf(['10.244.1.1', '10.244.1.2'], ['10.244.1.1'], 'TCP'), []);
   });
 
-  it('clears untranslated flows to a UDP service that just got its first endpoint', () => {
+  it('clears only untranslated flows of a UDP service that just got its first endpoint', () => {
     const flows = flowsOf([], ['10.244.1.1']);
     assert.deepEqual(
-      new Set(flows.map((f) => `${f.origDst ?? '*'}:${f.origDstPort} from ${f.replySrc ?? 'any'}`)),
-      new Set(['10.96.0.53:53 from any', '*:30053 from any']),
+      new Set(
+        flows.map(
+          (f) =>
+            `${f.origDst ?? '*'}:${f.origDstPort} replies from ${f.replySrc ?? '*'}:${f.replyPortSrc ?? '*'}`,
+        ),
+      ),
+      new Set(['10.96.0.53:53 replies from 10.96.0.53:*', '*:30053 replies from *:30053']),
     );
+    assert.ok(flows.every(untranslatedOnly));
   });
 
-  it('finds nothing stale when the kernel had no table before (first start), never flushing wholesale', () => {
+  it('on a first start (no table before) clears untranslated flows only, never translated ones', () => {
     const after = compile(dns(['10.244.1.1']), CONFIG).ruleset;
-    assert.deepEqual(staleFlows(changesBetween(emptyRuleset(), after), after), []);
+    const flows = staleFlows(changesBetween(emptyRuleset(), after), after);
+    assert.equal(flows.length, 2);
+    assert.ok(flows.every(untranslatedOnly), JSON.stringify(flows));
   });
 
   it('finds the same flows from kernel-versus-desired in a full sync', () => {

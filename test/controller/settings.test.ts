@@ -65,6 +65,22 @@ describe('settings', () => {
     });
   });
 
+  it('refuses durations timers cannot hold, and a sync period that would spin', () => {
+    assert.match(
+      problems(() => resolveSettings({ nodeName: 'n', fullSyncPeriod: '720h' }))[0]!,
+      /fullSyncPeriod: 720h is outside/,
+    );
+    assert.match(
+      problems(() => resolveSettings({ nodeName: 'n', syncPeriod: '1ms' }))[0]!,
+      /syncPeriod: 1ms is outside/,
+    );
+    assert.equal(
+      resolveSettings({ nodeName: 'n', fullSyncPeriod: '0s' }).fullSyncPeriodMs,
+      0,
+      '0 turns it off',
+    );
+  });
+
   it('lists every invalid value at once', () => {
     const p = problems(() =>
       resolveSettings({

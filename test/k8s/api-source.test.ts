@@ -161,12 +161,25 @@ describe('API source (client-node against a stand-in API server)', function () {
     }
   });
 
-  it('restarts a watch that went silent', async () => {
+  it('restarts a watch that went silent, and leaves no watch open when stopped', async () => {
     op = operatorFor(api, fake, { watchdogMs: 500 });
     await op.start();
     api.silenceWatches();
     api.apply(svc('web', '10.96.0.10'));
     await eventually(matches(svc('web', '10.96.0.10')), 15_000);
+    await op.stop();
+    await eventually(async () => assert.equal(api.openWatches, 0));
+  });
+
+  it('never runs two starts of one informer when the API is slower than the watchdog', async () => {
+    api.listDelayMs = 1500;
+    op = operatorFor(api, fake, { watchdogMs: 500 });
+    await op.start();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(api.openWatches, 3, 'one watch per resource');
+    assert.equal(api.requests.filter((r) => r.startsWith('list')).length, 3, 'one list per resource');
+    await op.stop();
+    await eventually(async () => assert.equal(api.openWatches, 0));
   });
 });
 

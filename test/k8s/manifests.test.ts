@@ -3,7 +3,7 @@
  * naming it and the field, the rest still loaded.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadManifestDir, parseManifests } from '../../src/k8s/manifests.js';
@@ -221,6 +221,24 @@ endpoints:
       assert.equal(state.services.length, 0);
       assert.equal(diagnostics[0]!.severity, 'warning');
     });
+  });
+
+  it('follows the symlinks of a ConfigMap volume', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'nftproxy-cm-'));
+    try {
+      await mkdir(join(dir, '..2026_11_22'));
+      await writeFile(join(dir, '..2026_11_22', 'svc.yaml'), GOOD);
+      await symlink('..2026_11_22', join(dir, '..data'));
+      await symlink(join('..data', 'svc.yaml'), join(dir, 'svc.yaml'));
+      const { state } = await loadManifestDir(dir);
+      assert.deepEqual(
+        state.services.map((s) => s.metadata.name),
+        ['good'],
+        'read once, through the visible link',
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('loads a directory tree, skipping hidden entries and non-manifest files', async () => {

@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { compile } from '../../src/proxy/compile.js';
+import { RulesetBuilder } from '../../src/proxy/builder.js';
+import { compileService } from '../../src/proxy/service.js';
 import { parseProxyConfig, type ProxyConfigInput } from '../../src/proxy/config.js';
 import { type Entry, Tracer, type TraceProtocol, type TraceResult } from '../../src/nft/tracer.js';
 import type { ClusterState } from '../../src/k8s/types.js';
@@ -255,6 +257,37 @@ describe('packet flows', () => {
       const result = compile(state, parseProxyConfig(BASE));
       assert.equal(result.diagnostics[0]!.field, 'spec.sessionAffinity');
       assert.equal(result.diagnostics[0]!.severity, 'warning');
+    });
+
+    it('claims an address listed both as external IP and LB ingress IP once, and updates it', () => {
+      const state = (eps: string[]) =>
+        cluster(
+          service(
+            'twice',
+            {
+              type: 'LoadBalancer',
+              clusterIP: '10.96.0.33',
+              externalIPs: ['192.168.99.33'],
+              ports: [{ port: 80, nodePort: 30033 }],
+            },
+            { status: { loadBalancer: { ingress: [{ ip: '192.168.99.33' }] } } },
+          ),
+          slice('twice', [{ port: 80 }], eps),
+        );
+      const b = new RulesetBuilder(parseProxyConfig(BASE), []);
+      const set = (eps: string[]) => {
+        const s = state(eps);
+        b.setService('default/twice', compileService(s.services[0]!, s.endpointSlices));
+      };
+      set(['10.244.1.10']);
+      set(['10.244.1.11']); // used to throw: the second claim of one address
+      assert.deepEqual(b.diagnostics(), []);
+      const t = new Tracer(b.ruleset, { localAddresses: [NODE_IP] });
+      assertReaches(
+        t.trace({ saddr: OUTSIDE, daddr: '192.168.99.33', dport: 80, protocol: 'tcp', entry: 'external' }),
+        ['10.244.1.11:80'],
+        true,
+      );
     });
 
     it('does not capture an ingress IP with ipMode Proxy', () => {

@@ -67,6 +67,8 @@ export class FakeApiServer {
   port = 0;
   /** Requests served, by `list KIND` / `watch KIND`. */
   readonly requests: string[] = [];
+  /** Delay of list responses (a slow API server). */
+  listDelayMs = 0;
   /** Kinds whose list requests fail with 503 (the API is overloaded, say). */
   readonly failLists = new Set<string>();
 
@@ -225,13 +227,12 @@ export class FakeApiServer {
       return;
     }
     const items = [...this.objects.get(kind.kind)!.values()].filter(matches);
-    res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({
-        kind: `${kind.kind}List`,
-        apiVersion: kind.apiVersion,
-        metadata: { resourceVersion: String(this.rv) },
-        items,
-      }),
-    );
+    const body = JSON.stringify({
+      kind: `${kind.kind}List`,
+      apiVersion: kind.apiVersion,
+      metadata: { resourceVersion: String(this.rv) },
+      items,
+    });
+    setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(body), this.listDelayMs);
   }
 }
