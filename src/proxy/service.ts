@@ -3,7 +3,7 @@
  * IPs, load balancer IPs, NodePorts) and ports, a dispatch unit with its map and set
  * elements. Pure.
  */
-import { concat, goto, type Elem, type Family } from '../nft/ir.js';
+import { concat, goto, type Elem, type Expr, type Family } from '../nft/ir.js';
 import { elemKey } from '../nft/ruleset.js';
 import { formatHostPort, versionOf } from '../net/ip.js';
 import {
@@ -74,6 +74,25 @@ export interface ServiceContribution {
   /** Problems and unsupported fields of this service (not conflicts with others). */
   diagnostics: Diagnostic[];
 }
+
+/** The maps and sets each kind of dispatch writes. */
+const DISPATCH_SETS: Record<
+  DispatchKind,
+  { dispatch: string; noEndpoints: string; backends: string; masquerade: string }
+> = {
+  service: {
+    dispatch: Maps.serviceIPs,
+    noEndpoints: Maps.noEndpointServices,
+    backends: Maps.backends,
+    masquerade: Sets.masqueradeServices,
+  },
+  nodeport: {
+    dispatch: Maps.serviceNodeports,
+    noEndpoints: Maps.noEndpointNodeports,
+    backends: Maps.nodeportBackends,
+    masquerade: Sets.masqueradeNodeports,
+  },
+};
 
 /** The scheduler every service uses until ProxyPolicy chooses others. */
 export const SCHEDULER: SchedulerName = 'random';
@@ -166,65 +185,61 @@ export function compileService(svc: Service, slices: readonly EndpointSlice[]): 
         portName: sp.name,
         backends,
       });
-      const vipUnit = (vip: string, kind: DispatchEntry['kind']): DispatchUnit => {
-        const masquerade = kind !== 'clusterIP';
-        const key = concat(vip, proto, sp.port);
+      /** A unit dispatching on `keyParts` (VIP . proto . port, or proto . NodePort). */
+      const unit = (
+        kind: DispatchKind,
+        keyParts: Expr[],
+        label: string,
+        e: DispatchEntry,
+        masquerade: boolean,
+      ): DispatchUnit => {
+        const sets = DISPATCH_SETS[kind];
+        const key = concat(...keyParts);
         const owned: SetElems[] =
           n === 0
-            ? [{ set: Maps.noEndpointServices, elems: [[key, goto(Chains.reject)]] }]
+            ? [{ set: sets.noEndpoints, elems: [[key, goto(Chains.reject)]] }]
             : [
-                { set: Maps.serviceIPs, elems: [[key, goto(pickChainName('service', SCHEDULER, n))]] },
+                { set: sets.dispatch, elems: [[key, goto(pickChainName(kind, SCHEDULER, n))]] },
                 {
-                  set: Maps.backends,
-                  elems: backends.map((b, slot): Elem => [
-                    concat(vip, proto, sp.port, slot),
-                    concat(b.ip, b.port),
-                  ]),
+                  set: sets.backends,
+                  elems: backends.map((b, slot): Elem => [concat(...keyParts, slot), concat(b.ip, b.port)]),
                 },
-                ...(masquerade ? [{ set: Sets.masqueradeServices, elems: [key] }] : []),
+                ...(masquerade ? [{ set: sets.masquerade, elems: [key] }] : []),
               ];
         return {
           family,
-          claim: `${family} vip ${elemKey(key)}`,
-          label: `${formatHostPort(vip, sp.port)}/${sp.protocol}`,
+          claim: `${family} ${kind} ${elemKey(key)}`,
+          label,
           owned,
           shared: [hairpin],
-          entry: entry(kind, vip),
-          ...(n ? { pick: { kind: 'service' as const, slots: n } } : {}),
+          entry: e,
+          ...(n ? { pick: { kind, slots: n } } : {}),
         };
       };
+      const vipUnit = (vip: string, kind: DispatchEntry['kind']) =>
+        unit(
+          'service',
+          [vip, proto, sp.port],
+          `${formatHostPort(vip, sp.port)}/${sp.protocol}`,
+          entry(kind, vip),
+          kind !== 'clusterIP',
+        );
       const cip = vipUnit(clusterIP, 'clusterIP');
       cip.shared = [hairpin, { set: Sets.clusterIPs, elems: [clusterIP] }];
       out.units.push(cip);
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
       for (const vip of ipsOf(lbIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
-
       if (hasNodePorts && sp.nodePort) {
-        const key = concat(proto, sp.nodePort);
-        const nodePort = sp.nodePort;
-        const owned: SetElems[] =
-          n === 0
-            ? [{ set: Maps.noEndpointNodeports, elems: [[key, goto(Chains.reject)]] }]
-            : [
-                { set: Maps.serviceNodeports, elems: [[key, goto(pickChainName('nodeport', SCHEDULER, n))]] },
-                {
-                  set: Maps.nodeportBackends,
-                  elems: backends.map((b, slot): Elem => [
-                    concat(proto, nodePort, slot),
-                    concat(b.ip, b.port),
-                  ]),
-                },
-                { set: Sets.masqueradeNodeports, elems: [key] },
-              ];
-        out.units.push({
-          family,
-          claim: `${family} nodeport ${elemKey(key)}`,
-          label: `NodePort ${sp.nodePort}/${sp.protocol}`,
-          owned,
-          shared: [hairpin],
-          entry: entry('nodePort'),
-          ...(n ? { pick: { kind: 'nodeport' as const, slots: n } } : {}),
-        });
+        // NodePort traffic is external: masqueraded (externalTrafficPolicy Cluster).
+        out.units.push(
+          unit(
+            'nodeport',
+            [proto, sp.nodePort],
+            `NodePort ${sp.nodePort}/${sp.protocol}`,
+            entry('nodePort'),
+            true,
+          ),
+        );
       }
     }
   }
