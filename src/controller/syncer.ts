@@ -73,12 +73,15 @@ export class Syncer {
   /** Runs one sync; throws if the transaction failed. */
   async sync(req: SyncRequest): Promise<SyncResult> {
     const started = Date.now();
-    const { diff, changes, servicesSynced, ruleset } =
-      req.full || !this.builder ? await this.full() : await this.partial(req.dirty);
+    // Without a builder (first sync, or after a failure) the sync is full whatever was asked.
+    const full = req.full || !this.builder;
+    const { diff, changes, servicesSynced, ruleset } = full
+      ? await this.full()
+      : await this.partial(req.dirty);
     const flows = staleFlows(changes, ruleset);
     if (flows.length && this.opts.conntrack) await this.opts.conntrack.clear(flows);
     const result: SyncResult = {
-      full: req.full,
+      full,
       diff: diff.stats,
       commands: diff.tx.commands.length,
       servicesSynced,
@@ -137,7 +140,7 @@ export class Syncer {
     ruleset: Ruleset;
   }> {
     this.builder = undefined;
-    const builder = new RulesetBuilder(this.config, nodeIPsOf(this.store.state(), this.config));
+    const builder = new RulesetBuilder(this.config, nodeIPsOf({ nodes: this.store.nodeList() }, this.config));
     builder.recording = false;
     const keys = [...this.store.serviceKeys()].sort(compareServiceKeys);
     for (const key of keys) builder.setService(key, this.contribution(key));

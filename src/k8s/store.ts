@@ -95,6 +95,11 @@ export class ClusterStore {
     return [...(this.slicesByService.get(k)?.values() ?? [])];
   }
 
+  /** The Node objects known (normally just this node's). */
+  nodeList(): Node[] {
+    return [...this.nodes.values()];
+  }
+
   /** Every service key. */
   serviceKeys(): IterableIterator<string> {
     return this.services.keys();

@@ -90,6 +90,19 @@ describe('syncer', () => {
     assert.equal(w.fake.applied.length, sent);
   });
 
+  it('reports a sync as full when it had to be, whatever was asked', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    const r = await w.syncer.sync({
+      full: false,
+      dirty: new Set(['default/a']),
+      reasons: new Set(['change']),
+      queuedAt: 0,
+    });
+    assert.equal(r.full, true, 'no builder yet: the first sync is full');
+    w.matchesStore();
+  });
+
   it('replaces stale rules of an earlier run in one transaction', async () => {
     const w = world();
     w.put('old', '10.96.0.9', ['10.244.9.9']);
