@@ -164,3 +164,19 @@ export function normalizeCIDRs(cidrs: CIDR[]): CIDR[] {
   }
   return out;
 }
+
+/**
+ * The addresses in both lists of prefixes (of any versions), as prefixes: two prefixes
+ * overlap only when one contains the other, and then the narrower is their intersection.
+ */
+export function intersectCIDRs(a: CIDR[], b: CIDR[]): CIDR[] {
+  const out: CIDR[] = [];
+  for (const x of a) {
+    for (const y of b) {
+      if (x.version !== y.version) continue;
+      if (x.len <= y.len && cidrContains(x, y)) out.push(y);
+      else if (y.len < x.len && cidrContains(y, x)) out.push(x);
+    }
+  }
+  return normalizeCIDRs(out);
+}

@@ -7,7 +7,7 @@
  * replaced whole, inside the same transaction, so there is never a moment without rules.
  */
 import type { Command, Elem, Transaction } from './ir.js';
-import { irEqual, type Ruleset, type SetState, type TableState } from './ruleset.js';
+import { comparableDef, irEqual, isDynamic, type Ruleset, type SetState, type TableState } from './ruleset.js';
 
 /** Counts of what a transaction does, for logs, traces and metrics. */
 export interface DiffStats {
@@ -107,8 +107,7 @@ function replaceReason(from: TableState, to: TableState): string | undefined {
     if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
   for (const [name, s] of to.sets) {
     const old = from.sets.get(name);
-    // `typeof` is our rendering hint; the kernel lists the datatypes only.
-    if (old && !irEqual({ ...old.def, typeof: undefined }, { ...s.def, typeof: undefined })) {
+    if (old && !irEqual(comparableDef(old), comparableDef(s))) {
       return `set ${name} declaration changed`;
     }
   }
@@ -165,6 +164,8 @@ function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[
       }
       continue;
     }
+    // The kernel fills dynamic sets (affinity); their elements are not desired state.
+    if (isDynamic(s)) continue;
     const dels: Elem[] = [];
     const adds: Elem[] = [];
     for (const [k, e] of old.elems) {

@@ -7,7 +7,7 @@ import type { Family, Transaction } from './ir.js';
 import type { NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
-import { type ChainState, rulesetFromJson, type TableState, tableKey } from './ruleset.js';
+import { type ChainState, type SetState, rulesetFromJson, type TableState, tableKey } from './ruleset.js';
 
 /** Options of the exec backend. */
 export interface ExecBackendOptions {
@@ -150,6 +150,21 @@ export class ExecBackend implements NftBackend {
     }
     // A chain listing is wrapped in its table, with only this chain.
     return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, table))?.chains.get(chain);
+  }
+
+  async listSet(family: Family, table: string, set: string): Promise<SetState | undefined> {
+    let out: string;
+    try {
+      // `list map` and `list set` differ only in what nft accepts; try the map first.
+      out = await this.nft(['-j', 'list', 'map', family, table, set]).catch(async (e: unknown) => {
+        if (e instanceof NftError && e.kind === NftErrorKind.NotFound) throw e;
+        return this.nft(['-j', 'list', 'set', family, table, set]);
+      });
+    } catch (e) {
+      if (e instanceof NftError && e.kind === NftErrorKind.NotFound) return undefined;
+      throw e;
+    }
+    return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, table))?.sets.get(set);
   }
 
   /**

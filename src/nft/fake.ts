@@ -17,6 +17,7 @@ import {
   emptyTable,
   irEqual,
   type Ruleset,
+  type SetState,
   type TableState,
   tableKey,
 } from './ruleset.js';
@@ -50,6 +51,11 @@ export class FakeBackend implements NftBackend {
   async listChain(family: Family, table: string, chain: string): Promise<ChainState | undefined> {
     const c = this.state.tables.get(tableKey(family, table))?.chains.get(chain);
     return c && { chain: { ...c.chain }, rules: [...c.rules] };
+  }
+
+  async listSet(family: Family, table: string, set: string): Promise<SetState | undefined> {
+    const st = this.state.tables.get(tableKey(family, table))?.sets.get(set);
+    return st && { def: { ...st.def }, elems: new Map(st.elems) };
   }
 
   /** Deletes a table outside any transaction, as an administrator would (drift tests). */

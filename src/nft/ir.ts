@@ -100,7 +100,27 @@ export type Stmt =
   | { dnat: { family?: Family; addr?: Expr; port?: Expr } }
   | { masquerade: null | { flags?: string | string[] } }
   | { reject: null | { type?: string; expr?: string } }
+  | { affinityUpdate: AffinityUpdate }
   | Verdict;
+
+/**
+ * Records which endpoint a new connection got, in a dynamic map keyed by
+ * `client . original destination . proto . original port`, expiring after `timeout` seconds:
+ * `meta l4proto tcp update @affinity { ip saddr . ct original ip daddr . meta l4proto .
+ * ct original proto-dst timeout 10800s : ip daddr . th dport }`.
+ *
+ * nft 1.0.6 has no JSON for a map update: it lists the statement as a text string (with the
+ * protocol dependency folded into `tcp dport`), which `rulesetFromJson` reads back into this
+ * shape. The protocol is part of the statement because `ct original proto-dst` has no type
+ * without it.
+ */
+export interface AffinityUpdate {
+  family: Family;
+  map: string;
+  protocol: 'tcp' | 'udp' | 'sctp';
+  /** Seconds. */
+  timeout: number;
+}
 
 /** A table. */
 export interface Table {
@@ -187,12 +207,24 @@ export const meta = (key: string): MetaExpr => ({ meta: { key } });
 export const ct = (key: string): CtExpr => ({ ct: { key } });
 /** `fib daddr type`. */
 export const fibDaddrType = (): FibExpr => ({ fib: { result: 'type', flags: ['daddr'] } });
+/** `fib saddr type`: `local` for packets the node itself sends. */
+export const fibSaddrType = (): FibExpr => ({ fib: { result: 'type', flags: ['saddr'] } });
+/** `ct original KEY`, e.g. `ct original ip daddr`, `ct original proto-dst`. */
+export const ctOriginal = (key: string): CtExpr => ({ ct: { key, dir: 'original' } });
+/** `numgen inc mod N offset O`. */
+export const numgenInc = (mod: number, offset = 0): NumgenExpr => ({ numgen: { mode: 'inc', mod, offset } });
+/** `jhash EXPR mod N seed S offset O`. */
+export const jhash = (expr: Expr, mod: number, seed: number, offset = 0): JhashExpr => ({
+  jhash: { mod, seed, expr, ...(offset ? { offset } : {}) },
+});
 /** `a . b . c`. */
 export const concat = (...parts: Expr[]): ConcatExpr => ({ concat: parts });
 /** `ADDR/LEN`. */
 export const prefix = (addr: string, len: number): PrefixExpr => ({ prefix: { addr, len } });
 /** `numgen random mod N`. */
-export const numgenRandom = (mod: number): NumgenExpr => ({ numgen: { mode: 'random', mod, offset: 0 } });
+export const numgenRandom = (mod: number, offset = 0): NumgenExpr => ({
+  numgen: { mode: 'random', mod, offset },
+});
 /** `@name`: a reference to a named set or map. */
 export const setRef = (name: string): string => `@${name}`;
 /** `LEFT OP RIGHT`. */

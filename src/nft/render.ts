@@ -5,7 +5,20 @@
  * string reaches the output unchecked: literals, names and comments must fit a safe
  * alphabet, which keeps a hostile Service name or address from ever becoming nft syntax.
  */
-import type { Chain, Command, Elem, Expr, ListObject, NftSet, Rule, Stmt, Table, Transaction } from './ir.js';
+import type {
+  AffinityUpdate,
+  Chain,
+  Command,
+  Elem,
+  Expr,
+  Family,
+  ListObject,
+  NftSet,
+  Rule,
+  Stmt,
+  Table,
+  Transaction,
+} from './ir.js';
 import { NftError } from './errors.js';
 
 // Addresses, numbers, protocol and type names, keywords, `@set` references.
@@ -48,7 +61,8 @@ export function renderExpr(e: Expr): string {
     const parts = ['ct'];
     if (e.ct.dir) parts.push(e.ct.dir);
     if (e.ct.family) parts.push(e.ct.family);
-    parts.push(literal(e.ct.key));
+    // Keys like `ip daddr` (original direction) are two words.
+    parts.push(...e.ct.key.split(' ').map(literal));
     return parts.join(' ');
   }
   if ('fib' in e) return `fib ${e.fib.flags.map(literal).join(' . ')} ${literal(e.fib.result)}`;
@@ -115,7 +129,53 @@ export function renderStmt(s: Stmt): string {
     if (r.type === 'tcp reset') return 'reject with tcp reset';
     return `reject with ${literal(r.type)} type ${literal(r.expr ?? 'port-unreachable')}`;
   }
+  if ('affinityUpdate' in s) return renderAffinityUpdate(s.affinityUpdate);
   return renderExpr(s);
+}
+
+/** Seconds as nft lists a duration: `3h`, `1m30s`, `1d`. */
+export function nftDuration(seconds: number): string {
+  if (!Number.isInteger(seconds) || seconds <= 0) throw NftError.invalid(`not a valid timeout: ${seconds}`);
+  const units: [string, number][] = [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ];
+  let rest = seconds;
+  let out = '';
+  for (const [u, n] of units) {
+    const q = Math.floor(rest / n);
+    rest -= q * n;
+    if (q) out += `${q}${u}`;
+  }
+  return out;
+}
+
+function renderAffinityUpdate(u: AffinityUpdate): string {
+  const l3 = u.family === 'ip6' ? 'ip6' : 'ip';
+  const key = `${l3} saddr . ct original ${l3} daddr . meta l4proto . ct original proto-dst`;
+  return (
+    `meta l4proto ${literal(u.protocol)} update @${name(u.map)} ` +
+    `{ ${key} timeout ${nftDuration(u.timeout)} : ${l3} daddr . th dport }`
+  );
+}
+
+/**
+ * Reads the text nft 1.0.6 lists for an affinity update (it has no JSON form) back into the
+ * IR statement; undefined for any other text.
+ */
+export function parseAffinityUpdate(family: Family, text: string): AffinityUpdate | undefined {
+  const m =
+    /^update @([A-Za-z][A-Za-z0-9_.-]*) \{ (ip6?) saddr \. ct original \2 daddr \. meta l4proto \. ct original proto-dst timeout ((?:\d+[dhms])+) : \2 daddr \. (tcp|udp|sctp) dport \}$/.exec(
+      text,
+    );
+  if (!m || (m[2] === 'ip6') !== (family === 'ip6')) return undefined;
+  let timeout = 0;
+  for (const [, n, u] of m[3]!.matchAll(/(\d+)([dhms])/g)) {
+    timeout += Number(n) * { d: 86400, h: 3600, m: 60, s: 1 }[u as 'd' | 'h' | 'm' | 's'];
+  }
+  return { family, map: m[1]!, protocol: m[4] as AffinityUpdate['protocol'], timeout };
 }
 
 /** Renders an element: a set key, or `key : data` for a map. */

@@ -5,7 +5,7 @@
  */
 import type { Chain, Elem, Expr, Family, ListObject, NftSet, Rule, Stmt, Table } from './ir.js';
 import { NftError } from './errors.js';
-import { renderTableBlock, type TableBlock } from './render.js';
+import { parseAffinityUpdate, renderTableBlock, type TableBlock } from './render.js';
 
 /** A chain and its rules, in order. */
 export interface ChainState {
@@ -162,7 +162,10 @@ export function rulesetFromJson(doc: unknown): Ruleset {
       const raw = stripHandle((o.set ?? o.map) as Loose) as unknown as NftSet;
       const { elem, ...def } = raw;
       const elems = new Map<string, Elem>();
-      for (const e of elem ?? []) elems.set(elemKey(e), e);
+      for (const e of elem ?? []) {
+        const plain = unwrapElem(e);
+        elems.set(elemKey(plain), plain);
+      }
       table(def.family, def.table).sets.set(def.name, { def, elems });
     } else if (isObject(o.chain)) {
       const c = stripHandle(o.chain) as unknown as Chain;
@@ -171,10 +174,44 @@ export function rulesetFromJson(doc: unknown): Ruleset {
       const rule = o.rule as unknown as Rule;
       const chain = table(rule.family, rule.table).chains.get(rule.chain);
       if (!chain) throw NftError.invalid(`JSON listing has a rule in unknown chain ${rule.chain}`);
-      chain.rules.push(rule.expr);
+      // nft 1.0.6 lists statements it has no JSON for as text; ours is the affinity update.
+      chain.rules.push(
+        rule.expr.map((st) => {
+          if (typeof st !== 'string') return st;
+          const u = parseAffinityUpdate(rule.family, st);
+          return u ? { affinityUpdate: u } : st;
+        }),
+      );
     }
   }
   return r;
+}
+
+/**
+ * Elements the kernel added to a dynamic set come listed as `{ elem: { val, timeout,
+ * expires } }`; the IR keeps the value only.
+ */
+function unwrapElem(e: Elem): Elem {
+  const un = (x: Expr): Expr =>
+    isObject(x) && isObject((x as Loose).elem) ? (((x as Loose).elem as Loose).val as Expr) : x;
+  return Array.isArray(e) ? [un(e[0]), e[1]] : un(e);
+}
+
+/** Whether the kernel fills this set itself (`flags dynamic`): its elements are not ours to diff. */
+export function isDynamic(s: SetState): boolean {
+  return s.def.flags?.includes('dynamic') ?? false;
+}
+
+/**
+ * A set declaration as the kernel can report it back: without `typeof` (our rendering hint;
+ * the kernel lists datatypes) and without the `dynamic` flag (nft 1.0.6 lists it in text but
+ * drops it from JSON), and with a concatenated map datatype as a list.
+ */
+export function comparableDef(s: SetState): SetState['def'] {
+  const flags = s.def.flags?.filter((f) => f !== 'dynamic');
+  // A concatenated map datatype comes back as one string, `ipv4_addr . inet_service`.
+  const split = <T,>(t: T): T | string[] => (typeof t === 'string' && t.includes(' . ') ? t.split(' . ') : t);
+  return { ...s.def, typeof: undefined, flags: flags?.length ? flags : undefined, map: split(s.def.map) } as SetState['def'];
 }
 
 /** A table as blocks for `renderTableBlock`. */
@@ -247,11 +284,12 @@ export function compareRulesets(expected: Ruleset, actual: Ruleset): RulesetMism
     for (const name of new Set([...e.sets.keys(), ...a.sets.keys()])) {
       const es = e.sets.get(name);
       const as = a.sets.get(name);
-      const def = (s: SetState | undefined) => (s ? canonical({ ...s.def, typeof: undefined }) : undefined);
+      const def = (s: SetState | undefined) => (s ? canonical(comparableDef(s)) : undefined);
       if (def(es) !== def(as)) {
         out.push({ where: `${k} set ${name}`, expected: es?.def, actual: as?.def });
         continue;
       }
+      if ((es && isDynamic(es)) || (as && isDynamic(as))) continue;
       for (const ek of new Set([...(es?.elems.keys() ?? []), ...(as?.elems.keys() ?? [])])) {
         const ee = es?.elems.get(ek);
         const ae = as?.elems.get(ek);

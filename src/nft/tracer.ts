@@ -72,6 +72,9 @@ interface PacketState {
   protocol: TraceProtocol;
   sport: number;
   dport: number;
+  /** The destination before any DNAT (`ct original ... daddr`, `ct original proto-dst`). */
+  origDaddr: string;
+  origDport: number;
   mark: number;
   ctStatus: string[];
   dnat?: { addr: string; port: number };
@@ -203,6 +206,8 @@ export class Tracer {
       protocol: packet.protocol,
       sport: packet.sport ?? 40000,
       dport: packet.dport,
+      origDaddr: daddr,
+      origDport: packet.dport,
       mark: 0,
       ctStatus: [],
       masquerade: false,
@@ -458,6 +463,12 @@ export class Tracer {
       return [{ pkt: p, flow: { kind: 'reject', type } }];
     }
     if ('counter' in s) return [{ pkt, flow: { kind: 'next' } }];
+    if ('affinityUpdate' in s) {
+      if (s.affinityUpdate.protocol !== pkt.protocol) return miss();
+      const p = clone(pkt);
+      p.path.push(`${text} -> remembered for ${s.affinityUpdate.timeout}s`);
+      return [{ pkt: p, flow: { kind: 'next' } }];
+    }
     // A bare verdict statement.
     const v = exprToValue(s as Expr) as VerdictValue;
     const p = clone(pkt);
@@ -517,11 +528,15 @@ export class Tracer {
     if ('ct' in e) {
       if (e.ct.key === 'state') return [['new']];
       if (e.ct.key === 'status') return [pkt.ctStatus];
+      if (e.ct.dir === 'original' && / daddr$/.test(e.ct.key)) return [pkt.origDaddr];
+      if (e.ct.dir === 'original' && e.ct.key === 'proto-dst') return [pkt.origDport];
       throw new Error(`tracer: unsupported ct ${e.ct.key}`);
     }
     if ('fib' in e) {
       if (e.fib.result === 'type' && e.fib.flags.includes('daddr'))
         return [this.local.has(pkt.daddr) ? 'local' : 'unicast'];
+      if (e.fib.result === 'type' && e.fib.flags.includes('saddr'))
+        return [this.local.has(pkt.saddr) ? 'local' : 'unicast'];
       throw new Error('tracer: unsupported fib lookup');
     }
     if ('concat' in e) {
