@@ -1,6 +1,6 @@
 /**
  * The Kubernetes API as a source: list/watch informers (@kubernetes/client-node) on
- * Services, EndpointSlices and this node's Node.
+ * Services, EndpointSlices, this node's Node and ProxyPolicies.
  *
  * client-node's ListWatch relists after a 410 and re-watches when a watch ends cleanly, but
  * stops for good on any other error, and cannot tell a silent watch from a quiet cluster.
@@ -8,15 +8,22 @@
  * and restarted when it has been silent for the watchdog period (a restart resumes from the
  * last resourceVersion; it relists only if that is too old). Objects already known are never
  * dropped because the API is unreachable: only a successful relist removes what is gone.
+ *
+ * ProxyPolicies are a custom resource whose CRD may not be installed. A 404 for them is an
+ * answer, not an outage: the resource counts as listed and empty (so programming is not held
+ * up, and policies seen before are dropped), and the list is retried every few minutes so
+ * that installing the CRD later takes effect without a restart.
  */
 import {
   CoreV1Api,
+  CustomObjectsApi,
   DiscoveryV1Api,
   KubeConfig,
   type KubernetesObject,
   ListWatch,
   Watch,
 } from '@kubernetes/client-node';
+import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../api/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 import { parseResource } from './parse.js';
 import type { ClusterSource, SourceSink } from './source.js';
@@ -35,6 +42,10 @@ export interface ApiSourceOptions {
   backoff?: { initialMs: number; maxMs: number };
   /** Restart a watch that delivered nothing for this long. Default 5 min. */
   watchdogMs?: number;
+  /** Watch ProxyPolicies. Default true. */
+  watchPolicies?: boolean;
+  /** While the ProxyPolicy CRD is not installed, look for it again this often. Default 3 min. */
+  missingCrdRetryMs?: number;
   log?: Logger;
 }
 
@@ -45,6 +56,17 @@ interface Resource {
   list: () => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string } }>;
   labelSelector?: string;
   fieldSelector?: string;
+  /**
+   * The resource's API may not exist (a custom resource whose CRD is not installed): a 404
+   * then means "no objects", logged once with this warning, instead of a failure.
+   */
+  ifNotInstalled?: string;
+}
+
+/** The HTTP status of a failed list (ApiException) or watch (Error with statusCode). */
+function httpStatus(e: unknown): number | undefined {
+  const { code, statusCode } = (e ?? {}) as { code?: unknown; statusCode?: unknown };
+  return typeof code === 'number' ? code : typeof statusCode === 'number' ? statusCode : undefined;
 }
 
 /** Loads the kubeconfig the options ask for. */
@@ -66,6 +88,9 @@ class ResilientInformer {
   private lastActivity = Date.now();
   private stopped = false;
   private synced = false;
+  /** The resource's API answered 404 (see Resource.ifNotInstalled); it counts as empty. */
+  private notInstalled = false;
+  private warnedNotInstalled = false;
   /** A start() of the ListWatch is under way. */
   private starting = false;
   /** The watchdog stopped the ListWatch itself; its abort error is expected. */
@@ -82,33 +107,21 @@ class ResilientInformer {
 
   /** Starts; resolves once the resource has been listed successfully. */
   start(): Promise<void> {
-    const lw = new ListWatch<KubernetesObject>(
-      this.r.path,
-      this.watch,
-      this.r.list,
-      false,
-      this.r.labelSelector,
-      this.r.fieldSelector,
-    );
-    this.lw = lw;
-    const activity = () => (this.lastActivity = Date.now());
-    lw.on('add', (o) => (activity(), this.upsert(o)));
-    lw.on('update', (o) => (activity(), this.upsert(o)));
-    lw.on('delete', (o) => (activity(), this.remove(o)));
-    lw.on('connect', activity);
-    lw.on('error', (e) => this.failed(e));
+    this.lw = this.listWatch();
     const watchdogMs = this.opts.watchdogMs ?? 300_000;
     this.watchdog = setInterval(
       () => {
-        // Never while a start is under way: ListWatch must not run two at once.
-        if (this.stopped || this.starting || Date.now() - this.lastActivity < watchdogMs) return;
+        // Never while a start is under way: ListWatch must not run two at once. Nothing to
+        // watch while the resource's API is not installed.
+        if (this.stopped || this.starting || this.notInstalled) return;
+        if (Date.now() - this.lastActivity < watchdogMs) return;
         this.log.warn('watch silent too long; restarting it', {
           resource: this.r.kind,
           silentMs: Date.now() - this.lastActivity,
         });
         this.lastActivity = Date.now();
         this.selfStopped = true; // the aborted watch reports an error: not a failure
-        void lw.stop().then(() => this.restart(0));
+        void this.lw!.stop().then(() => this.restart(0));
       },
       Math.min(watchdogMs, 10_000),
     );
@@ -127,6 +140,24 @@ class ResilientInformer {
     await this.lw?.stop();
   }
 
+  private listWatch(): ListWatch<KubernetesObject> {
+    const lw = new ListWatch<KubernetesObject>(
+      this.r.path,
+      this.watch,
+      this.r.list,
+      false,
+      this.r.labelSelector,
+      this.r.fieldSelector,
+    );
+    const activity = () => (this.lastActivity = Date.now());
+    lw.on('add', (o) => (activity(), this.upsert(o)));
+    lw.on('update', (o) => (activity(), this.upsert(o)));
+    lw.on('delete', (o) => (activity(), this.remove(o)));
+    lw.on('connect', activity);
+    lw.on('error', (e) => this.failed(e));
+    return lw;
+  }
+
   private restart(delayMs: number): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.run(), delayMs);
@@ -138,6 +169,11 @@ class ResilientInformer {
     this.starting = true;
     this.selfStopped = false;
     const failuresBefore = this.failures;
+    const wasNotInstalled = this.notInstalled;
+    // After a 404 a fresh ListWatch lists from scratch: the old one's resourceVersion and
+    // objects belong to an API that went away.
+    if (wasNotInstalled) this.lw = this.listWatch();
+    this.notInstalled = false;
     try {
       await this.lw!.start();
     } finally {
@@ -146,6 +182,11 @@ class ResilientInformer {
     if (this.stopped) {
       await this.lw!.stop(); // stop() came while starting: close what start() opened
       return;
+    }
+    if (this.notInstalled) return; // still 404: failed() scheduled the next look
+    if (wasNotInstalled && this.failures === failuresBefore) {
+      this.warnedNotInstalled = false;
+      this.log.info('API installed; watching it', { resource: this.r.kind });
     }
     // start() resolves after listing (when needed) and opening the watch; it reports
     // failures through the error event, which schedules the next attempt.
@@ -162,6 +203,7 @@ class ResilientInformer {
 
   private failed(e: unknown): void {
     if (this.stopped || this.selfStopped) return;
+    if (this.r.ifNotInstalled && httpStatus(e) === 404) return this.missing();
     this.failures++;
     const b = this.opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
     const delay = Math.min(b.initialMs * 2 ** (this.failures - 1), b.maxMs);
@@ -171,6 +213,23 @@ class ResilientInformer {
       retryInMs: delay,
     });
     this.restart(delay);
+  }
+
+  /**
+   * The resource's API is not there: it has no objects (any seen before went with it), and
+   * that counts as listed. Look again later, with a fresh ListWatch.
+   */
+  private missing(): void {
+    for (const o of this.lw?.list() ?? []) this.remove(o);
+    void this.lw?.stop();
+    if (!this.warnedNotInstalled) this.log.warn(this.r.ifNotInstalled!, { resource: this.r.kind });
+    this.warnedNotInstalled = true;
+    this.notInstalled = true;
+    this.failures = 0;
+    this.restart(this.opts.missingCrdRetryMs ?? 180_000);
+    if (this.synced) return;
+    this.synced = true;
+    this.onSynced?.();
   }
 
   private upsert(o: KubernetesObject): void {
@@ -186,7 +245,7 @@ class ResilientInformer {
   }
 }
 
-/** Services, EndpointSlices and this Node from the API server. */
+/** Services, EndpointSlices, this Node and ProxyPolicies from the API server. */
 export class ApiSource implements ClusterSource {
   private informers: ResilientInformer[] = [];
   private readonly log: Logger;
@@ -199,6 +258,7 @@ export class ApiSource implements ClusterSource {
     const kc = loadKubeConfig(this.opts);
     const core = kc.makeApiClient(CoreV1Api);
     const discovery = kc.makeApiClient(DiscoveryV1Api);
+    const custom = kc.makeApiClient(CustomObjectsApi);
     const watch = new Watch(kc);
     const notOurs = `!${Labels.serviceProxyName}`;
     const resources: Resource[] = [
@@ -225,6 +285,14 @@ export class ApiSource implements ClusterSource {
         list: () => core.listNode({ fieldSelector: `metadata.name=${this.opts.nodeName}` }),
       },
     ];
+    if (this.opts.watchPolicies ?? true)
+      resources.push({
+        kind: KIND,
+        apiVersion: API_VERSION,
+        path: `/apis/${GROUP}/${VERSION}/${PLURAL}`,
+        list: () => custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }),
+        ifNotInstalled: 'ProxyPolicy CRD not installed; policies ignored',
+      });
     this.informers = resources.map((r) => new ResilientInformer(r, watch, sink, this.opts, this.log));
     await Promise.all(this.informers.map((i) => i.start()));
   }

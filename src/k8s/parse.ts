@@ -7,6 +7,14 @@
  */
 import { canonicalIP, ipVersion, parseCIDR, formatCIDR } from '../net/ip.js';
 import {
+  API_VERSION as POLICY_API_VERSION,
+  DEFAULT_AFFINITY_TIMEOUT_SECONDS,
+  KIND as POLICY_KIND,
+  MAX_AFFINITY_TIMEOUT_SECONDS,
+  type PolicyObject,
+} from '../api/types.js';
+import { validateProxyPolicy } from '../api/validate.js';
+import {
   AddressType,
   type Diagnostic,
   type Endpoint,
@@ -27,7 +35,8 @@ import {
 export type Parsed =
   | { kind: 'Service'; object: Service }
   | { kind: 'EndpointSlice'; object: EndpointSlice }
-  | { kind: 'Node'; object: Node };
+  | { kind: 'Node'; object: Node }
+  | { kind: 'ProxyPolicy'; object: PolicyObject };
 
 /** The outcome of parsing one object: the object if valid, and anything worth saying. */
 export interface ParseResult {
@@ -204,8 +213,34 @@ function parseService(raw: Obj, r: Reader): Service {
       'Cluster',
     ),
     sessionAffinity: r.oneOf(spec.sessionAffinity, 'spec.sessionAffinity', ['None', 'ClientIP'], 'None'),
+    sessionAffinityTimeoutSeconds: DEFAULT_AFFINITY_TIMEOUT_SECONDS,
     loadBalancerSourceRanges: [],
   };
+  const clientIP = r.obj(
+    r.obj(spec.sessionAffinityConfig, 'spec.sessionAffinityConfig')?.clientIP,
+    'spec.sessionAffinityConfig.clientIP',
+  );
+  const timeout = clientIP?.timeoutSeconds;
+  if (timeout !== undefined && timeout !== null) {
+    if (
+      typeof timeout === 'number' &&
+      Number.isInteger(timeout) &&
+      timeout > 0 &&
+      timeout <= MAX_AFFINITY_TIMEOUT_SECONDS
+    )
+      service.sessionAffinityTimeoutSeconds = timeout;
+    else
+      r.bad(
+        'spec.sessionAffinityConfig.clientIP.timeoutSeconds',
+        `must be a whole number of seconds from 1 to ${MAX_AFFINITY_TIMEOUT_SECONDS}, got ${quote(timeout)}`,
+      );
+  }
+  if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
+    const hc = r.port(spec.healthCheckNodePort, 'spec.healthCheckNodePort');
+    if (hc) service.healthCheckNodePort = hc;
+  }
+  const td = r.str(spec.trafficDistribution, 'spec.trafficDistribution');
+  if (td) service.trafficDistribution = td;
   if (type === ServiceType.ExternalName) return service;
   r.arr(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges').forEach((v, i) => {
     const text = r.str(v, `spec.loadBalancerSourceRanges[${i}]`);
@@ -304,6 +339,13 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
     const zone = r.str(o.zone, `${f}.zone`);
     const hostname = r.str(o.hostname, `${f}.hostname`);
     const ref = r.obj(o.targetRef, `${f}.targetRef`);
+    const h = r.obj(o.hints, `${f}.hints`);
+    const hintNames = (key: 'forZones' | 'forNodes'): string[] =>
+      r
+        .arr(h?.[key], `${f}.hints.${key}`)
+        .map((x, j) => r.str(r.obj(x, `${f}.hints.${key}[${j}]`)?.name, `${f}.hints.${key}[${j}].name`))
+        .filter((x): x is string => !!x);
+    const hints = h ? { forZones: hintNames('forZones'), forNodes: hintNames('forNodes') } : undefined;
     if (!address) return;
     endpoints.push({
       address,
@@ -311,6 +353,7 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
       ...(nodeName ? { nodeName } : {}),
       ...(zone ? { zone } : {}),
       ...(hostname ? { hostname } : {}),
+      ...(hints ? { hints } : {}),
       ...(ref
         ? {
             targetRef: {
@@ -353,7 +396,40 @@ const KINDS: Record<string, { apiVersion: string; namespaced: boolean }> = {
   Service: { apiVersion: 'v1', namespaced: true },
   EndpointSlice: { apiVersion: 'discovery.k8s.io/v1', namespaced: true },
   Node: { apiVersion: 'v1', namespaced: false },
+  [POLICY_KIND]: { apiVersion: POLICY_API_VERSION, namespaced: true },
 };
+
+/**
+ * A ProxyPolicy comes back parsed even when invalid (with its problems, also as
+ * diagnostics), so that it gets `Accepted=False` in its status; only one without a name
+ * cannot be held at all.
+ */
+function parsePolicy(raw: Obj, ref: string, at: { origin?: string }): ParseResult {
+  const { policy, problems } = validateProxyPolicy(raw);
+  const diagnostics: Diagnostic[] = problems.map((p) => ({
+    severity: 'error',
+    object: ref,
+    field: p.field,
+    message: p.message,
+    ...at,
+  }));
+  if (policy) return { parsed: { kind: 'ProxyPolicy', object: { ...policy, problems: [] } }, diagnostics };
+  const m = isObj(raw.metadata) ? raw.metadata : {};
+  const name = typeof m.name === 'string' ? m.name : '';
+  if (!name || !DNS_SUBDOMAIN.test(name)) return { diagnostics };
+  const namespace = typeof m.namespace === 'string' && m.namespace ? m.namespace : 'default';
+  const generation = typeof m.generation === 'number' ? m.generation : 1;
+  const metadata: PolicyObject['metadata'] = {
+    namespace,
+    name,
+    generation,
+    labels: {},
+    ...(typeof m.uid === 'string' ? { uid: m.uid } : {}),
+    ...(typeof m.resourceVersion === 'string' ? { resourceVersion: m.resourceVersion } : {}),
+    ...(typeof m.creationTimestamp === 'string' ? { creationTimestamp: m.creationTimestamp } : {}),
+  };
+  return { parsed: { kind: 'ProxyPolicy', object: { metadata, problems } }, diagnostics };
+}
 
 /**
  * Parses one Kubernetes object of any kind. Services, EndpointSlices and Nodes come back
@@ -405,6 +481,7 @@ export function parseResource(raw: unknown, origin?: string): ParseResult {
       ],
     };
   }
+  if (kind === POLICY_KIND) return parsePolicy(raw, ref, at);
   const r = new Reader();
   let parsed: Parsed | undefined;
   if (kind === 'Service') parsed = { kind, object: parseService(raw, r) };

@@ -4,8 +4,10 @@
  * loop recompiles.
  */
 import { irEqual } from '../nft/ruleset.js';
+import type { PolicyObject } from '../api/types.js';
+import { policyFor, selects } from '../proxy/policy.js';
 import type { Parsed } from './parse.js';
-import type { ClusterState, EndpointSlice, Node, Service } from './types.js';
+import { type ClusterState, type EndpointSlice, Labels, type Node, type Service } from './types.js';
 
 /** Kinds the store holds. */
 export type StoreKind = Parsed['kind'];
@@ -14,8 +16,10 @@ export type StoreKind = Parsed['kind'];
 export interface Dirty {
   /** Keys (`namespace/name`) of services to recompile. */
   services: string[];
-  /** This node's addresses changed: everything must be recompiled. */
+  /** This node's addresses or zone changed: everything must be recompiled. */
   node: boolean;
+  /** Keys of ProxyPolicies whose status may have changed. */
+  policies?: string[];
 }
 
 const key = (namespace: string, name: string) => `${namespace}/${name}`;
@@ -27,6 +31,8 @@ export class ClusterStore {
   private readonly slices = new Map<string, EndpointSlice>();
   private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
   private readonly nodes = new Map<string, Node>();
+  /** ProxyPolicies by namespace, then name. */
+  private readonly policies = new Map<string, Map<string, PolicyObject>>();
 
   /** `nodeName`: the Node object that matters (this node's). */
   constructor(private readonly nodeName: string) {}
@@ -59,10 +65,30 @@ export class ClusterStore {
         const old = this.nodes.get(name);
         if (old && irEqual(old, p.object)) return NOTHING;
         this.nodes.set(name, p.object);
-        const mine = name === this.nodeName && !irEqual(old?.addresses, p.object.addresses);
+        const mine =
+          name === this.nodeName &&
+          (!irEqual(old?.addresses, p.object.addresses) ||
+            old?.metadata.labels[Labels.zone] !== p.object.metadata.labels[Labels.zone]);
         return { services: [], node: mine };
       }
+      case 'ProxyPolicy': {
+        let inNs = this.policies.get(namespace);
+        const old = inNs?.get(name);
+        if (old && irEqual(old, p.object)) return NOTHING;
+        if (!inNs) this.policies.set(namespace, (inNs = new Map()));
+        inNs.set(name, p.object);
+        return this.policyDirty(namespace, [old, p.object], k);
+      }
     }
+  }
+
+  /** A policy changed: the services it selected or selects now, and its status. */
+  private policyDirty(namespace: string, versions: (PolicyObject | undefined)[], k: string): Dirty {
+    const services: string[] = [];
+    for (const [sk, svc] of this.services) {
+      if (svc.metadata.namespace === namespace && versions.some((v) => v && selects(v, svc))) services.push(sk);
+    }
+    return { services, node: false, policies: [k] };
   }
 
   /** Removes an object, if present. */
@@ -71,6 +97,14 @@ export class ClusterStore {
     if (kind === 'Service') return this.services.delete(k) ? { services: [k], node: false } : NOTHING;
     if (kind === 'Node')
       return this.nodes.delete(name) ? { services: [], node: name === this.nodeName } : NOTHING;
+    if (kind === 'ProxyPolicy') {
+      const inNs = this.policies.get(namespace);
+      const old = inNs?.get(name);
+      if (!old) return NOTHING;
+      inNs!.delete(name);
+      if (inNs!.size === 0) this.policies.delete(namespace);
+      return this.policyDirty(namespace, [old], k);
+    }
     const old = this.slices.get(k);
     if (!old) return NOTHING;
     this.slices.delete(k);
@@ -95,6 +129,22 @@ export class ClusterStore {
     return [...(this.slicesByService.get(k)?.values() ?? [])];
   }
 
+  /** The valid ProxyPolicy governing a service, and the others that select it too. */
+  policyOf(svc: Service): { policy?: PolicyObject; others: PolicyObject[] } {
+    const inNs = this.policies.get(svc.metadata.namespace);
+    return inNs ? policyFor(inNs.values(), svc) : { others: [] };
+  }
+
+  /** Every ProxyPolicy, valid or not. */
+  policyList(): PolicyObject[] {
+    return [...this.policies.values()].flatMap((m) => [...m.values()]);
+  }
+
+  /** Whether any ProxyPolicy exists in a namespace. */
+  hasPolicies(namespace: string): boolean {
+    return this.policies.has(namespace);
+  }
+
   /** The Node objects known (normally just this node's). */
   nodeList(): Node[] {
     return [...this.nodes.values()];
@@ -111,11 +161,17 @@ export class ClusterStore {
       services: [...this.services.values()],
       endpointSlices: [...this.slices.values()],
       nodes: [...this.nodes.values()],
+      policies: this.policyList(),
     };
   }
 
   /** Object counts, for logs and metrics. */
-  counts(): { services: number; endpointSlices: number; nodes: number } {
-    return { services: this.services.size, endpointSlices: this.slices.size, nodes: this.nodes.size };
+  counts(): { services: number; endpointSlices: number; nodes: number; policies: number } {
+    return {
+      services: this.services.size,
+      endpointSlices: this.slices.size,
+      nodes: this.nodes.size,
+      policies: this.policyList().length,
+    };
   }
 }

@@ -4,6 +4,8 @@
  * Values are validated and canonical (addresses in the form nft prints).
  */
 
+import type { PolicyObject } from '../api/types.js';
+
 /** L4 protocols of a service port. */
 export const Protocol = { TCP: 'TCP', UDP: 'UDP', SCTP: 'SCTP' } as const;
 export type Protocol = (typeof Protocol)[keyof typeof Protocol];
@@ -33,6 +35,8 @@ export const Labels = {
   serviceProxyName: 'service.kubernetes.io/service-proxy-name',
   /** On a Service or EndpointSlice: headless. */
   headless: 'service.kubernetes.io/headless',
+  /** On a Node: its zone. */
+  zone: 'topology.kubernetes.io/zone',
 } as const;
 
 /** Identity and labels of an object. */
@@ -73,6 +77,12 @@ export interface Service {
   internalTrafficPolicy: TrafficPolicy;
   /** `spec.sessionAffinity`. */
   sessionAffinity: 'None' | 'ClientIP';
+  /** `spec.sessionAffinityConfig.clientIP.timeoutSeconds`, default 10800 (3 hours). */
+  sessionAffinityTimeoutSeconds: number;
+  /** `spec.healthCheckNodePort`: LoadBalancer services with externalTrafficPolicy Local. */
+  healthCheckNodePort?: number;
+  /** `spec.trafficDistribution` (`PreferClose`, `PreferSameZone`, `PreferSameNode`). */
+  trafficDistribution?: string;
   /** `spec.loadBalancerSourceRanges`, canonical CIDRs. */
   loadBalancerSourceRanges: string[];
 }
@@ -101,6 +111,8 @@ export interface Endpoint {
   zone?: string;
   hostname?: string;
   targetRef?: { kind?: string; namespace?: string; name?: string };
+  /** Topology hints the EndpointSlice controller set: zones and nodes that should use this endpoint. */
+  hints?: { forZones: string[]; forNodes: string[] };
 }
 
 /** A discovery.k8s.io/v1 EndpointSlice of an IP address type. */
@@ -126,6 +138,8 @@ export interface ClusterState {
   services: Service[];
   endpointSlices: EndpointSlice[];
   nodes: Node[];
+  /** ProxyPolicies, valid or not (invalid ones carry their problems and select nothing). */
+  policies?: PolicyObject[];
 }
 
 /** A problem found in input, tied to the object (and field) it concerns. */

@@ -14,6 +14,8 @@ import { FakeBackend } from '../../src/nft/fake.js';
 import type { NftBackend } from '../../src/nft/backend.js';
 import { compareRulesets, emptyRuleset, type Ruleset, tableKey } from '../../src/nft/ruleset.js';
 import { parseManifests } from '../../src/k8s/manifests.js';
+import type { SourceSink } from '../../src/k8s/source.js';
+import type { Logger } from '../../src/telemetry/log.js';
 import { FakeApiServer } from '../support/apiserver.js';
 import { kernelTestsPossible, Netns } from '../support/netns.js';
 
@@ -176,10 +178,96 @@ describe('API source (client-node against a stand-in API server)', function () {
     op = operatorFor(api, fake, { watchdogMs: 500 });
     await op.start();
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(api.openWatches, 3, 'one watch per resource');
-    assert.equal(api.requests.filter((r) => r.startsWith('list')).length, 3, 'one list per resource');
+    assert.equal(api.openWatches, 4, 'one watch per resource');
+    assert.equal(api.requests.filter((r) => r.startsWith('list')).length, 4, 'one list per resource');
     await op.stop();
     await eventually(async () => assert.equal(api.openWatches, 0));
+  });
+});
+
+describe('API source: ProxyPolicies', function () {
+  this.timeout(30_000);
+  let api: FakeApiServer;
+  let source: ApiSource | undefined;
+
+  beforeEach(async () => {
+    api = new FakeApiServer();
+    await api.start();
+  });
+
+  afterEach(async () => {
+    await source?.stop();
+    source = undefined;
+    await api.stop();
+  });
+
+  const policy = (name: string) => ({
+    apiVersion: 'nftproxy.dev/v1alpha1',
+    kind: 'ProxyPolicy',
+    metadata: { name, namespace: 'default' },
+    spec: { selector: { serviceNames: ['web'] }, scheduler: { type: 'random' } },
+  });
+
+  /** What the sink was told, as `upsert KIND ns/name` and `remove KIND ns/name`. */
+  function recorder() {
+    const calls: string[] = [];
+    const sink: SourceSink = {
+      upsert: (p) => calls.push(`upsert ${p.kind} ${p.object.metadata.namespace}/${p.object.metadata.name}`),
+      remove: (kind, ns, name) => calls.push(`remove ${kind} ${ns}/${name}`),
+      diagnostics: () => undefined,
+    };
+    return { calls, sink };
+  }
+
+  const told = (calls: string[], name: string) => calls.includes(`upsert ProxyPolicy default/${name}`);
+
+  const start = async (sink: SourceSink, opts: { log?: Logger; watchPolicies?: boolean } = {}) => {
+    source = new ApiSource({
+      nodeName: 'n1',
+      kubeConfig: api.kubeConfig(),
+      backoff: { initialMs: 50, maxMs: 1000 },
+      missingCrdRetryMs: 200,
+      ...opts,
+    });
+    await source.start(sink);
+  };
+
+  it('lists and watches ProxyPolicies and passes them to the sink as that kind', async () => {
+    const { calls, sink } = recorder();
+    api.apply(policy('listed'));
+    await start(sink);
+    assert.ok(told(calls, 'listed'), calls.join(', '));
+    api.apply(policy('watched'));
+    await eventually(() => assert.ok(told(calls, 'watched'), calls.join(', ')));
+    const mark = calls.length;
+    api.delete('ProxyPolicy', 'default', 'listed');
+    await eventually(() => assert.ok(calls.slice(mark).includes('remove ProxyPolicy default/listed')));
+    assert.ok(api.requests.includes('watch ProxyPolicy'));
+  });
+
+  it('without the CRD: warns once, counts as synced, and picks the CRD up once installed', async () => {
+    const { calls, sink } = recorder();
+    const warnings: string[] = [];
+    const log: Logger = { debug() {}, info() {}, error() {}, warn: (msg) => warnings.push(msg) };
+    api.notInstalled.add('ProxyPolicy');
+    api.apply(svc('web', '10.96.0.10'));
+    await start(sink, { log });
+    assert.ok(calls.includes('upsert Service default/web'), 'the rest is listed');
+    await new Promise((r) => setTimeout(r, 700));
+    assert.ok(api.requests.filter((r) => r === 'list ProxyPolicy').length >= 3, 'looked again');
+    assert.deepEqual(warnings, ['ProxyPolicy CRD not installed; policies ignored']);
+
+    api.notInstalled.delete('ProxyPolicy');
+    api.apply(policy('p1'));
+    await eventually(() => assert.ok(told(calls, 'p1'), calls.join(', ')));
+    await eventually(() => assert.equal(api.openWatches, 4));
+  });
+
+  it('does not touch ProxyPolicies when told not to', async () => {
+    const { sink } = recorder();
+    await start(sink, { watchPolicies: false });
+    assert.equal(api.openWatches, 3);
+    assert.ok(!api.requests.some((r) => r.includes('ProxyPolicy')));
   });
 });
 
