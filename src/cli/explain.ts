@@ -48,6 +48,26 @@ function rejectReason(o: TraceOutcome): string {
   return 'refused by the ruleset';
 }
 
+/** How each scheduler picks, in words. */
+const HOW: Record<DispatchEntry['scheduler'], string> = {
+  random: 'chosen at random',
+  weighted: 'chosen at random by weight',
+  roundRobin: 'in turn',
+  sourceHash: 'by a hash of the client address',
+  maglev: 'by Maglev consistent hashing of the client address',
+};
+
+/** Why a packet was dropped, from the chains and maps on its path. */
+function dropReason(o: TraceOutcome): string {
+  const path = o.path.join('\n');
+  if (path.includes(Chains.firewall)) return 'the source address is not allowed (source ranges)';
+  if (path.includes(`@${Maps.localServiceIPs}`) || path.includes(`@${Maps.localServiceNodeports}`))
+    return 'externalTrafficPolicy Local and no endpoint on this node';
+  if (path.includes(`@${Maps.noEndpointServices}`))
+    return 'internalTrafficPolicy Local and no endpoint on this node';
+  return 'dropped by the ruleset';
+}
+
 /** The service port a packet is addressed to, if any. */
 export function findEntry(
   entries: DispatchEntry[],
@@ -79,6 +99,12 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
   if (entry) {
     const port = entry.portName ? ` port ${JSON.stringify(entry.portName)}` : '';
     lines.push(`service  ${entry.service}${port} (${entry.kind})`);
+    const extras: string[] = [`scheduler ${entry.scheduler}`];
+    if (entry.policy) extras.push(`ProxyPolicy ${entry.policy}`);
+    if (entry.affinityTimeout) extras.push(`ClientIP affinity ${entry.affinityTimeout}s`);
+    if (entry.topology !== 'none') extras.push(`topology hints for this ${entry.topology}`);
+    if (entry.localBackends) extras.push('externalTrafficPolicy Local');
+    lines.push(`policy   ${extras.join(', ')}`);
   } else {
     lines.push('service  none: no service owns this address and port');
   }
@@ -86,23 +112,24 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
   const first = result.outcomes[0];
   if (accepted.length) {
     const n = result.endpoints.length;
-    lines.push(
-      `verdict  DNAT to ${n === 1 ? 'its only endpoint' : `one of ${n} endpoints, chosen at random`}`,
-    );
+    const how = HOW[entry?.scheduler ?? 'random'];
+    lines.push(`verdict  DNAT to ${n === 1 ? 'its only endpoint' : `one of ${n} endpoints, ${how}`}`);
     for (const ep of result.endpoints) {
       const os = accepted.filter((o) => endpointOf(o) === ep);
+      // Each outcome is one slot of the pick: the share of slots is the share of connections.
+      const share = n > 1 ? ` ${((100 * os.length) / accepted.length).toFixed(1).padStart(5)}%` : '';
       const masq = os.every((o) => o.masquerade)
         ? 'masqueraded (source becomes the node)'
         : os.some((o) => o.masquerade)
           ? 'sometimes masqueraded'
           : 'source address kept';
       const hairpin = os.some((o) => o.dnat!.addr === p.saddr) ? ', hairpin' : '';
-      lines.push(`           ${ep.padEnd(28)} ${masq}${hairpin}`);
+      lines.push(`           ${ep.padEnd(28)}${share} ${masq}${hairpin}`);
     }
   } else if (first?.verdict === 'reject') {
     lines.push(`verdict  REJECT with ${first.reject}: ${rejectReason(first)}`);
   } else if (first?.verdict === 'drop') {
-    lines.push('verdict  DROP');
+    lines.push(`verdict  DROP: ${dropReason(first)}`);
   } else {
     lines.push(
       `verdict  not translated; ${first?.delivery === 'local' ? 'delivered to the node itself' : 'routed on unchanged'}`,

@@ -11,19 +11,27 @@
  */
 import type { Elem, Family } from '../nft/ir.js';
 import { emptyDelta, recordChange, type RulesetDelta } from '../nft/diff.js';
-import { elemKey, emptyRuleset, type Ruleset, type TableState, tableKey } from '../nft/ruleset.js';
+import {
+  type ChainState,
+  elemKey,
+  emptyRuleset,
+  type Ruleset,
+  type TableState,
+  tableKey,
+} from '../nft/ruleset.js';
 import { type Diagnostic, objectRef } from '../k8s/types.js';
 import { ipsOf, type ProxyConfig } from './config.js';
 import { FAMILY_INFO } from './family.js';
-import { FAMILIES, PRECREATED_PICK_SLOTS, pickChainName, TABLE } from './names.js';
 import {
-  compareServiceKeys,
-  type DispatchEntry,
-  type DispatchUnit,
-  SCHEDULER,
-  type ServiceContribution,
-} from './service.js';
-import { pickChain, staticTable } from './table.js';
+  affinityChainName,
+  FAMILIES,
+  PRECREATED_LOCAL_PICK_SLOTS,
+  PRECREATED_PICK_SLOTS,
+  pickChainName,
+  TABLE,
+} from './names.js';
+import { compareServiceKeys, type DispatchEntry, type DispatchUnit, type ServiceContribution } from './service.js';
+import { affinityChain, pickChain, staticTable } from './table.js';
 
 /** Figures about the ruleset, for logs and metrics. */
 export interface BuilderStats {
@@ -57,9 +65,14 @@ export class RulesetBuilder {
       const fi = FAMILY_INFO[family];
       const t = staticTable(fi, config, ipsOf(nodeIPs, fi.version));
       for (const kind of ['service', 'nodeport'] as const) {
-        for (let slots = 1; slots <= PRECREATED_PICK_SLOTS; slots++) {
-          const c = pickChain(fi, kind, SCHEDULER, slots);
-          t.chains.set(c.chain.name, c);
+        for (const [pool, max] of [
+          ['cluster', PRECREATED_PICK_SLOTS],
+          ['local', PRECREATED_LOCAL_PICK_SLOTS],
+        ] as const) {
+          for (let slots = 1; slots <= max; slots++) {
+            const c = pickChain(fi, { kind, scheduler: 'random', slots, pool });
+            t.chains.set(c.chain.name, c);
+          }
         }
       }
       this.ruleset.tables.set(tableKey(family, TABLE), t);
@@ -123,6 +136,25 @@ export class RulesetBuilder {
     return out;
   }
 
+  /**
+   * The endpoints each affinity address may be stuck to, per family: `addr|proto|port` (or
+   * `*|proto|port` for NodePorts) -> `ip|port`. An affinity entry pointing elsewhere is stale.
+   */
+  affinityTargets(): Map<Family, Map<string, Set<string>>> {
+    const out = new Map<Family, Map<string, Set<string>>>();
+    for (const [key, c] of this.contributions) {
+      for (const unit of c.units) {
+        if (unit.affinityTimeout === undefined || !this.owns(key, unit)) continue;
+        const e = unit.entry;
+        let fam = out.get(e.family);
+        if (!fam) out.set(e.family, (fam = new Map()));
+        const eps = new Set([...e.backends, ...(e.localBackends ?? [])].map((b) => `${b.ip}|${b.port}`));
+        fam.set(`${e.address ?? '*'}|${e.protocol}|${e.port}`, eps);
+      }
+    }
+    return out;
+  }
+
   /** Counts over the programmed units. */
   stats(): BuilderStats {
     const s: BuilderStats = { services: 0, dispatchEntries: 0, endpoints: 0 };
@@ -131,9 +163,9 @@ export class RulesetBuilder {
       for (const unit of c.units) {
         if (!this.owns(key, unit)) continue;
         any = true;
-        if (unit.pick) {
+        if (unit.entry.verdict === 'forward') {
           s.dispatchEntries++;
-          s.endpoints += unit.pick.slots;
+          s.endpoints += unit.entry.backends.length;
         }
       }
       if (any) s.services++;
@@ -183,16 +215,11 @@ export class RulesetBuilder {
 
   private program(unit: DispatchUnit): void {
     const [tk, t] = this.table(unit.family);
-    if (unit.pick) {
-      const name = pickChainName(unit.pick.kind, SCHEDULER, unit.pick.slots);
-      if (!t.chains.has(name)) {
-        t.chains.set(name, pickChain(FAMILY_INFO[unit.family], unit.pick.kind, SCHEDULER, unit.pick.slots));
-        // Chains are always recorded: few, and a partial sync must know to replace the table.
-        let added = this.delta.chainsAdded.get(tk);
-        if (!added) this.delta.chainsAdded.set(tk, (added = new Set()));
-        added.add(name);
-      }
-    }
+    const fi = FAMILY_INFO[unit.family];
+    for (const pick of unit.picks) this.ensureChain(tk, t, pickChainName(pick), () => pickChain(fi, pick));
+    const timeout = unit.affinityTimeout;
+    if (timeout !== undefined)
+      this.ensureChain(tk, t, affinityChainName(timeout), () => affinityChain(fi, timeout));
     for (const { set, elems } of unit.owned) for (const e of elems) this.put(tk, t, set, e, elemKey(e));
     for (const { set, elems } of unit.shared) {
       const counts = this.counts(tk, set);
@@ -203,6 +230,16 @@ export class RulesetBuilder {
         if (n === 0) this.put(tk, t, set, e, k);
       }
     }
+  }
+
+  /** Adds a chain the first time a unit needs it. */
+  private ensureChain(tk: string, t: TableState, name: string, make: () => ChainState): void {
+    if (t.chains.has(name)) return;
+    t.chains.set(name, make());
+    // Chains are always recorded: few, and a partial sync must know to replace the table.
+    let added = this.delta.chainsAdded.get(tk);
+    if (!added) this.delta.chainsAdded.set(tk, (added = new Set()));
+    added.add(name);
   }
 
   private unprogram(unit: DispatchUnit): void {

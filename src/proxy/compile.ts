@@ -12,7 +12,10 @@
  */
 import type { Ruleset } from '../nft/ruleset.js';
 import { parseIP } from '../net/ip.js';
-import type { ClusterState, Diagnostic, EndpointSlice } from '../k8s/types.js';
+import { type ClusterState, type Diagnostic, type EndpointSlice, Labels } from '../k8s/types.js';
+import type { PolicyObject } from '../api/types.js';
+import type { NodeInfo } from './endpoints.js';
+import { policyFor } from './policy.js';
 import type { ProxyConfig } from './config.js';
 import { type BuilderStats, RulesetBuilder } from './builder.js';
 import { compareServiceKeys, compileService, type DispatchEntry, proxied, serviceKey } from './service.js';
@@ -41,6 +44,13 @@ export function nodeIPsOf(state: Pick<ClusterState, 'nodes'>, config: ProxyConfi
   return node?.addresses.map((a) => a.address) ?? [];
 }
 
+/** This node's name and zone (`topology.kubernetes.io/zone` of its Node object). */
+export function nodeInfoOf(state: Pick<ClusterState, 'nodes'>, config: ProxyConfig): NodeInfo {
+  const node = state.nodes.find((n) => n.metadata.name === config.nodeName);
+  const zone = node?.metadata.labels[Labels.zone];
+  return { name: config.nodeName, ...(zone ? { zone } : {}) };
+}
+
 /** EndpointSlices by the key of the service they name. */
 export function slicesByService(slices: readonly EndpointSlice[]): Map<string, EndpointSlice[]> {
   const out = new Map<string, EndpointSlice[]>();
@@ -58,6 +68,13 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
   const builder = new RulesetBuilder(config, nodeIPsOf(state, config));
   builder.recording = false;
   const slices = slicesByService(state.endpointSlices);
+  const node = nodeInfoOf(state, config);
+  const policies = new Map<string, PolicyObject[]>();
+  for (const p of state.policies ?? []) {
+    const list = policies.get(p.metadata.namespace) ?? [];
+    list.push(p);
+    policies.set(p.metadata.namespace, list);
+  }
   let skipped = 0;
   const keyed = state.services.map((svc) => ({
     svc,
@@ -69,7 +86,8 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       skipped++;
       continue;
     }
-    builder.setService(key, compileService(svc, slices.get(key) ?? []));
+    const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
+    builder.setService(key, compileService(svc, slices.get(key) ?? [], { node, ...(policy ? { policy } : {}) }));
   }
   return {
     ruleset: builder.ruleset,

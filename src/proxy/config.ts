@@ -2,6 +2,7 @@
  * Node-level settings of the compiler: who this node is and how it masquerades.
  */
 import { type CIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
+import { DEFAULT_AFFINITY_MAP_SIZE } from './names.js';
 
 /** Settings as a user gives them (flags, config file). */
 export interface ProxyConfigInput {
@@ -18,6 +19,8 @@ export interface ProxyConfigInput {
   masqueradeAll?: boolean;
   /** This node's IPs; when empty, taken from the Node object's addresses. */
   nodeIPs?: string[];
+  /** Size limit of the ClientIP affinity map (clients x affinity addresses), per family. */
+  affinityMapSize?: number;
 }
 
 /** Validated settings. */
@@ -29,6 +32,7 @@ export interface ProxyConfig {
   nodePortPrimary: boolean;
   masqueradeAll: boolean;
   nodeIPs: string[];
+  affinityMapSize: number;
 }
 
 /** Invalid settings; `problems` has one line per bad value. */
@@ -64,6 +68,9 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     if (c) nodeIPs.push(c);
     else problems.push(`node IP: not a valid IP address: ${JSON.stringify(ip)}`);
   }
+  const affinityMapSize = input.affinityMapSize ?? DEFAULT_AFFINITY_MAP_SIZE;
+  if (!Number.isInteger(affinityMapSize) || affinityMapSize < 1 || affinityMapSize > 2 ** 24)
+    problems.push(`affinity map size: must be a whole number from 1 to ${2 ** 24}: ${JSON.stringify(affinityMapSize)}`);
   if (problems.length) throw new ConfigError(problems);
   return {
     nodeName: input.nodeName,
@@ -72,6 +79,7 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     nodePortPrimary,
     masqueradeAll: input.masqueradeAll ?? false,
     nodeIPs,
+    affinityMapSize,
   };
 }
 

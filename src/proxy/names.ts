@@ -18,6 +18,8 @@ export const BaseChains = {
   natOutput: 'nat-output',
   /** Masquerade of marked and hairpin traffic. */
   natPostrouting: 'nat-postrouting',
+  /** Drops new connections from sources a service's source ranges refuse (before DNAT). */
+  filterPrerouting: 'filter-prerouting',
   /** Rejects new connections to local NodePorts and external IPs without endpoints. */
   filterInput: 'filter-input',
   /** Rejects routed new connections to services without endpoints or unused ClusterIP ports. */
@@ -43,6 +45,10 @@ export const Chains = {
   clusterIPsCheck: 'cluster-ips-check',
   /** TCP reset for TCP (answers every time), ICMP port unreachable otherwise. */
   reject: 'reject-chain',
+  /** Source-range checks of external service addresses and NodePorts (new connections). */
+  firewall: 'firewall-check',
+  /** Records the endpoint a ClientIP-affinity connection got (postrouting, after DNAT). */
+  affinityRecord: 'affinity-record',
 } as const;
 
 /** Named sets. */
@@ -59,6 +65,24 @@ export const Sets = {
   masqueradeNodeports: 'masquerade-nodeports',
   /** Endpoint . itself: a pod reaching itself through a service is masqueraded. */
   hairpin: 'hairpin',
+  /** VIP . proto . port whose traffic is never masqueraded (ProxyPolicy `masquerade: never`). */
+  noMasqueradeServices: 'no-masquerade-services',
+  /** VIP . proto . port with ClientIP affinity: look the client up in `affinity` first. */
+  affinityServices: 'affinity-services',
+  /** proto . port of NodePorts with ClientIP affinity. */
+  affinityNodeports: 'affinity-nodeports',
+  /** External VIP . proto . port with a source allow list (interval set of the allowed sources in `firewall-allow`). */
+  firewallServices: 'firewall-services',
+  /** VIP . proto . port . source CIDR allowed. */
+  firewallAllow: 'firewall-allow',
+  /** VIP . proto . port . source CIDR refused. */
+  firewallDeny: 'firewall-deny',
+  /** NodePort proto . port with a source allow list. */
+  firewallNodeports: 'firewall-nodeports',
+  /** proto . port . source CIDR allowed to a NodePort. */
+  firewallNodeportAllow: 'firewall-nodeport-allow',
+  /** proto . port . source CIDR refused on a NodePort. */
+  firewallNodeportDeny: 'firewall-nodeport-deny',
 } as const;
 
 /** Named maps. */
@@ -75,6 +99,23 @@ export const Maps = {
   backends: 'backends',
   /** proto . port . slot -> endpoint address . port. */
   nodeportBackends: 'nodeport-backends',
+  /**
+   * External VIP . proto . port of externalTrafficPolicy Local services -> goto the pick
+   * chain of the node-local endpoints, or drop when there are none. Consulted for sources
+   * outside the cluster only; pods and the node itself use `service-ips` (all endpoints).
+   */
+  localServiceIPs: 'local-service-ips',
+  /** The same for NodePorts: proto . port -> local pick chain, or drop. */
+  localServiceNodeports: 'local-service-nodeports',
+  /**
+   * ClientIP affinity: client . address . proto . port -> the endpoint it got. Dynamic,
+   * filled by the kernel, entries expire after the service's timeout.
+   */
+  affinity: 'affinity',
+  /** VIP . proto . port -> goto the chain that records affinity with the service's timeout. */
+  affinityTimeouts: 'affinity-timeouts',
+  /** NodePort proto . port -> goto the recording chain of its timeout. */
+  affinityNodeportTimeouts: 'affinity-nodeport-timeouts',
 } as const;
 
 /** The masquerade mark bit (the one kube-proxy uses). */
@@ -91,8 +132,32 @@ export const Priority = {
 /** How a service port is reached: by its VIP (ClusterIP, external or LB IP), or a NodePort. */
 export type DispatchKind = 'service' | 'nodeport';
 
-/** Backend selection algorithms; each has its pick chains. */
-export type SchedulerName = 'random';
+/**
+ * How a pick chain draws a slot; each has its pick chains. ProxyPolicy schedulers map onto
+ * these: random and weighted use `random` (weights are slot counts), roundRobin `inc`,
+ * sourceHash and maglev `hash` (maglev over a prime-sized table).
+ */
+export type SchedulerName = 'random' | 'inc' | 'hash';
+
+/** Which endpoints a pick draws from: all usable ones, or this node's (offset slots). */
+export type Pool = 'cluster' | 'local';
+
+/**
+ * Slots of the local pool start here, in the same backends maps as the cluster pool, so
+ * externalTrafficPolicy Local needs no maps of its own: `numgen random mod N offset 65536`.
+ */
+export const LOCAL_SLOT_BASE = 0x10000;
+
+/** Seed of `jhash` in hash pick chains: the same on every node, so a client maps alike everywhere. */
+export const HASH_SEED = 0x6e667078;
+
+/** Default size limit of the affinity map (clients x affinity service addresses). */
+export const DEFAULT_AFFINITY_MAP_SIZE = 262144;
+
+/** `affinity-10800`: the chain recording affinity with this timeout. */
+export function affinityChainName(timeoutSeconds: number): string {
+  return `affinity-${timeoutSeconds}`;
+}
 
 /**
  * Pick chains for 1..N slots exist from the moment a table is created, whether used or
@@ -103,7 +168,24 @@ export type SchedulerName = 'random';
  */
 export const PRECREATED_PICK_SLOTS = 16;
 
-/** `pick-random-3`, `nodeport-pick-random-3`: one chain per kind, scheduler and slot count. */
-export function pickChainName(kind: DispatchKind, scheduler: SchedulerName, slots: number): string {
-  return `${kind === 'nodeport' ? 'nodeport-' : ''}pick-${scheduler}-${slots}`;
+/**
+ * The same for the local pool (externalTrafficPolicy Local): a node rarely runs more than a
+ * few endpoints of one service.
+ */
+export const PRECREATED_LOCAL_PICK_SLOTS = 4;
+
+/** A pick chain: what it dispatches, how it draws, how many slots, from which pool. */
+export interface PickSpec {
+  kind: DispatchKind;
+  scheduler: SchedulerName;
+  slots: number;
+  pool: Pool;
+}
+
+/**
+ * `pick-random-3`, `nodeport-pick-hash-251`, `pick-random-2-local`: one chain per kind,
+ * scheduler, slot count and pool, shared by every service port that needs it.
+ */
+export function pickChainName(p: PickSpec): string {
+  return `${p.kind === 'nodeport' ? 'nodeport-' : ''}pick-${p.scheduler}-${p.slots}${p.pool === 'local' ? '-local' : ''}`;
 }

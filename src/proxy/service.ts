@@ -15,18 +15,26 @@ import {
   ServiceType,
   TrafficPolicy,
 } from '../k8s/types.js';
+import { type CIDR, intersectCIDRs, normalizeCIDRs, parseCIDR } from '../net/ip.js';
+import type { PolicyObject, Scheduler } from '../api/types.js';
 import { ipsOf } from './config.js';
-import { type Backend, usableBackends } from './endpoints.js';
+import { type Backend, categorizeEndpoints, type EndpointCategories, type NodeInfo } from './endpoints.js';
 import { FAMILY_INFO, PROTO } from './family.js';
 import {
+  affinityChainName,
   Chains,
   type DispatchKind,
   FAMILIES,
+  LOCAL_SLOT_BASE,
   Maps,
   pickChainName,
-  type SchedulerName,
+  type PickSpec,
+  type Pool,
+  PRECREATED_PICK_SLOTS,
   Sets,
 } from './names.js';
+import { serviceBehaviour, slotTable, type SlotTable } from './policy.js';
+import { cidrElem } from './table.js';
 
 /** One programmed address of a service port: who owns a dispatch entry. */
 export interface DispatchEntry {
@@ -39,8 +47,25 @@ export interface DispatchEntry {
   /** `namespace/name` of the service. */
   service: string;
   portName: string;
-  /** Usable backends; empty means the entry rejects. */
+  /**
+   * The endpoints this address forwards to (for externalTrafficPolicy Local: those that pods
+   * and the node itself reach). Empty: see `verdict`.
+   */
   backends: Backend[];
+  /** externalTrafficPolicy Local, external addresses: what clients outside the cluster reach. */
+  localBackends?: Backend[];
+  /** `forward`, or what new connections get when there is no endpoint to forward to. */
+  verdict: 'forward' | 'reject' | 'drop';
+  /** ProxyPolicy scheduler in force. */
+  scheduler: Scheduler;
+  /** Slots of the pick (weights and Maglev tables make more slots than endpoints). */
+  slots: number;
+  /** Seconds of ClientIP affinity, when on. */
+  affinityTimeout?: number;
+  /** `namespace/name` of the ProxyPolicy in force. */
+  policy?: string;
+  /** Topology hints in use for `backends`. */
+  topology: EndpointCategories['topology'];
 }
 
 /** Elements of one named set or map of the unit's family table. */
@@ -64,8 +89,10 @@ export interface DispatchUnit {
   /** Elements other units may write too (hairpin pairs, cluster IPs): reference-counted. */
   shared: SetElems[];
   entry: DispatchEntry;
-  /** The pick chain the unit's dispatch entry jumps to (none when rejecting). */
-  pick?: { kind: DispatchKind; slots: number };
+  /** The pick chains the unit's dispatch entries jump to. */
+  picks: PickSpec[];
+  /** The affinity recording chain it needs (seconds), when affinity is on. */
+  affinityTimeout?: number;
 }
 
 /** What one service contributes to the ruleset. */
@@ -73,6 +100,15 @@ export interface ServiceContribution {
   units: DispatchUnit[];
   /** Problems and unsupported fields of this service (not conflicts with others). */
   diagnostics: Diagnostic[];
+}
+
+/** What compiling a service needs besides the service and its slices. */
+export interface ServiceContext {
+  node: NodeInfo;
+  /** The valid ProxyPolicy governing the service, if any. */
+  policy?: PolicyObject;
+  /** Pick chain sizes that exist anyway (weighted slots use them exactly). */
+  precreatedSlots?: number;
 }
 
 /** The maps and sets each kind of dispatch writes. */
@@ -93,9 +129,6 @@ const DISPATCH_SETS: Record<
     masquerade: Sets.masqueradeNodeports,
   },
 };
-
-/** The scheduler every service uses until ProxyPolicy chooses others. */
-export const SCHEDULER: SchedulerName = 'random';
 
 /** `namespace/name`, the key of a service (and of the slices that name it). */
 export function serviceKey(namespace: string, name: string): string {
@@ -128,117 +161,180 @@ export function proxied(svc: Service): boolean {
   );
 }
 
+/** The maps and sets source-range checks write, per kind of dispatch. */
+const FIREWALL_SETS: Record<DispatchKind, { guard: string; allow: string; deny: string }> = {
+  service: { guard: Sets.firewallServices, allow: Sets.firewallAllow, deny: Sets.firewallDeny },
+  nodeport: { guard: Sets.firewallNodeports, allow: Sets.firewallNodeportAllow, deny: Sets.firewallNodeportDeny },
+};
+
+/** Canonical CIDR strings of one IP version, parsed. */
+function cidrsOf(list: string[], version: 4 | 6): CIDR[] {
+  return normalizeCIDRs(list.map((c) => parseCIDR(c)!).filter((c) => c && c.version === version));
+}
+
 /** Compiles one service with the EndpointSlices that name it. */
-export function compileService(svc: Service, slices: readonly EndpointSlice[]): ServiceContribution {
+export function compileService(
+  svc: Service,
+  slices: readonly EndpointSlice[],
+  ctx: ServiceContext = { node: { name: '' } },
+): ServiceContribution {
   const ref = objectRef('Service', svc.metadata);
   const out: ServiceContribution = { units: [], diagnostics: [] };
   const warn = (field: string, message: string) =>
     out.diagnostics.push({ severity: 'warning', object: ref, field, message });
-  if (svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP) {
-    warn(
-      'spec.externalTrafficPolicy',
-      'Local is not supported yet; external traffic is handled as with Cluster (masqueraded, all endpoints)',
-    );
-  }
-  if (svc.internalTrafficPolicy === TrafficPolicy.Local) {
-    warn('spec.internalTrafficPolicy', 'Local is not supported yet; handled as Cluster (all endpoints)');
-  }
-  if (svc.sessionAffinity === 'ClientIP') {
-    warn(
-      'spec.sessionAffinity',
-      'ClientIP is not supported yet; each connection picks an endpoint at random',
-    );
-  }
-  // Fail closed: without source-range filtering, programming the load balancer IPs would
-  // open them to every source through this node.
-  const lbIPs = svc.loadBalancerSourceRanges.length ? [] : svc.loadBalancerIPs;
-  if (svc.loadBalancerSourceRanges.length && svc.loadBalancerIPs.length) {
-    out.diagnostics.push({
-      severity: 'error',
-      object: ref,
-      field: 'spec.loadBalancerSourceRanges',
-      message:
-        'is not supported yet; the load balancer IPs are not programmed on this node rather than open to every source',
-    });
-  }
+  const behaviour = serviceBehaviour(svc, ctx.policy);
+  const exactUpTo = ctx.precreatedSlots ?? PRECREATED_PICK_SLOTS;
   const hasNodePorts = svc.type === ServiceType.NodePort || svc.type === ServiceType.LoadBalancer;
+  const externalLocal = svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;
+  const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
 
   for (const family of FAMILIES) {
     const fi = FAMILY_INFO[family];
     const clusterIP = svc.clusterIPs.find((ip) => versionOf(ip) === fi.version);
     if (!clusterIP) continue;
     const familySlices = slices.filter((s) => (s.addressType === 'IPv4' ? 4 : 6) === fi.version);
+    // Source ranges of this family: the service's own (load balancer IPs only) and the policy's.
+    const lbRanges = cidrsOf(svc.loadBalancerSourceRanges, fi.version);
+    const policyAllow = behaviour.allow ? cidrsOf(behaviour.allow, fi.version) : undefined;
+    const deny = cidrsOf(behaviour.deny, fi.version);
+    // A list given only for the other family still restricts this one: nothing is allowed.
+    const policyAllowAll = behaviour.allow === undefined;
+    const lbAllowAll = svc.loadBalancerSourceRanges.length === 0;
 
     for (const sp of svc.ports) {
       const proto = PROTO[sp.protocol];
-      const backends = usableBackends(sp, familySlices);
-      const n = backends.length;
+      const cat = categorizeEndpoints(sp, familySlices, ctx.node);
       // A pod reaching itself through the service is masqueraded (endpoint . endpoint pairs).
-      const hairpin: SetElems = { set: Sets.hairpin, elems: backends.map((b) => concat(b.ip, b.ip)) };
-      const entry = (kind: DispatchEntry['kind'], address?: string): DispatchEntry => ({
-        family,
-        kind,
-        ...(address ? { address } : {}),
-        protocol: proto,
-        port: kind === 'nodePort' ? sp.nodePort! : sp.port,
-        service: `${svc.metadata.namespace}/${svc.metadata.name}`,
-        portName: sp.name,
-        backends,
-      });
+      const hairpin: SetElems = {
+        set: Sets.hairpin,
+        elems: [...new Set([...cat.cluster, ...cat.local])].map((b) => concat(b.ip, b.ip)),
+      };
+      const service = `${svc.metadata.namespace}/${svc.metadata.name}`;
+
       /** A unit dispatching on `keyParts` (VIP . proto . port, or proto . NodePort). */
       const unit = (
-        kind: DispatchKind,
+        dkind: DispatchKind,
+        ekind: DispatchEntry['kind'],
         keyParts: Expr[],
         label: string,
-        e: DispatchEntry,
-        masquerade: boolean,
+        address: string | undefined,
       ): DispatchUnit => {
-        const sets = DISPATCH_SETS[kind];
+        const external = ekind !== 'clusterIP';
+        const sets = DISPATCH_SETS[dkind];
         const key = concat(...keyParts);
-        const owned: SetElems[] =
-          n === 0
-            ? [{ set: sets.noEndpoints, elems: [[key, goto(Chains.reject)]] }]
-            : [
-                { set: sets.dispatch, elems: [[key, goto(pickChainName(kind, SCHEDULER, n))]] },
-                {
-                  set: sets.backends,
-                  elems: backends.map((b, slot): Elem => [concat(...keyParts, slot), concat(b.ip, b.port)]),
-                },
-                ...(masquerade ? [{ set: sets.masquerade, elems: [key] }] : []),
-              ];
+        const owned: SetElems[] = [];
+        const picks: PickSpec[] = [];
+        // Internal traffic (ClusterIP) with policy Local uses this node's endpoints only.
+        const backends = !external && internalLocal ? cat.local : cat.cluster;
+        const table = slotTable(backends, behaviour, exactUpTo);
+        const entry: DispatchEntry = {
+          family,
+          kind: ekind,
+          ...(address ? { address } : {}),
+          protocol: proto,
+          port: ekind === 'nodePort' ? sp.nodePort! : sp.port,
+          service,
+          portName: sp.name,
+          backends,
+          verdict: 'forward',
+          scheduler: behaviour.scheduler,
+          slots: table.slots.length,
+          topology: cat.topology,
+          ...(behaviour.policy ? { policy: behaviour.policy } : {}),
+        };
+        const pickElems = (t: SlotTable, pool: Pool): Elem[] => {
+          const base = pool === 'local' ? LOCAL_SLOT_BASE : 0;
+          return t.slots.map((b, slot): Elem => [concat(...keyParts, base + slot), concat(b.ip, b.port)]);
+        };
+        if (table.slots.length) {
+          const pick: PickSpec = { kind: dkind, scheduler: table.scheduler, slots: table.slots.length, pool: 'cluster' };
+          picks.push(pick);
+          owned.push(
+            { set: sets.dispatch, elems: [[key, goto(pickChainName(pick))]] },
+            { set: sets.backends, elems: pickElems(table, 'cluster') },
+          );
+        } else {
+          // Kubernetes drops, not rejects, when endpoints exist but none is usable from here
+          // (internalTrafficPolicy Local without local endpoints); no endpoints at all: reject.
+          entry.verdict = !external && internalLocal && cat.cluster.length ? 'drop' : 'reject';
+          owned.push({ set: sets.noEndpoints, elems: [[key, entry.verdict === 'drop' ? { drop: null } : goto(Chains.reject)]] });
+        }
+        if (external && externalLocal && table.slots.length) {
+          // Clients outside the cluster reach this node's endpoints only, with their own
+          // source address; none here: drop (the load balancer's health check steers away).
+          const local = slotTable(cat.local, behaviour, exactUpTo);
+          entry.localBackends = cat.local;
+          const localSet = dkind === 'service' ? Maps.localServiceIPs : Maps.localServiceNodeports;
+          if (local.slots.length) {
+            const pick: PickSpec = { kind: dkind, scheduler: local.scheduler, slots: local.slots.length, pool: 'local' };
+            picks.push(pick);
+            owned.push(
+              { set: localSet, elems: [[key, goto(pickChainName(pick))]] },
+              { set: sets.backends, elems: pickElems(local, 'local') },
+            );
+          } else {
+            owned.push({ set: localSet, elems: [[key, { drop: null }]] });
+          }
+        }
+        // Masquerade: `auto` is Kubernetes' rule (external traffic unless policy Local;
+        // ClusterIP traffic from outside the cluster CIDRs is marked by a static rule).
+        const masq =
+          behaviour.masquerade === 'always' ||
+          (behaviour.masquerade === 'auto' && external && !externalLocal);
+        if (masq) owned.push({ set: sets.masquerade, elems: [key] });
+        if (behaviour.masquerade === 'never' && dkind === 'service')
+          owned.push({ set: Sets.noMasqueradeServices, elems: [key] });
+        let affinityTimeout: number | undefined;
+        if (behaviour.affinityTimeout !== undefined && table.slots.length) {
+          affinityTimeout = behaviour.affinityTimeout;
+          entry.affinityTimeout = affinityTimeout;
+          const [guard, timeouts] =
+            dkind === 'service'
+              ? [Sets.affinityServices, Maps.affinityTimeouts]
+              : [Sets.affinityNodeports, Maps.affinityNodeportTimeouts];
+          owned.push(
+            { set: guard, elems: [key] },
+            { set: timeouts, elems: [[key, goto(affinityChainName(affinityTimeout))]] },
+          );
+        }
+        if (external) {
+          // Source ranges, before DNAT: the service's own for load balancer IPs, and the
+          // policy's for every external address. Both lists must let a source through.
+          const restrict = ekind === 'loadBalancerIP' && !lbAllowAll;
+          let allow: CIDR[] | undefined;
+          if (restrict && !policyAllowAll) allow = intersectCIDRs(lbRanges, policyAllow!);
+          else if (restrict) allow = lbRanges;
+          else if (!policyAllowAll) allow = policyAllow;
+          const fw = FIREWALL_SETS[dkind];
+          if (allow) {
+            owned.push(
+              { set: fw.guard, elems: [key] },
+              { set: fw.allow, elems: allow.map((c) => concat(...keyParts, cidrElem(c))) },
+            );
+          }
+          if (deny.length) owned.push({ set: fw.deny, elems: deny.map((c) => concat(...keyParts, cidrElem(c))) });
+        }
+        const shared =
+          ekind === 'clusterIP' ? [hairpin, { set: Sets.clusterIPs, elems: [clusterIP] }] : [hairpin];
         return {
           family,
-          claim: `${family} ${kind} ${elemKey(key)}`,
+          claim: `${family} ${dkind} ${elemKey(key)}`,
           label,
-          owned,
-          shared: [hairpin],
-          entry: e,
-          ...(n ? { pick: { kind, slots: n } } : {}),
+          owned: owned.filter((o) => o.elems.length),
+          shared,
+          entry,
+          picks,
+          ...(affinityTimeout !== undefined ? { affinityTimeout } : {}),
         };
       };
-      const vipUnit = (vip: string, kind: DispatchEntry['kind']) =>
-        unit(
-          'service',
-          [vip, proto, sp.port],
-          `${formatHostPort(vip, sp.port)}/${sp.protocol}`,
-          entry(kind, vip),
-          kind !== 'clusterIP',
-        );
-      const cip = vipUnit(clusterIP, 'clusterIP');
-      cip.shared = [hairpin, { set: Sets.clusterIPs, elems: [clusterIP] }];
-      out.units.push(cip);
+      const vipUnit = (vip: string, ekind: DispatchEntry['kind']) =>
+        unit('service', ekind, [vip, proto, sp.port], `${formatHostPort(vip, sp.port)}/${sp.protocol}`, vip);
+      out.units.push(vipUnit(clusterIP, 'clusterIP'));
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
-      for (const vip of ipsOf(lbIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
+      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
       if (hasNodePorts && sp.nodePort) {
-        // NodePort traffic is external: masqueraded (externalTrafficPolicy Cluster).
         out.units.push(
-          unit(
-            'nodeport',
-            [proto, sp.nodePort],
-            `NodePort ${sp.nodePort}/${sp.protocol}`,
-            entry('nodePort'),
-            true,
-          ),
+          unit('nodeport', 'nodePort', [proto, sp.nodePort], `NodePort ${sp.nodePort}/${sp.protocol}`, undefined),
         );
       }
     }
@@ -260,12 +356,14 @@ export function compileService(svc: Service, slices: readonly EndpointSlice[]): 
     if (!families.has(versionOf(ip)))
       warn(`spec.externalIPs[${i}]`, `${ip} is ignored: the service has no IPv${versionOf(ip)} cluster IP`);
   });
-  lbIPs.forEach((ip) => {
+  svc.loadBalancerIPs.forEach((ip) => {
     if (!families.has(versionOf(ip)))
       warn(
         'status.loadBalancer.ingress',
         `${ip} is ignored: the service has no IPv${versionOf(ip)} cluster IP`,
       );
   });
+  if (svc.loadBalancerSourceRanges.length && svc.type !== ServiceType.LoadBalancer)
+    warn('spec.loadBalancerSourceRanges', `has no effect on a ${svc.type} service`);
   return out;
 }

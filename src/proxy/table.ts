@@ -6,7 +6,11 @@
 import {
   concat,
   ct,
+  ctOriginal,
   fibDaddrType,
+  fibSaddrType,
+  jhash,
+  numgenInc,
   goto,
   jump,
   match,
@@ -25,20 +29,25 @@ import { type CIDR, formatIP, normalizeCIDRs, parseCIDR } from '../net/ip.js';
 import type { ProxyConfig } from './config.js';
 import type { FamilyInfo } from './family.js';
 import {
+  affinityChainName,
   BaseChains,
   Chains,
-  type DispatchKind,
+  HASH_SEED,
+  LOCAL_SLOT_BASE,
   Maps,
   MASQUERADE_MARK,
   pickChainName,
+  type PickSpec,
   Priority,
-  type SchedulerName,
   Sets,
   TABLE,
 } from './names.js';
 
+/** The L4 protocols services use, in nft's names. */
+const PROTOCOLS = ['tcp', 'udp', 'sctp'] as const;
+
 /** An interval-set element for a prefix: nft lists full-length prefixes as plain addresses. */
-function cidrElem(c: CIDR): Expr {
+export function cidrElem(c: CIDR): Expr {
   const addr = formatIP(c);
   return c.len === c.bytes.length * 8 ? addr : prefix(addr, c.len);
 }
@@ -74,6 +83,33 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   set(Maps.serviceNodeports, portType, { map: 'verdict' });
   set(Maps.noEndpointServices, vipType, { map: 'verdict' });
   set(Maps.noEndpointNodeports, portType, { map: 'verdict' });
+  set(Maps.localServiceIPs, vipType, { map: 'verdict' });
+  set(Maps.localServiceNodeports, portType, { map: 'verdict' });
+  set(Sets.noMasqueradeServices, vipType);
+  set(Sets.affinityServices, vipType);
+  set(Sets.affinityNodeports, portType);
+  set(Maps.affinityTimeouts, vipType, { map: 'verdict' });
+  set(Maps.affinityNodeportTimeouts, portType, { map: 'verdict' });
+  set(Sets.firewallServices, vipType);
+  set(Sets.firewallAllow, [...vipType, addrType], { flags: ['interval'] });
+  set(Sets.firewallDeny, [...vipType, addrType], { flags: ['interval'] });
+  set(Sets.firewallNodeports, portType);
+  set(Sets.firewallNodeportAllow, [...portType, addrType], { flags: ['interval'] });
+  set(Sets.firewallNodeportDeny, [...portType, addrType], { flags: ['interval'] });
+  // Filled by the kernel: client . address . proto . port -> the endpoint it got. Plain
+  // datatypes (not typeof), so chains that update it can be added to a live table.
+  t.sets.set(Maps.affinity, {
+    def: {
+      family,
+      table: TABLE,
+      name: Maps.affinity,
+      type: [addrType, ...vipType],
+      map: [addrType, 'inet_service'],
+      size: config.affinityMapSize,
+      flags: ['timeout', 'dynamic'],
+    },
+    elems: new Map(),
+  });
   const backendData = `${addrType} . inet_service`;
   const backendTypeofData = concat(daddr, payload('th', 'dport'));
   t.sets.set(Maps.backends, {
@@ -152,24 +188,75 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   ]);
 
   const services: Stmt[][] = [];
+  // ProxyPolicy `masquerade: never` exempts a service port from the ClusterIP rules.
+  const notExempt = match(vipKey, '!=', setRef(Sets.noMasqueradeServices));
   if (config.masqueradeAll) {
-    services.push([match(daddr, '==', setRef(Sets.clusterIPs)), jump(Chains.markForMasquerade)]);
+    services.push([match(daddr, '==', setRef(Sets.clusterIPs)), notExempt, jump(Chains.markForMasquerade)]);
   } else if (clusterCIDRs.length) {
     services.push([
       match(daddr, '==', setRef(Sets.clusterIPs)),
       match(saddr, '!=', setRef(Sets.clusterCIDRs)),
+      notExempt,
       jump(Chains.markForMasquerade),
     ]);
   }
   services.push([match(vipKey, '==', setRef(Sets.masqueradeServices)), jump(Chains.markForMasquerade)]);
+  // ClientIP affinity: a client with a live entry goes back to its endpoint; no entry, no
+  // match, and the pick below chooses (affinity-record remembers the choice).
+  const affinityKey = concat(saddr, daddr, meta('l4proto'), payload('th', 'dport'));
+  const affinityDnat: Stmt = { dnat: { family, addr: { map: { key: affinityKey, data: setRef(Maps.affinity) } } } };
+  services.push([match(vipKey, '==', setRef(Sets.affinityServices)), affinityDnat]);
+  // externalTrafficPolicy Local: sources outside the cluster (not pods, not this node) use
+  // this node's endpoints only, or are dropped.
+  const fromOutside: Stmt[] = [
+    ...(clusterCIDRs.length ? [match(saddr, '!=', setRef(Sets.clusterCIDRs))] : []),
+    match(fibSaddrType(), '!=', 'local'),
+  ];
+  services.push([...fromOutside, vmap(vipKey, Maps.localServiceIPs)]);
   services.push([vmap(vipKey, Maps.serviceIPs)]);
   const localNodePort: Stmt[] = [match(daddr, '!=', fi.loopback)];
   if (nodePortsRestricted) localNodePort.push(match(daddr, '==', setRef(Sets.nodeportAddresses)));
-  services.push([match(fibDaddrType(), '==', 'local'), ...localNodePort, jump(Chains.nodeports)]);
+  const toNodePort: Stmt[] = [match(fibDaddrType(), '==', 'local'), ...localNodePort];
+  services.push([...toNodePort, jump(Chains.nodeports)]);
   chain(Chains.services, services);
   chain(Chains.nodeports, [
     [match(portKey, '==', setRef(Sets.masqueradeNodeports)), jump(Chains.markForMasquerade)],
+    [match(portKey, '==', setRef(Sets.affinityNodeports)), affinityDnat],
+    [...fromOutside, vmap(portKey, Maps.localServiceNodeports)],
     [vmap(portKey, Maps.serviceNodeports)],
+  ]);
+  // After DNAT, remember the endpoint of affinity connections, keyed by the original
+  // destination. `ct original proto-dst` needs the protocol stated to have a type.
+  const recordRules: Stmt[][] = [];
+  for (const [dispatchKey, timeouts] of [
+    [concat(ctOriginal(`${l3} daddr`), meta('l4proto'), ctOriginal('proto-dst')), Maps.affinityTimeouts],
+    [concat(meta('l4proto'), ctOriginal('proto-dst')), Maps.affinityNodeportTimeouts],
+  ] as const) {
+    for (const proto of PROTOCOLS) {
+      recordRules.push([
+        match(meta('l4proto'), '==', proto),
+        match(ct('status'), 'in', 'dnat'),
+        vmap(dispatchKey, timeouts),
+      ]);
+    }
+  }
+  chain(Chains.affinityRecord, recordRules);
+  // Source ranges: a refused source is dropped before DNAT, on new connections.
+  const srcKey = (k: Expr) => concat(...(k as { concat: Expr[] }).concat, saddr);
+  chain(Chains.firewall, [
+    [match(srcKey(vipKey), '==', setRef(Sets.firewallDeny)), { drop: null }],
+    [
+      match(vipKey, '==', setRef(Sets.firewallServices)),
+      match(srcKey(vipKey), '!=', setRef(Sets.firewallAllow)),
+      { drop: null },
+    ],
+    [...toNodePort, match(srcKey(portKey), '==', setRef(Sets.firewallNodeportDeny)), { drop: null }],
+    [
+      ...toNodePort,
+      match(portKey, '==', setRef(Sets.firewallNodeports)),
+      match(srcKey(portKey), '!=', setRef(Sets.firewallNodeportAllow)),
+      { drop: null },
+    ],
   ]);
   chain(Chains.serviceEndpointsCheck, [[vmap(vipKey, Maps.noEndpointServices)]]);
   chain(Chains.nodeportEndpointsCheck, [[...localNodePort, vmap(portKey, Maps.noEndpointNodeports)]]);
@@ -185,7 +272,7 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     hook: 'output',
     prio: Priority.dstnat,
   });
-  chain(BaseChains.natPostrouting, [[jump(Chains.masquerading)]], {
+  chain(BaseChains.natPostrouting, [[jump(Chains.affinityRecord)], [jump(Chains.masquerading)]], {
     type: 'nat',
     hook: 'postrouting',
     prio: Priority.srcnat,
@@ -206,7 +293,12 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     ],
     { type: 'filter', hook: 'forward', prio: Priority.filterPreDnat },
   );
-  chain(BaseChains.filterOutput, [[newConn, jump(Chains.serviceEndpointsCheck)]], {
+  chain(BaseChains.filterPrerouting, [[newConn, jump(Chains.firewall)]], {
+    type: 'filter',
+    hook: 'prerouting',
+    prio: Priority.filterPreDnat,
+  });
+  chain(BaseChains.filterOutput, [[newConn, jump(Chains.firewall)], [newConn, jump(Chains.serviceEndpointsCheck)]], {
     type: 'filter',
     hook: 'output',
     prio: Priority.filterPreDnat,
@@ -219,25 +311,39 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   return t;
 }
 
-/** The pick chain's single rule: DNAT to the backend in the slot numgen draws. */
-function pickRule(fi: FamilyInfo, kind: DispatchKind, slots: number): Stmt[] {
-  const lookup =
-    kind === 'service'
-      ? concat(payload(fi.l3, 'daddr'), meta('l4proto'), payload('th', 'dport'), numgenRandom(slots))
-      : concat(meta('l4proto'), payload('th', 'dport'), numgenRandom(slots));
-  const data = setRef(kind === 'service' ? Maps.backends : Maps.nodeportBackends);
-  return [{ dnat: { family: fi.family, addr: { map: { key: lookup, data } } } }];
+/** The slot expression of a pick chain: random, in turn, or a hash of the client address. */
+function slotExpr(fi: FamilyInfo, p: PickSpec): Expr {
+  const offset = p.pool === 'local' ? LOCAL_SLOT_BASE : 0;
+  switch (p.scheduler) {
+    case 'inc':
+      return numgenInc(p.slots, offset);
+    case 'hash':
+      return jhash(payload(fi.l3, 'saddr'), p.slots, HASH_SEED, offset);
+    default:
+      return numgenRandom(p.slots, offset);
+  }
 }
 
-/** The pick chain for `slots` slots of one kind, in one family's table. */
-export function pickChain(
-  fi: FamilyInfo,
-  kind: DispatchKind,
-  scheduler: SchedulerName,
-  slots: number,
-): ChainState {
+/** The pick chain: its single rule DNATs to the backend in the slot it draws. */
+export function pickChain(fi: FamilyInfo, p: PickSpec): ChainState {
+  const slot = slotExpr(fi, p);
+  const lookup =
+    p.kind === 'service'
+      ? concat(payload(fi.l3, 'daddr'), meta('l4proto'), payload('th', 'dport'), slot)
+      : concat(meta('l4proto'), payload('th', 'dport'), slot);
+  const data = setRef(p.kind === 'service' ? Maps.backends : Maps.nodeportBackends);
   return {
-    chain: { family: fi.family, table: TABLE, name: pickChainName(kind, scheduler, slots) },
-    rules: [pickRule(fi, kind, slots)],
+    chain: { family: fi.family, table: TABLE, name: pickChainName(p) },
+    rules: [[{ dnat: { family: fi.family, addr: { map: { key: lookup, data } } } }]],
+  };
+}
+
+/** The chain recording affinity with one timeout: an update per protocol. */
+export function affinityChain(fi: FamilyInfo, timeoutSeconds: number): ChainState {
+  return {
+    chain: { family: fi.family, table: TABLE, name: affinityChainName(timeoutSeconds) },
+    rules: PROTOCOLS.map((protocol) => [
+      { affinityUpdate: { family: fi.family, map: Maps.affinity, protocol, timeout: timeoutSeconds } },
+    ]),
   };
 }

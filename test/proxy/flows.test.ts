@@ -227,7 +227,7 @@ describe('packet flows', () => {
       assertReaches(trace(tracerFor(web()), POD, '192.168.99.20', 80), all, true);
     });
 
-    it('fails closed on loadBalancerSourceRanges until they are supported: the LB IP is not programmed', () => {
+    it('applies loadBalancerSourceRanges to the LB IP only: the ClusterIP stays open', () => {
       const state = cluster(
         service(
           'fw',
@@ -242,21 +242,21 @@ describe('packet flows', () => {
         slice('fw', [{ port: 80 }], ['10.244.1.10']),
       );
       const result = compile(state, parseProxyConfig(BASE));
-      assert.match(
-        result.diagnostics.find((d) => d.severity === 'error')!.message,
-        /not programmed on this node/,
-      );
-      assertUntouched(trace(tracerFor(state), OUTSIDE, '192.168.99.31', 80));
+      assert.deepEqual(result.diagnostics.filter((d) => d.severity === 'error'), []);
+      const dropped = trace(tracerFor(state), OUTSIDE, '192.168.99.31', 80);
+      assert.ok(dropped.outcomes.every((o) => o.verdict === 'drop'), JSON.stringify(dropped.outcomes));
       assertReaches(trace(tracerFor(state), POD, '10.96.0.31', 80), ['10.244.1.10:80'], false);
     });
 
-    it('warns that session affinity is not supported yet', () => {
+    it('programs ClientIP session affinity without a warning', () => {
       const state = cluster(
         service('aff', { clusterIP: '10.96.0.32', sessionAffinity: 'ClientIP', ports: [{ port: 80 }] }),
+        slice('aff', [{ port: 80 }], ['10.244.1.10']),
       );
       const result = compile(state, parseProxyConfig(BASE));
-      assert.equal(result.diagnostics[0]!.field, 'spec.sessionAffinity');
-      assert.equal(result.diagnostics[0]!.severity, 'warning');
+      assert.deepEqual(result.diagnostics, []);
+      const res = trace(tracerFor(state), POD, '10.96.0.32', 80);
+      assert.ok(res.outcomes[0]!.path.some((s) => s.includes('affinity')), res.outcomes[0]!.path.join(' | '));
     });
 
     it('claims an address listed both as external IP and LB ingress IP once, and updates it', () => {

@@ -120,7 +120,7 @@ function build(gen: GenService[]): ClusterState {
       }) as never,
     );
     for (const s of g.slices) {
-      const endpoints: EndpointSpec[] = s.endpoints.map((e) => ({ ip: podIP(e.pod, s.v6), ...e }));
+      const endpoints: EndpointSpec[] = s.endpoints.map(({ pod, ...e }) => ({ ip: podIP(pod, s.v6), ...e }));
       objects.push(
         slice(
           name,

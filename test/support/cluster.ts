@@ -4,6 +4,7 @@
  */
 import { parseResource } from '../../src/k8s/parse.js';
 import type { ClusterState, EndpointSlice, Node, Service } from '../../src/k8s/types.js';
+import type { PolicyObject } from '../../src/api/types.js';
 import { formatDiagnostic } from '../../src/k8s/types.js';
 
 type Raw = Record<string, unknown>;
@@ -50,6 +51,11 @@ export interface EndpointSpec {
   serving?: boolean;
   terminating?: boolean;
   node?: string;
+  zone?: string;
+  hostname?: string;
+  /** Pod name (targetRef). */
+  pod?: string;
+  hints?: { zones?: string[]; nodes?: string[] };
 }
 
 let sliceSeq = 0;
@@ -81,25 +87,67 @@ export function slice(
         ...(e.terminating === undefined ? {} : { terminating: e.terminating }),
       },
       ...(e.node ? { nodeName: e.node } : {}),
+      ...(e.zone ? { zone: e.zone } : {}),
+      ...(e.hostname ? { hostname: e.hostname } : {}),
+      ...(e.pod ? { targetRef: { kind: 'Pod', name: e.pod, namespace: opts.namespace ?? 'default' } } : {}),
+      ...(e.hints
+        ? {
+            hints: {
+              ...(e.hints.zones ? { forZones: e.hints.zones.map((name) => ({ name })) } : {}),
+              ...(e.hints.nodes ? { forNodes: e.hints.nodes.map((name) => ({ name })) } : {}),
+            },
+          }
+        : {}),
     })),
   });
 }
 
 /** A Node with InternalIP addresses. */
-export function node(name: string, ips: string[]): Node {
+export function node(name: string, ips: string[], opts: { zone?: string } = {}): Node {
   return parse<Node>({
     apiVersion: 'v1',
     kind: 'Node',
-    metadata: { name },
+    metadata: { name, ...(opts.zone ? { labels: { 'topology.kubernetes.io/zone': opts.zone } } : {}) },
     status: { addresses: ips.map((address) => ({ type: 'InternalIP', address })) },
   });
 }
 
-/** A cluster state from objects of any of the three kinds. */
-export function cluster(...objects: (Service | EndpointSlice | Node)[]): ClusterState {
-  const state: ClusterState = { services: [], endpointSlices: [], nodes: [] };
+let policySeq = 0;
+
+/**
+ * A ProxyPolicy (valid or not) through the real parser. Created in call order: each is
+ * younger than the one before, unless `created` says otherwise.
+ */
+export function policy(
+  name: string,
+  spec: Raw,
+  extra: { namespace?: string; created?: string; generation?: number } = {},
+): PolicyObject {
+  const r = parseResource(
+    {
+      apiVersion: 'nftproxy.dev/v1alpha1',
+      kind: 'ProxyPolicy',
+      metadata: {
+        name,
+        namespace: extra.namespace ?? 'default',
+        generation: extra.generation ?? 1,
+        uid: `uid-${name}`,
+        creationTimestamp: extra.created ?? new Date(Date.UTC(2026, 0, 1, 0, 0, ++policySeq)).toISOString().replace('.000', ''),
+      },
+      spec,
+    },
+    'test',
+  );
+  if (!r.parsed || r.parsed.kind !== 'ProxyPolicy') throw new Error(`policy ${name} not held: ${JSON.stringify(r.diagnostics)}`);
+  return r.parsed.object;
+}
+
+/** A cluster state from objects of any kind. */
+export function cluster(...objects: (Service | EndpointSlice | Node | PolicyObject)[]): ClusterState {
+  const state: ClusterState = { services: [], endpointSlices: [], nodes: [], policies: [] };
   for (const o of objects) {
-    if ('serviceName' in o) state.endpointSlices.push(o);
+    if ('problems' in o) state.policies!.push(o);
+    else if ('serviceName' in o) state.endpointSlices.push(o);
     else if ('podCIDRs' in o) state.nodes.push(o);
     else state.services.push(o);
   }

@@ -231,8 +231,16 @@ async function runProbe(from: Netns, to: Target, flags: string[]): Promise<Probe
 }
 
 /** Makes `count` new connections from a namespace to `host:port` and reports each. */
-export function probe(from: Netns, to: Target, count: number, timeoutMs = 2000): Promise<ProbeResult[]> {
-  return runProbe(from, to, ['--count', String(count), '--timeout', String(timeoutMs)]);
+export function probe(
+  from: Netns,
+  to: Target,
+  count: number,
+  timeoutMs = 2000,
+  sources: string[] = [],
+): Promise<ProbeResult[]> {
+  const flags = ['--count', String(count), '--timeout', String(timeoutMs)];
+  for (const s of sources) flags.push('--source', s);
+  return runProbe(from, to, flags);
 }
 
 /**

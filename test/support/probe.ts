@@ -6,7 +6,8 @@
  *
  * With --duration MS it keeps going that long instead, INTERVAL ms apart. With --steady
  * (UDP), it sends on one socket, one flow, INTERVAL ms apart for --duration, and reports
- * each datagram's answer: that flow's conntrack entry decides where they all go.
+ * each datagram's answer: that flow's conntrack entry decides where they all go. With
+ * --source ADDR (repeatable), TCP connections use these local addresses in turn.
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
@@ -23,8 +24,15 @@ const { values } = parseArgs({
     duration: { type: 'string' },
     interval: { type: 'string', default: '20' },
     steady: { type: 'boolean', default: false },
+    /** Source addresses to use in turn, one per connection (many clients from one host). */
+    source: { type: 'string', multiple: true },
   },
 });
+const sources = values.source ?? [];
+let nextSource = 0;
+/** The local address of the next TCP connection, if sources were given. */
+const localAddress = (): { localAddress?: string } =>
+  sources.length ? { localAddress: sources[nextSource++ % sources.length] } : {};
 const host = values.host!;
 const port = Number(values.port);
 const timeout = Number(values.timeout);
@@ -46,7 +54,7 @@ function tcp(): Promise<Result> {
   const start = Date.now();
   return new Promise((resolve) => {
     let data = '';
-    const sock = connect({ host, port, timeout });
+    const sock = connect({ host, port, timeout, ...localAddress() });
     sock.on('data', (d) => (data += d.toString()));
     sock.on('end', () => resolve(parse(data, start)));
     sock.on('timeout', () => {

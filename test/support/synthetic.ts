@@ -28,6 +28,7 @@ export function syntheticCluster(count: number): ClusterState {
       externalTrafficPolicy: 'Cluster',
       internalTrafficPolicy: 'Cluster',
       sessionAffinity: 'None',
+      sessionAffinityTimeoutSeconds: 10800,
       loadBalancerSourceRanges: [],
     });
     const endpoints = Array.from({ length: 1 + (i % 10) }, () => {
