@@ -4,13 +4,15 @@
 import { Command } from 'commander';
 import { ConntrackCleaner } from '../controller/conntrack.js';
 import { Operator } from '../controller/operator.js';
+import { PolicyStatusWriter } from '../controller/policy-status.js';
+import { ServiceHealthServer } from '../controller/service-health.js';
 import {
   readSettingsFile,
   resolveSettings,
   type Settings,
   type SettingsInput,
 } from '../controller/settings.js';
-import { ApiSource } from '../k8s/api-source.js';
+import { ApiSource, loadKubeConfig } from '../k8s/api-source.js';
 import { ManifestSource } from '../k8s/manifest-source.js';
 import type { ClusterSource } from '../k8s/source.js';
 import type { Command as NftCommand } from '../nft/ir.js';
@@ -73,12 +75,27 @@ export async function runOperator(settings: Settings): Promise<void> {
     source: settings.manifests ? `manifests ${settings.manifests}` : 'kubernetes API',
     ...(settings.netns ? { netns: settings.netns } : {}),
   });
-  const operator = new Operator({
+  // Health check node ports are served on the node; with --netns the rules live elsewhere,
+  // so there is nothing meaningful to serve here.
+  const serviceHealth = settings.netns
+    ? undefined
+    : new ServiceHealthServer({ proxyHealthy: () => operator.healthy(), log });
+  // Policy status goes to the API server; with manifests, problems are only logged.
+  const policyStatus = settings.manifests
+    ? undefined
+    : new PolicyStatusWriter({
+        kubeConfig: loadKubeConfig(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {}),
+        nodeName: settings.proxy.nodeName,
+        log,
+      });
+  const operator: Operator = new Operator({
     settings,
     source: sourceFor(settings, log),
     nft,
     conntrack: new ConntrackCleaner({ command: inNetns(settings, 'conntrack'), log }),
     log,
+    ...(serviceHealth ? { serviceHealth } : {}),
+    ...(policyStatus ? { policyStatus } : {}),
   });
   let stopping: Promise<void> | undefined;
   const done = new Promise<void>((resolve) => {

@@ -11,10 +11,14 @@ import { ClusterStore, type Dirty } from '../k8s/store.js';
 import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
+import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
-import { HealthServer } from './health.js';
+import { health, HealthServer } from './health.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
+import type { PolicyStatusWriter } from './policy-status.js';
+import { healthChecks, policyResults, type SyncOutcome } from './reports.js';
+import type { ServiceHealthServer } from './service-health.js';
 import { type SyncResult, Syncer } from './syncer.js';
 
 /** What the operator runs on. */
@@ -29,6 +33,10 @@ export interface OperatorDeps {
   onSync?: (r: SyncResult | Error) => void;
   /** Retry delays after a failed sync. */
   backoff?: { initialMs: number; maxMs: number };
+  /** Writes ProxyPolicy results into their status (API source only). */
+  policyStatus?: Pick<PolicyStatusWriter, 'report'>;
+  /** Serves the healthCheckNodePorts of externalTrafficPolicy Local services. */
+  serviceHealth?: Pick<ServiceHealthServer, 'update' | 'close'>;
 }
 
 /** The long-running operator. */
@@ -42,6 +50,10 @@ export class Operator {
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
   private stopped = false;
+  /** How the last sync went (policies report it as Programmed). */
+  private outcome: SyncOutcome = { ok: false, message: 'not synced yet' };
+  /** The reports of the last sync, under way (tests wait for them). */
+  reported: Promise<void> = Promise.resolve();
   /** The port /healthz listens on, once started (0 when disabled). */
   healthPort = 0;
 
@@ -52,14 +64,19 @@ export class Operator {
     this.store = new ClusterStore(settings.proxy.nodeName);
     this.syncer = new Syncer(this.store, settings.proxy, deps.nft, {
       ...(deps.conntrack ? { conntrack: deps.conntrack } : {}),
+      affinity: new AffinityCleaner(deps.nft, this.log),
       log: this.log,
     });
     this.queue = new SyncQueue(
       async (req) => {
         try {
           const r = await this.syncer.sync(req);
+          this.outcome = { ok: true };
+          this.report();
           deps.onSync?.(r);
         } catch (e) {
+          this.outcome = { ok: false, message: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
+          this.report();
           deps.onSync?.(e as Error);
           throw e;
         }
@@ -73,6 +90,11 @@ export class Operator {
         log: this.log,
       },
     );
+  }
+
+  /** The /healthz verdict: rules programmed and no change waiting too long. */
+  healthy(): boolean {
+    return health(this.queue, 2 * this.deps.settings.syncPeriodMs, this.clock.now()).healthy;
   }
 
   /** Starts: health server, source (waits until synced), first full sync, periodic checks. */
@@ -117,6 +139,8 @@ export class Operator {
     for (const t of this.timers) clearInterval(t);
     await this.deps.source.stop();
     await this.queue.stop();
+    await this.reported;
+    await this.deps.serviceHealth?.close();
     await this.health?.close();
     this.log.info('stopped; rules left in place');
   }
@@ -124,7 +148,29 @@ export class Operator {
   private dirty(d: Dirty): void {
     if (!this.ready) return; // the first full sync will see everything
     if (d.node) this.queue.requestFull('node');
-    else this.queue.markDirty(d.services);
+    else if (d.services.length) this.queue.markDirty(d.services);
+    // A policy that selects nothing causes no sync, but its status must still say so.
+    else if (d.policies?.length) this.report();
+  }
+
+  /**
+   * Tells the world what the store and the last sync came to: policy statuses and service
+   * health checks. Runs in the background, one report after another; failures are logged.
+   */
+  private report(): void {
+    const { policyStatus, serviceHealth, settings } = this.deps;
+    if (!policyStatus && !serviceHealth) return;
+    const policies = policyStatus ? policyResults(this.store, this.outcome) : [];
+    const checks = serviceHealth ? healthChecks(this.store, settings.proxy.nodeName) : new Map();
+    this.reported = this.reported.then(async () => {
+      try {
+        if (policyStatus) await policyStatus.report(policies);
+        for (const p of (await serviceHealth?.update(checks)) ?? [])
+          this.log.warn('cannot serve a health check node port', { ...p });
+      } catch (e) {
+        this.log.error('reporting failed', { error: e instanceof Error ? e.message : String(e) });
+      }
+    });
   }
 
   private every(ms: number, fn: () => Promise<void>): void {

@@ -14,7 +14,7 @@ import { emptyRuleset, irEqual, type Ruleset, tableKey } from '../nft/ruleset.js
 import type { ClusterStore } from '../k8s/store.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { RulesetBuilder } from '../proxy/builder.js';
-import { nodeIPsOf } from '../proxy/compile.js';
+import { nodeInfoOf, nodeIPsOf } from '../proxy/compile.js';
 import type { ProxyConfig } from '../proxy/config.js';
 import { BaseChains, FAMILIES, TABLE } from '../proxy/names.js';
 import { compareServiceKeys, compileService, proxied, type ServiceContribution } from '../proxy/service.js';
@@ -26,6 +26,7 @@ import {
   type SetChange,
   staleFlows,
 } from './conntrack.js';
+import type { AffinityCleaner } from './affinity.js';
 import type { SyncRequest } from './queue.js';
 
 /** What a sync did. */
@@ -43,6 +44,8 @@ export interface SyncResult {
 /** Options of the syncer. */
 export interface SyncerOptions {
   conntrack?: ConntrackCleaner;
+  /** Deletes affinity entries of endpoints that went away. */
+  affinity?: AffinityCleaner;
   log?: Logger;
 }
 
@@ -80,6 +83,10 @@ export class Syncer {
       : await this.partial(req.dirty);
     const flows = staleFlows(changes, ruleset);
     if (flows.length && this.opts.conntrack) await this.opts.conntrack.clear(flows);
+    // Affinity entries can only go stale when a backend or dispatch element went away.
+    let staleAffinity = 0;
+    if (this.opts.affinity && this.builder && (full || changes.some((c) => c.before !== undefined)))
+      staleAffinity = await this.opts.affinity.clean(this.builder);
     const result: SyncResult = {
       full,
       diff: diff.stats,
@@ -98,6 +105,7 @@ export class Syncer {
       tablesReplaced: diff.stats.tablesReplaced,
       ...(diff.stats.replaceReasons.length ? { replaceReasons: diff.stats.replaceReasons } : {}),
       staleFlows: flows.length,
+      ...(staleAffinity ? { staleAffinity } : {}),
       durationMs: result.durationMs,
     });
     return result;
@@ -121,7 +129,11 @@ export class Syncer {
   private contribution(key: string): ServiceContribution | undefined {
     const svc = this.store.service(key);
     if (!svc || !proxied(svc)) return undefined;
-    return compileService(svc, this.store.slicesOf(key));
+    const { policy } = this.store.policyOf(svc);
+    return compileService(svc, this.store.slicesOf(key), {
+      node: nodeInfoOf({ nodes: this.store.nodeList() }, this.config),
+      ...(policy ? { policy } : {}),
+    });
   }
 
   private async readKernel(): Promise<Ruleset> {

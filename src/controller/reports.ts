@@ -1,0 +1,89 @@
+/**
+ * What the operator tells the world after a sync, derived from the store: each ProxyPolicy's
+ * result on this node (for its status) and the health checks of externalTrafficPolicy Local
+ * services (for their healthCheckNodePort).
+ */
+import type { ClusterStore } from '../k8s/store.js';
+import { TrafficPolicy, type Service } from '../k8s/types.js';
+import { selects } from '../proxy/policy.js';
+import { proxied } from '../proxy/service.js';
+import type { PolicyResult } from './policy-status.js';
+import type { ServiceHealthState } from './service-health.js';
+
+/** How the last sync went, as the policies' Programmed entry reports it. */
+export interface SyncOutcome {
+  ok: boolean;
+  /** Why not, when not ok. */
+  message?: string;
+}
+
+const serviceKey = (svc: Service) => `${svc.metadata.namespace}/${svc.metadata.name}`;
+
+/**
+ * Every ProxyPolicy's result on this node. A valid policy is programmed when the last sync
+ * succeeded; an invalid one is never programmed (it reached no rule) and says why. A service
+ * that two policies select counts for the winner and is a conflict for the loser.
+ */
+export function policyResults(store: ClusterStore, outcome: SyncOutcome): PolicyResult[] {
+  const byNamespace = new Map<string, Service[]>();
+  for (const key of store.serviceKeys()) {
+    const svc = store.service(key)!;
+    const list = byNamespace.get(svc.metadata.namespace) ?? [];
+    list.push(svc);
+    byNamespace.set(svc.metadata.namespace, list);
+  }
+  return store.policyList().map((p) => {
+    const { namespace, name, uid, generation } = p.metadata;
+    const base = { namespace, name, ...(uid ? { uid } : {}), generation, problems: p.problems };
+    if (p.problems.length || !p.spec) {
+      return {
+        ...base,
+        servicesSelected: [],
+        conflicts: new Map(),
+        programmed: false,
+        message: 'not accepted: nothing programmed',
+      };
+    }
+    const selected: string[] = [];
+    const conflicts = new Map<string, string>();
+    for (const svc of byNamespace.get(namespace) ?? []) {
+      if (!selects(p, svc)) continue;
+      const winner = store.policyOf(svc).policy;
+      if (winner && winner.metadata.name !== name) {
+        conflicts.set(serviceKey(svc), `${namespace}/${winner.metadata.name}`);
+      } else {
+        selected.push(serviceKey(svc));
+      }
+    }
+    return {
+      ...base,
+      servicesSelected: selected.sort(),
+      conflicts,
+      programmed: outcome.ok,
+      message: outcome.ok
+        ? `programmed for ${selected.length} service${selected.length === 1 ? '' : 's'}`
+        : `last sync failed: ${outcome.message ?? 'unknown error'}`,
+    };
+  });
+}
+
+/**
+ * The health checks this node serves: every proxied service with externalTrafficPolicy Local
+ * and a healthCheckNodePort, with its ready endpoints on this node (distinct addresses over
+ * all its ports), as kube-proxy counts them.
+ */
+export function healthChecks(store: ClusterStore, nodeName: string): Map<string, ServiceHealthState> {
+  const out = new Map<string, ServiceHealthState>();
+  for (const key of store.serviceKeys()) {
+    const svc = store.service(key)!;
+    if (!proxied(svc) || svc.externalTrafficPolicy !== TrafficPolicy.Local || !svc.healthCheckNodePort) continue;
+    const local = new Set<string>();
+    for (const slice of store.slicesOf(key)) {
+      for (const ep of slice.endpoints) {
+        if (ep.nodeName === nodeName && ep.conditions.ready) local.add(ep.address);
+      }
+    }
+    out.set(key, { port: svc.healthCheckNodePort, localEndpoints: local.size });
+  }
+  return out;
+}
