@@ -25,8 +25,7 @@ import { FAMILY_INFO } from './family.js';
 import {
   affinityChainName,
   FAMILIES,
-  PRECREATED_LOCAL_PICK_SLOTS,
-  PRECREATED_PICK_SLOTS,
+  precreatedPicks,
   pickChainName,
   TABLE,
 } from './names.js';
@@ -64,16 +63,9 @@ export class RulesetBuilder {
     for (const family of FAMILIES) {
       const fi = FAMILY_INFO[family];
       const t = staticTable(fi, config, ipsOf(nodeIPs, fi.version));
-      for (const kind of ['service', 'nodeport'] as const) {
-        for (const [pool, max] of [
-          ['cluster', PRECREATED_PICK_SLOTS],
-          ['local', PRECREATED_LOCAL_PICK_SLOTS],
-        ] as const) {
-          for (let slots = 1; slots <= max; slots++) {
-            const c = pickChain(fi, { kind, scheduler: 'random', slots, pool });
-            t.chains.set(c.chain.name, c);
-          }
-        }
+      for (const pick of precreatedPicks()) {
+        const c = pickChain(fi, pick);
+        t.chains.set(c.chain.name, c);
       }
       this.ruleset.tables.set(tableKey(family, TABLE), t);
     }
