@@ -4,6 +4,8 @@
  * masquerade, affinity override, source ranges, precedence).
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { maglevTable } from '../../src/proxy/policy.js';
 import { compile, type CompileResult } from '../../src/proxy/compile.js';
 import { parseProxyConfig, type ProxyConfigInput } from '../../src/proxy/config.js';
 import { Maps, Sets, TABLE } from '../../src/proxy/names.js';
@@ -407,4 +409,35 @@ describe('ProxyPolicy in the ruleset', () => {
     assert.ok(bad.problems.length > 0);
     assert.equal(build(cluster(...web(), bad)).entries.find((x) => x.address === '10.96.0.10')!.scheduler, 'random');
   });
+});
+
+describe('Maglev remapping over 10,000 simulated clients', () => {
+  // The kernel picks slot jhash(saddr) mod size; any uniform hash of the client stands in.
+  const slotOf = (client: string, size: number) => createHash('sha256').update(client).digest().readUInt32BE(0) % size;
+  const clients = Array.from({ length: 10_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+
+  /** Fraction of clients whose backend changes when `gone` leaves, under a table builder. */
+  function remapped(names: string[], gone: string, table: (names: string[]) => number[]): number {
+    const before = table(names).map((i) => names[i]!);
+    const rest = names.filter((n) => n !== gone);
+    const after = table(rest).map((i) => rest[i]!);
+    let moved = 0;
+    for (const c of clients) {
+      if (before[slotOf(c, before.length)] !== after[slotOf(c, after.length)]) moved++;
+    }
+    return moved / clients.length;
+  }
+
+  for (const n of [5, 10]) {
+    it(`removing one of ${n} endpoints moves about 1/${n} of clients with maglev, most with hash mod N`, () => {
+      const names = Array.from({ length: n }, (_, i) => `10.244.1.${10 + i}|8080`);
+      const gone = names[Math.floor(n / 2)]!;
+      const maglev = remapped(names, gone, (ns) => maglevTable(ns, 1021));
+      const modN = remapped(names, gone, (ns) => ns.map((_, i) => i));
+      console.log(`      ${n} endpoints, one removed: maglev moved ${(maglev * 100).toFixed(1)}%, hash mod N moved ${(modN * 100).toFixed(1)}% (ideal ${(100 / n).toFixed(1)}%)`);
+      assert.ok(maglev >= 1 / n - 0.03, `maglev ${maglev}: at least the clients of the removed endpoint move`);
+      assert.ok(maglev <= 1 / n + 0.05, `maglev ${maglev} close to 1/${n}`);
+      assert.ok(modN >= 0.5, `hash mod N ${modN} moves most clients`);
+    });
+  }
 });
