@@ -23,7 +23,9 @@ export function staleAffinityKeys(elems: Iterable<Elem>, targets: Map<string, Se
     if (!Array.isArray(el)) continue;
     const [, addr, proto, port] = parts(el[0]);
     const [ip, epPort] = parts(el[1]);
-    const eps = targets.get(`${String(addr)}|${String(proto)}|${String(port)}`) ?? targets.get(`*|${String(proto)}|${String(port)}`);
+    const eps =
+      targets.get(`${String(addr)}|${String(proto)}|${String(port)}`) ??
+      targets.get(`*|${String(proto)}|${String(port)}`);
     if (!eps?.has(`${String(ip)}|${String(epPort)}`)) out.push(el[0]);
   }
   return out;

@@ -76,7 +76,8 @@ export function healthChecks(store: ClusterStore, nodeName: string): Map<string,
   const out = new Map<string, ServiceHealthState>();
   for (const key of store.serviceKeys()) {
     const svc = store.service(key)!;
-    if (!proxied(svc) || svc.externalTrafficPolicy !== TrafficPolicy.Local || !svc.healthCheckNodePort) continue;
+    if (!proxied(svc) || svc.externalTrafficPolicy !== TrafficPolicy.Local || !svc.healthCheckNodePort)
+      continue;
     const local = new Set<string>();
     for (const slice of store.slicesOf(key)) {
       for (const ep of slice.endpoints) {

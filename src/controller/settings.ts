@@ -15,6 +15,8 @@ export interface SettingsInput {
   nodePortAddresses?: string[];
   nodeIPs?: string[];
   masqueradeAll?: boolean;
+  /** Entries of the ClientIP affinity map per family. */
+  affinityMapSize?: number;
   /** Manifest directory: the source when no API server is used. */
   manifests?: string;
   /** Kubeconfig file for the API source; without it (and without manifests), in-cluster config. */
@@ -58,12 +60,13 @@ export const DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean'> = {
+const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'number'> = {
   nodeName: 'string',
   clusterCIDRs: 'strings',
   nodePortAddresses: 'strings',
   nodeIPs: 'strings',
   masqueradeAll: 'boolean',
+  affinityMapSize: 'number',
   manifests: 'string',
   kubeconfig: 'string',
   netns: 'string',
@@ -175,6 +178,9 @@ export function resolveSettings(
       nodePortAddresses: pick('nodePortAddresses') ?? [],
       nodeIPs: pick('nodeIPs') ?? [],
       masqueradeAll: pick('masqueradeAll') ?? false,
+      ...(pick('affinityMapSize') !== undefined
+        ? { affinityMapSize: pick('affinityMapSize') as number }
+        : {}),
     });
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;

@@ -235,7 +235,11 @@ function parseService(raw: Obj, r: Reader): Service {
         `must be a whole number of seconds from 1 to ${MAX_AFFINITY_TIMEOUT_SECONDS}, got ${quote(timeout)}`,
       );
   }
-  if (spec.healthCheckNodePort !== undefined && spec.healthCheckNodePort !== null && spec.healthCheckNodePort !== 0) {
+  if (
+    spec.healthCheckNodePort !== undefined &&
+    spec.healthCheckNodePort !== null &&
+    spec.healthCheckNodePort !== 0
+  ) {
     const hc = r.port(spec.healthCheckNodePort, 'spec.healthCheckNodePort');
     if (hc) service.healthCheckNodePort = hc;
   }

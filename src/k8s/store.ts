@@ -86,7 +86,8 @@ export class ClusterStore {
   private policyDirty(namespace: string, versions: (PolicyObject | undefined)[], k: string): Dirty {
     const services: string[] = [];
     for (const [sk, svc] of this.services) {
-      if (svc.metadata.namespace === namespace && versions.some((v) => v && selects(v, svc))) services.push(sk);
+      if (svc.metadata.namespace === namespace && versions.some((v) => v && selects(v, svc)))
+        services.push(sk);
     }
     return { services, node: false, policies: [k] };
   }

@@ -7,7 +7,14 @@
  * replaced whole, inside the same transaction, so there is never a moment without rules.
  */
 import type { Command, Elem, Transaction } from './ir.js';
-import { comparableDef, irEqual, isDynamic, type Ruleset, type SetState, type TableState } from './ruleset.js';
+import {
+  comparableDef,
+  irEqual,
+  isDynamic,
+  type Ruleset,
+  type SetState,
+  type TableState,
+} from './ruleset.js';
 
 /** Counts of what a transaction does, for logs, traces and metrics. */
 export interface DiffStats {

@@ -210,8 +210,13 @@ export function isDynamic(s: SetState): boolean {
 export function comparableDef(s: SetState): SetState['def'] {
   const flags = s.def.flags?.filter((f) => f !== 'dynamic');
   // A concatenated map datatype comes back as one string, `ipv4_addr . inet_service`.
-  const split = <T,>(t: T): T | string[] => (typeof t === 'string' && t.includes(' . ') ? t.split(' . ') : t);
-  return { ...s.def, typeof: undefined, flags: flags?.length ? flags : undefined, map: split(s.def.map) } as SetState['def'];
+  const split = <T>(t: T): T | string[] => (typeof t === 'string' && t.includes(' . ') ? t.split(' . ') : t);
+  return {
+    ...s.def,
+    typeof: undefined,
+    flags: flags?.length ? flags : undefined,
+    map: split(s.def.map),
+  } as SetState['def'];
 }
 
 /** A table as blocks for `renderTableBlock`. */

@@ -22,14 +22,13 @@ import {
 import { type Diagnostic, objectRef } from '../k8s/types.js';
 import { ipsOf, type ProxyConfig } from './config.js';
 import { FAMILY_INFO } from './family.js';
+import { affinityChainName, FAMILIES, precreatedPicks, pickChainName, TABLE } from './names.js';
 import {
-  affinityChainName,
-  FAMILIES,
-  precreatedPicks,
-  pickChainName,
-  TABLE,
-} from './names.js';
-import { compareServiceKeys, type DispatchEntry, type DispatchUnit, type ServiceContribution } from './service.js';
+  compareServiceKeys,
+  type DispatchEntry,
+  type DispatchUnit,
+  type ServiceContribution,
+} from './service.js';
 import { affinityChain, pickChain, staticTable } from './table.js';
 
 /** Figures about the ruleset, for logs and metrics. */

@@ -87,7 +87,10 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
       continue;
     }
     const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
-    builder.setService(key, compileService(svc, slices.get(key) ?? [], { node, ...(policy ? { policy } : {}) }));
+    builder.setService(
+      key,
+      compileService(svc, slices.get(key) ?? [], { node, ...(policy ? { policy } : {}) }),
+    );
   }
   return {
     ruleset: builder.ruleset,

@@ -70,7 +70,9 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
   }
   const affinityMapSize = input.affinityMapSize ?? DEFAULT_AFFINITY_MAP_SIZE;
   if (!Number.isInteger(affinityMapSize) || affinityMapSize < 1 || affinityMapSize > 2 ** 24)
-    problems.push(`affinity map size: must be a whole number from 1 to ${2 ** 24}: ${JSON.stringify(affinityMapSize)}`);
+    problems.push(
+      `affinity map size: must be a whole number from 1 to ${2 ** 24}: ${JSON.stringify(affinityMapSize)}`,
+    );
   if (problems.length) throw new ConfigError(problems);
   return {
     nodeName: input.nodeName,

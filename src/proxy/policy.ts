@@ -100,7 +100,8 @@ export function serviceBehaviour(svc: Service, policy?: PolicyObject): ServiceBe
     masquerade: spec?.masquerade ?? 'auto',
     deny: spec?.sourceRanges?.deny ?? [],
   };
-  if (affinity.type === 'ClientIP') b.affinityTimeout = affinity.timeoutSeconds ?? svc.sessionAffinityTimeoutSeconds;
+  if (affinity.type === 'ClientIP')
+    b.affinityTimeout = affinity.timeoutSeconds ?? svc.sessionAffinityTimeoutSeconds;
   if (spec?.sourceRanges?.allow?.length) b.allow = spec.sourceRanges.allow;
   if (policy && spec) {
     b.policy = `${policy.metadata.namespace}/${policy.metadata.name}`;

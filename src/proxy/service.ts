@@ -164,7 +164,11 @@ export function proxied(svc: Service): boolean {
 /** The maps and sets source-range checks write, per kind of dispatch. */
 const FIREWALL_SETS: Record<DispatchKind, { guard: string; allow: string; deny: string }> = {
   service: { guard: Sets.firewallServices, allow: Sets.firewallAllow, deny: Sets.firewallDeny },
-  nodeport: { guard: Sets.firewallNodeports, allow: Sets.firewallNodeportAllow, deny: Sets.firewallNodeportDeny },
+  nodeport: {
+    guard: Sets.firewallNodeports,
+    allow: Sets.firewallNodeportAllow,
+    deny: Sets.firewallNodeportDeny,
+  },
 };
 
 /** Canonical CIDR strings of one IP version, parsed. */
@@ -185,7 +189,8 @@ export function compileService(
   const behaviour = serviceBehaviour(svc, ctx.policy);
   const exactUpTo = ctx.precreatedSlots ?? PRECREATED_PICK_SLOTS;
   const hasNodePorts = svc.type === ServiceType.NodePort || svc.type === ServiceType.LoadBalancer;
-  const externalLocal = svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;
+  const externalLocal =
+    svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;
   const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
 
   for (const family of FAMILIES) {
@@ -247,7 +252,12 @@ export function compileService(
           return t.slots.map((b, slot): Elem => [concat(...keyParts, base + slot), concat(b.ip, b.port)]);
         };
         if (table.slots.length) {
-          const pick: PickSpec = { kind: dkind, scheduler: table.scheduler, slots: table.slots.length, pool: 'cluster' };
+          const pick: PickSpec = {
+            kind: dkind,
+            scheduler: table.scheduler,
+            slots: table.slots.length,
+            pool: 'cluster',
+          };
           picks.push(pick);
           owned.push(
             { set: sets.dispatch, elems: [[key, goto(pickChainName(pick))]] },
@@ -257,7 +267,10 @@ export function compileService(
           // Kubernetes drops, not rejects, when endpoints exist but none is usable from here
           // (internalTrafficPolicy Local without local endpoints); no endpoints at all: reject.
           entry.verdict = !external && internalLocal && cat.cluster.length ? 'drop' : 'reject';
-          owned.push({ set: sets.noEndpoints, elems: [[key, entry.verdict === 'drop' ? { drop: null } : goto(Chains.reject)]] });
+          owned.push({
+            set: sets.noEndpoints,
+            elems: [[key, entry.verdict === 'drop' ? { drop: null } : goto(Chains.reject)]],
+          });
         }
         if (external && externalLocal && table.slots.length) {
           // Clients outside the cluster reach this node's endpoints only, with their own
@@ -266,7 +279,12 @@ export function compileService(
           entry.localBackends = cat.local;
           const localSet = dkind === 'service' ? Maps.localServiceIPs : Maps.localServiceNodeports;
           if (local.slots.length) {
-            const pick: PickSpec = { kind: dkind, scheduler: local.scheduler, slots: local.slots.length, pool: 'local' };
+            const pick: PickSpec = {
+              kind: dkind,
+              scheduler: local.scheduler,
+              slots: local.slots.length,
+              pool: 'local',
+            };
             picks.push(pick);
             owned.push(
               { set: localSet, elems: [[key, goto(pickChainName(pick))]] },
@@ -312,7 +330,8 @@ export function compileService(
               { set: fw.allow, elems: allow.map((c) => concat(...keyParts, cidrElem(c))) },
             );
           }
-          if (deny.length) owned.push({ set: fw.deny, elems: deny.map((c) => concat(...keyParts, cidrElem(c))) });
+          if (deny.length)
+            owned.push({ set: fw.deny, elems: deny.map((c) => concat(...keyParts, cidrElem(c))) });
         }
         const shared =
           ekind === 'clusterIP' ? [hairpin, { set: Sets.clusterIPs, elems: [clusterIP] }] : [hairpin];
@@ -331,10 +350,17 @@ export function compileService(
         unit('service', ekind, [vip, proto, sp.port], `${formatHostPort(vip, sp.port)}/${sp.protocol}`, vip);
       out.units.push(vipUnit(clusterIP, 'clusterIP'));
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
-      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version)) out.units.push(vipUnit(vip, 'loadBalancerIP'));
+      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version))
+        out.units.push(vipUnit(vip, 'loadBalancerIP'));
       if (hasNodePorts && sp.nodePort) {
         out.units.push(
-          unit('nodeport', 'nodePort', [proto, sp.nodePort], `NodePort ${sp.nodePort}/${sp.protocol}`, undefined),
+          unit(
+            'nodeport',
+            'nodePort',
+            [proto, sp.nodePort],
+            `NodePort ${sp.nodePort}/${sp.protocol}`,
+            undefined,
+          ),
         );
       }
     }

@@ -204,7 +204,9 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   // ClientIP affinity: a client with a live entry goes back to its endpoint; no entry, no
   // match, and the pick below chooses (affinity-record remembers the choice).
   const affinityKey = concat(saddr, daddr, meta('l4proto'), payload('th', 'dport'));
-  const affinityDnat: Stmt = { dnat: { family, addr: { map: { key: affinityKey, data: setRef(Maps.affinity) } } } };
+  const affinityDnat: Stmt = {
+    dnat: { family, addr: { map: { key: affinityKey, data: setRef(Maps.affinity) } } },
+  };
   services.push([match(vipKey, '==', setRef(Sets.affinityServices)), affinityDnat]);
   // externalTrafficPolicy Local: sources outside the cluster (not pods, not this node) use
   // this node's endpoints only, or are dropped.
@@ -298,11 +300,18 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     hook: 'prerouting',
     prio: Priority.filterPreDnat,
   });
-  chain(BaseChains.filterOutput, [[newConn, jump(Chains.firewall)], [newConn, jump(Chains.serviceEndpointsCheck)]], {
-    type: 'filter',
-    hook: 'output',
-    prio: Priority.filterPreDnat,
-  });
+  chain(
+    BaseChains.filterOutput,
+    [
+      [newConn, jump(Chains.firewall)],
+      [newConn, jump(Chains.serviceEndpointsCheck)],
+    ],
+    {
+      type: 'filter',
+      hook: 'output',
+      prio: Priority.filterPreDnat,
+    },
+  );
   chain(BaseChains.filterOutputPostDnat, [[newConn, jump(Chains.clusterIPsCheck)]], {
     type: 'filter',
     hook: 'output',

@@ -67,7 +67,10 @@ const MUTATIONS: [string, (s: Spec) => void][] = [
   ['spec.scheduler.type', (s) => (s.scheduler = { type: 'fastest' })],
   ['spec.masquerade', (s) => (s.masquerade = 'sometimes')],
   ['spec.sourceRanges.deny[0]', (s) => (s.sourceRanges = { deny: ['10.0.0.1/8'] })],
-  ['spec.sessionAffinity.timeoutSeconds', (s) => (s.sessionAffinity = { type: 'ClientIP', timeoutSeconds: 0 })],
+  [
+    'spec.sessionAffinity.timeoutSeconds',
+    (s) => (s.sessionAffinity = { type: 'ClientIP', timeoutSeconds: 0 }),
+  ],
   ['spec.selector', (s) => (s.selector = {})],
   ['spec.scheduler.tableSize', (s) => (s.scheduler = { type: 'maglev', tableSize: 100 })],
   [
@@ -141,13 +144,21 @@ describe('ProxyPolicies through the operator', function () {
 
   const condition = (name: string, type: string) => {
     const status = api.get('ProxyPolicy', 'default', name)?.status as
-      | { conditions?: { type: string; status: string; reason: string; message: string }[]; servicesSelected?: number }
+      | {
+          conditions?: { type: string; status: string; reason: string; message: string }[];
+          servicesSelected?: number;
+        }
       | undefined;
     return status?.conditions?.find((c) => c.type === type);
   };
 
   it('fuzzed invalid policies never reach the rules, leave other services alone, and say which field', async () => {
-    const base = [svc('web', '10.96.0.10'), eps('web', ['10.244.1.1', '10.244.1.2']), svc('db', '10.96.0.11'), eps('db', ['10.244.1.3'])];
+    const base = [
+      svc('web', '10.96.0.10'),
+      eps('web', ['10.244.1.1', '10.244.1.2']),
+      svc('db', '10.96.0.11'),
+      eps('db', ['10.244.1.3']),
+    ];
     const good = policy('db-rr', { selector: { serviceNames: ['db'] }, scheduler: { type: 'roundRobin' } });
     for (const o of [...base, good]) api.apply(o);
     await start();
@@ -172,10 +183,17 @@ describe('ProxyPolicies through the operator', function () {
       const accepted = condition(name, 'Accepted')!;
       assert.equal(accepted.reason, 'Invalid');
       const last = fields[fields.length - 1]!;
-      assert.ok(accepted.message.includes(last), `${JSON.stringify(spec)}: "${accepted.message}" names ${last}`);
+      assert.ok(
+        accepted.message.includes(last),
+        `${JSON.stringify(spec)}: "${accepted.message}" names ${last}`,
+      );
       assert.notEqual(condition(name, 'Programmed')?.status, 'True');
       // Nothing of it in the kernel: the rules are those without the invalid policy.
-      assert.deepEqual(compareRulesets(withGood, fake.snapshot()), [], `after ${name}: ${JSON.stringify(spec)}`);
+      assert.deepEqual(
+        compareRulesets(withGood, fake.snapshot()),
+        [],
+        `after ${name}: ${JSON.stringify(spec)}`,
+      );
       api.delete('ProxyPolicy', 'default', name);
     }
     assert.ok(!syncs.some((s) => s instanceof Error), 'no sync failed');
@@ -192,7 +210,9 @@ describe('ProxyPolicies through the operator', function () {
 
     const p = policy('web-rr', { selector: { serviceNames: ['web'] }, scheduler: { type: 'roundRobin' } });
     api.apply(p);
-    await eventually(async () => assert.deepEqual(compareRulesets(expected(...base, p), fake.snapshot()), []));
+    await eventually(async () =>
+      assert.deepEqual(compareRulesets(expected(...base, p), fake.snapshot()), []),
+    );
     await eventually(() => assert.equal(condition('web-rr', 'Programmed')?.status, 'True'));
     const after = syncs.slice(before) as SyncResult[];
     assert.ok(after.length >= 1);
@@ -217,7 +237,11 @@ describe('ProxyPolicies through the operator', function () {
 
   it('reports a conflict on the losing policy and programs the winner', async () => {
     const base = [svc('web', '10.96.0.10', { app: 'web' }), eps('web', ['10.244.1.1', '10.244.1.2'])];
-    const byName = policy('by-name', { selector: { serviceNames: ['web'] }, scheduler: { type: 'sourceHash' } }, '2026-02-01T00:00:00Z');
+    const byName = policy(
+      'by-name',
+      { selector: { serviceNames: ['web'] }, scheduler: { type: 'sourceHash' } },
+      '2026-02-01T00:00:00Z',
+    );
     const byLabel = policy(
       'by-label',
       { selector: { serviceSelector: { matchLabels: { app: 'web' } } }, scheduler: { type: 'roundRobin' } },
@@ -226,7 +250,9 @@ describe('ProxyPolicies through the operator', function () {
     for (const o of [...base, byName, byLabel]) api.apply(o);
     await start();
     // serviceNames beats a label selector, even an older one.
-    await eventually(async () => assert.deepEqual(compareRulesets(expected(...base, byName), fake.snapshot()), []));
+    await eventually(async () =>
+      assert.deepEqual(compareRulesets(expected(...base, byName), fake.snapshot()), []),
+    );
     await eventually(() => assert.match(condition('by-label', 'Accepted')?.message ?? '', /by-name/));
     assert.equal(condition('by-name', 'Accepted')?.status, 'True');
     const status = api.get('ProxyPolicy', 'default', 'by-name')?.status as { servicesSelected?: number };

@@ -41,7 +41,10 @@ function clusterFor(t: Topology): ClusterState {
     service(
       name,
       { clusterIP: ip, ports: [{ name: 'http', port: 80, targetPort: 8080 }], ...spec },
-      { ...(labels ? { labels } : {}), ...(spec.type === 'LoadBalancer' ? { status: { loadBalancer: { ingress: [{ ip: LB }] } } } : {}) },
+      {
+        ...(labels ? { labels } : {}),
+        ...(spec.type === 'LoadBalancer' ? { status: { loadBalancer: { ingress: [{ ip: LB }] } } } : {}),
+      },
     ),
     slice(name, [{ name: 'http', port: 8080 }], eps(true)),
   ];
@@ -59,7 +62,10 @@ function clusterFor(t: Topology): ClusterState {
       externalIPs: ['198.51.100.30'],
       ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30071 }],
     }),
-    policy('deny-ext', { selector: { serviceNames: ['guarded'] }, sourceRanges: { deny: ['192.168.50.2/32'] } }),
+    policy('deny-ext', {
+      selector: { serviceNames: ['guarded'] },
+      sourceRanges: { deny: ['192.168.50.2/32'] },
+    }),
     ...svc('weighted', '10.96.0.64', {}, { app: 'weighted' }),
     policy('weights', {
       selector: { serviceSelector: { matchLabels: { app: 'weighted' } } },
@@ -133,7 +139,10 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
 
   it('affinity: many clients spread over the backends, each one sticky', async () => {
     const results = await probe(t.external, { host: EXT, port: 80 }, CLIENTS.length * 3, 2000, CLIENTS);
-    assert.ok(results.every((r) => r.ok), JSON.stringify(tally(results)));
+    assert.ok(
+      results.every((r) => r.ok),
+      JSON.stringify(tally(results)),
+    );
     const byClient = new Map<string, Set<string>>();
     results.forEach((r, i) => {
       const c = CLIENTS[i % CLIENTS.length]!;
@@ -150,7 +159,10 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
     ] as const) {
       const results = await probe(t.external, { host, port }, 20);
       assert.deepEqual(tally(results), { 'pod-a': 20 }, `${host}:${port}`);
-      assert.ok(results.every((r) => r.seenFrom === t.externalIP), `${host}:${port}: source kept`);
+      assert.ok(
+        results.every((r) => r.seenFrom === t.externalIP),
+        `${host}:${port}: source kept`,
+      );
     }
   });
 
@@ -165,11 +177,20 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
       ['198.51.100.30', 80],
     ] as const) {
       const denied = await probe(t.external, { host, port }, 3, 700);
-      assert.ok(denied.every((r) => r.error === 'ETIMEDOUT'), `${host}:${port}: ${JSON.stringify(denied)}`);
+      assert.ok(
+        denied.every((r) => r.error === 'ETIMEDOUT'),
+        `${host}:${port}: ${JSON.stringify(denied)}`,
+      );
       const allowed = await probe(t.external, { host, port }, 5, 2000, [CLIENTS[0]!]);
-      assert.ok(allowed.every((r) => r.ok), `${host}:${port}: ${JSON.stringify(allowed)}`);
+      assert.ok(
+        allowed.every((r) => r.ok),
+        `${host}:${port}: ${JSON.stringify(allowed)}`,
+      );
       const fromPod = await probe(t.client.ns, { host, port }, 5);
-      assert.ok(fromPod.every((r) => r.ok), `${host}:${port} from a pod: ${JSON.stringify(fromPod)}`);
+      assert.ok(
+        fromPod.every((r) => r.ok),
+        `${host}:${port} from a pod: ${JSON.stringify(fromPod)}`,
+      );
     }
   });
 
@@ -184,7 +205,13 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
   });
 
   it('maglev: each client always reaches the same backend; clients spread', async () => {
-    const results = await probe(t.external, { host: '198.51.100.40', port: 80 }, CLIENTS.length * 2, 2000, CLIENTS);
+    const results = await probe(
+      t.external,
+      { host: '198.51.100.40', port: 80 },
+      CLIENTS.length * 2,
+      2000,
+      CLIENTS,
+    );
     const byClient = new Map<string, Set<string>>();
     results.forEach((r, i) => {
       const c = CLIENTS[i % CLIENTS.length]!;
@@ -204,11 +231,17 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
     await nft.apply(diffRulesets(applied, other).tx);
     try {
       const outside = await probe(t.external, { host: t.nodeIP, port: 30070 }, 3, 700);
-      assert.ok(outside.every((r) => r.error === 'ETIMEDOUT'), JSON.stringify(outside));
+      assert.ok(
+        outside.every((r) => r.error === 'ETIMEDOUT'),
+        JSON.stringify(outside),
+      );
       const pods = await probe(t.client.ns, { host: LB, port: 80 }, 30);
       assert.deepEqual(servers(pods), ['pod-a', 'pod-b', 'pod-c']);
       const internal = await probe(t.client.ns, { host: '10.96.0.62', port: 80 }, 3, 700);
-      assert.ok(internal.every((r) => r.error === 'ETIMEDOUT'), 'iTP Local without local endpoints drops');
+      assert.ok(
+        internal.every((r) => r.error === 'ETIMEDOUT'),
+        'iTP Local without local endpoints drops',
+      );
     } finally {
       await nft.apply(diffRulesets(other, applied).tx);
     }
@@ -240,10 +273,18 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
         object: { ...s, endpoints: s.endpoints.filter((e) => e.address !== gone.ip) },
       });
     }
-    const r = await syncer.sync({ full: false, dirty: new Set(['default/sticky']), reasons: new Set(['test']), queuedAt: Date.now() });
+    const r = await syncer.sync({
+      full: false,
+      dirty: new Set(['default/sticky']),
+      reasons: new Set(['test']),
+      queuedAt: Date.now(),
+    });
     assert.equal(r.full, false);
     const after = await probe(t.client.ns, { host: '10.96.0.60', port: 80 }, 20);
-    assert.ok(after.every((x) => x.ok && x.server !== stuck), JSON.stringify(tally(after)));
+    assert.ok(
+      after.every((x) => x.ok && x.server !== stuck),
+      JSON.stringify(tally(after)),
+    );
     assert.equal(servers(after).length, 1, 'sticky again, to a live endpoint');
     await nft.apply(diffRulesets(await readBack(nft), applied).tx);
   });

@@ -242,9 +242,15 @@ describe('packet flows', () => {
         slice('fw', [{ port: 80 }], ['10.244.1.10']),
       );
       const result = compile(state, parseProxyConfig(BASE));
-      assert.deepEqual(result.diagnostics.filter((d) => d.severity === 'error'), []);
+      assert.deepEqual(
+        result.diagnostics.filter((d) => d.severity === 'error'),
+        [],
+      );
       const dropped = trace(tracerFor(state), OUTSIDE, '192.168.99.31', 80);
-      assert.ok(dropped.outcomes.every((o) => o.verdict === 'drop'), JSON.stringify(dropped.outcomes));
+      assert.ok(
+        dropped.outcomes.every((o) => o.verdict === 'drop'),
+        JSON.stringify(dropped.outcomes),
+      );
       assertReaches(trace(tracerFor(state), POD, '10.96.0.31', 80), ['10.244.1.10:80'], false);
     });
 
@@ -256,7 +262,10 @@ describe('packet flows', () => {
       const result = compile(state, parseProxyConfig(BASE));
       assert.deepEqual(result.diagnostics, []);
       const res = trace(tracerFor(state), POD, '10.96.0.32', 80);
-      assert.ok(res.outcomes[0]!.path.some((s) => s.includes('affinity')), res.outcomes[0]!.path.join(' | '));
+      assert.ok(
+        res.outcomes[0]!.path.some((s) => s.includes('affinity')),
+        res.outcomes[0]!.path.join(' | '),
+      );
     });
 
     it('claims an address listed both as external IP and LB ingress IP once, and updates it', () => {

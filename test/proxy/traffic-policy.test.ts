@@ -121,7 +121,10 @@ describe('traffic features', () => {
     it('uses sessionAffinityConfig.clientIP.timeoutSeconds', () => {
       const r2 = build(
         cluster(
-          ...web({ sessionAffinity: 'ClientIP', sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }),
+          ...web({
+            sessionAffinity: 'ClientIP',
+            sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } },
+          }),
         ),
       );
       assert.ok(ipTable(r2).chains.has('affinity-60'));
@@ -145,7 +148,10 @@ describe('traffic features', () => {
       ] as const) {
         const res = trace(t, FAR, to, port);
         assert.deepEqual(res.endpoints, ['10.244.1.10:8080'], `${to}:${port}`);
-        assert.ok(res.outcomes.every((o) => !o.masquerade), `${to}:${port} masqueraded`);
+        assert.ok(
+          res.outcomes.every((o) => !o.masquerade),
+          `${to}:${port} masqueraded`,
+        );
       }
     });
 
@@ -264,10 +270,15 @@ describe('ProxyPolicy in the ruleset', () => {
       ['roundRobin', 'numgen inc mod 3'],
       ['sourceHash', 'jhash ip saddr mod 3 seed 0x6e667078'],
     ] as const) {
-      const r = build(cluster(...web(), policy(`p-${type.toLowerCase()}`, { selector: byName, scheduler: { type } })));
+      const r = build(
+        cluster(...web(), policy(`p-${type.toLowerCase()}`, { selector: byName, scheduler: { type } })),
+      );
       const res = trace(tracer(r), POD, '10.96.0.10', 80);
       assert.deepEqual(res.endpoints, ALL);
-      assert.ok(res.outcomes[0]!.path.some((s) => s.includes(rule)), `${type}: ${res.outcomes[0]!.path.join(' | ')}`);
+      assert.ok(
+        res.outcomes[0]!.path.some((s) => s.includes(rule)),
+        `${type}: ${res.outcomes[0]!.path.join(' | ')}`,
+      );
       assert.equal(r.entries.find((e) => e.address === '10.96.0.10')!.scheduler, type);
     }
   });
@@ -319,7 +330,10 @@ describe('ProxyPolicy in the ruleset', () => {
   it('maglev: a prime-sized table shared out evenly', () => {
     const r = build(cluster(...web(), policy('mg', { selector: byName, scheduler: { type: 'maglev' } })));
     const shares = slotShares(trace(tracer(r), POD, '10.96.0.10', 80));
-    assert.equal([...shares.values()].reduce((a, b) => a + b, 0), 251);
+    assert.equal(
+      [...shares.values()].reduce((a, b) => a + b, 0),
+      251,
+    );
     for (const n of shares.values()) assert.ok(n >= 83 && n <= 84, `share ${n}`);
   });
 
@@ -340,7 +354,10 @@ describe('ProxyPolicy in the ruleset', () => {
     );
     assert.ok(ipTable(r).chains.has('affinity-300'));
     const off = build(
-      cluster(...web({ sessionAffinity: 'ClientIP' }), policy('aff', { selector: byName, sessionAffinity: { type: 'None' } })),
+      cluster(
+        ...web({ sessionAffinity: 'ClientIP' }),
+        policy('aff', { selector: byName, sessionAffinity: { type: 'None' } }),
+      ),
     );
     assert.equal(ipTable(off).sets.get(Sets.affinityServices)!.elems.size, 0);
   });
@@ -382,7 +399,10 @@ describe('ProxyPolicy in the ruleset', () => {
   it('selects by labels, and a policy naming the service wins over one selecting by labels', () => {
     const state = cluster(
       ...web({}, { tier: 'front' }),
-      policy('by-labels', { selector: { serviceSelector: { matchLabels: { tier: 'front' } } }, scheduler: { type: 'sourceHash' } }),
+      policy('by-labels', {
+        selector: { serviceSelector: { matchLabels: { tier: 'front' } } },
+        scheduler: { type: 'sourceHash' },
+      }),
       policy('by-name', { selector: byName, scheduler: { type: 'roundRobin' } }),
     );
     const e = build(state).entries.find((x) => x.address === '10.96.0.10')!;
@@ -394,7 +414,11 @@ describe('ProxyPolicy in the ruleset', () => {
     const sel = { serviceSelector: { matchExpressions: [{ key: 'tier', operator: 'Exists' }] } };
     const state = cluster(
       ...web({}, { tier: 'front' }),
-      policy('young', { selector: sel, scheduler: { type: 'roundRobin' } }, { created: '2026-05-01T00:00:00Z' }),
+      policy(
+        'young',
+        { selector: sel, scheduler: { type: 'roundRobin' } },
+        { created: '2026-05-01T00:00:00Z' },
+      ),
       policy('old', { selector: sel, scheduler: { type: 'maglev' } }, { created: '2026-01-01T00:00:00Z' }),
     );
     assert.equal(build(state).entries.find((x) => x.address === '10.96.0.10')!.policy, 'default/old');
@@ -402,19 +426,29 @@ describe('ProxyPolicy in the ruleset', () => {
 
   it('selects only services of its own namespace; an invalid policy selects nothing', () => {
     const other = build(
-      cluster(...web(), policy('p', { selector: byName, scheduler: { type: 'roundRobin' } }, { namespace: 'other' })),
+      cluster(
+        ...web(),
+        policy('p', { selector: byName, scheduler: { type: 'roundRobin' } }, { namespace: 'other' }),
+      ),
     );
     assert.equal(other.entries.find((x) => x.address === '10.96.0.10')!.scheduler, 'random');
     const bad = policy('bad', { selector: byName, scheduler: { type: 'fastest' } });
     assert.ok(bad.problems.length > 0);
-    assert.equal(build(cluster(...web(), bad)).entries.find((x) => x.address === '10.96.0.10')!.scheduler, 'random');
+    assert.equal(
+      build(cluster(...web(), bad)).entries.find((x) => x.address === '10.96.0.10')!.scheduler,
+      'random',
+    );
   });
 });
 
 describe('Maglev remapping over 10,000 simulated clients', () => {
   // The kernel picks slot jhash(saddr) mod size; any uniform hash of the client stands in.
-  const slotOf = (client: string, size: number) => createHash('sha256').update(client).digest().readUInt32BE(0) % size;
-  const clients = Array.from({ length: 10_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+  const slotOf = (client: string, size: number) =>
+    createHash('sha256').update(client).digest().readUInt32BE(0) % size;
+  const clients = Array.from(
+    { length: 10_000 },
+    (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+  );
 
   /** Fraction of clients whose backend changes when `gone` leaves, under a table builder. */
   function remapped(names: string[], gone: string, table: (names: string[]) => number[]): number {
@@ -434,8 +468,13 @@ describe('Maglev remapping over 10,000 simulated clients', () => {
       const gone = names[Math.floor(n / 2)]!;
       const maglev = remapped(names, gone, (ns) => maglevTable(ns, 1021));
       const modN = remapped(names, gone, (ns) => ns.map((_, i) => i));
-      console.log(`      ${n} endpoints, one removed: maglev moved ${(maglev * 100).toFixed(1)}%, hash mod N moved ${(modN * 100).toFixed(1)}% (ideal ${(100 / n).toFixed(1)}%)`);
-      assert.ok(maglev >= 1 / n - 0.03, `maglev ${maglev}: at least the clients of the removed endpoint move`);
+      console.log(
+        `      ${n} endpoints, one removed: maglev moved ${(maglev * 100).toFixed(1)}%, hash mod N moved ${(modN * 100).toFixed(1)}% (ideal ${(100 / n).toFixed(1)}%)`,
+      );
+      assert.ok(
+        maglev >= 1 / n - 0.03,
+        `maglev ${maglev}: at least the clients of the removed endpoint move`,
+      );
       assert.ok(maglev <= 1 / n + 0.05, `maglev ${maglev} close to 1/${n}`);
       assert.ok(modN >= 0.5, `hash mod N ${modN} moves most clients`);
     });

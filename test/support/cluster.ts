@@ -132,13 +132,16 @@ export function policy(
         namespace: extra.namespace ?? 'default',
         generation: extra.generation ?? 1,
         uid: `uid-${name}`,
-        creationTimestamp: extra.created ?? new Date(Date.UTC(2026, 0, 1, 0, 0, ++policySeq)).toISOString().replace('.000', ''),
+        creationTimestamp:
+          extra.created ??
+          new Date(Date.UTC(2026, 0, 1, 0, 0, ++policySeq)).toISOString().replace('.000', ''),
       },
       spec,
     },
     'test',
   );
-  if (!r.parsed || r.parsed.kind !== 'ProxyPolicy') throw new Error(`policy ${name} not held: ${JSON.stringify(r.diagnostics)}`);
+  if (!r.parsed || r.parsed.kind !== 'ProxyPolicy')
+    throw new Error(`policy ${name} not held: ${JSON.stringify(r.diagnostics)}`);
   return r.parsed.object;
 }
 
