@@ -241,7 +241,9 @@ describe('API source: ProxyPolicies', function () {
     await eventually(() => assert.ok(told(calls, 'watched'), calls.join(', ')));
     const mark = calls.length;
     api.delete('ProxyPolicy', 'default', 'listed');
-    await eventually(() => assert.ok(calls.slice(mark).includes('remove ProxyPolicy default/listed')));
+    await eventually(() =>
+      assert.ok(calls.slice(mark).includes('remove ProxyPolicy default/listed'), calls.join(', ')),
+    );
     assert.ok(api.requests.includes('watch ProxyPolicy'));
   });
 
@@ -261,6 +263,33 @@ describe('API source: ProxyPolicies', function () {
     api.apply(policy('p1'));
     await eventually(() => assert.ok(told(calls, 'p1'), calls.join(', ')));
     await eventually(() => assert.equal(api.openWatches, 4));
+  });
+
+  it('CRD deleted while running: its policies go, the rest keeps watching, and it comes back', async () => {
+    const { calls, sink } = recorder();
+    const warnings: string[] = [];
+    const log: Logger = { debug() {}, info() {}, error() {}, warn: (msg) => warnings.push(msg) };
+    api.apply(svc('web', '10.96.0.10'));
+    api.apply(policy('p1'));
+    await start(sink, { log });
+    assert.ok(told(calls, 'p1'));
+
+    // Deleting a CRD deletes its objects and ends its watches; its API then answers 404.
+    api.notInstalled.add('ProxyPolicy');
+    api.delete('ProxyPolicy', 'default', 'p1');
+    api.dropWatches();
+    await eventually(() => assert.ok(calls.includes('remove ProxyPolicy default/p1'), calls.join(', ')));
+    assert.deepEqual(warnings, ['ProxyPolicy CRD not installed; policies ignored']);
+    await eventually(() => assert.equal(api.openWatches, 3, 'the other kinds watch again'));
+    api.apply(svc('api', '10.96.0.11'));
+    await eventually(() => assert.ok(calls.includes('upsert Service default/api'), calls.join(', ')));
+    assert.ok(!calls.includes('remove Service default/web'), 'services untouched');
+
+    api.notInstalled.delete('ProxyPolicy');
+    api.apply(policy('p2'));
+    await eventually(() => assert.ok(told(calls, 'p2'), calls.join(', ')));
+    await eventually(() => assert.equal(api.openWatches, 4));
+    assert.ok(!told(calls.slice(calls.indexOf('remove ProxyPolicy default/p1')), 'p1'), 'p1 stays gone');
   });
 
   it('does not touch ProxyPolicies when told not to', async () => {
