@@ -36,6 +36,8 @@ export interface SyncResult {
   diff: Diff['stats'];
   /** Commands sent to nft (0: nothing to do, e.g. identical rules adopted). */
   commands: number;
+  /** Size of the nft script sent (0 when nothing was sent). */
+  bytes: number;
   servicesSynced: number;
   staleFlows: number;
   durationMs: number;
@@ -78,7 +80,7 @@ export class Syncer {
     const started = Date.now();
     // Without a builder (first sync, or after a failure) the sync is full whatever was asked.
     const full = req.full || !this.builder;
-    const { diff, changes, servicesSynced, ruleset } = full
+    const { diff, changes, servicesSynced, ruleset, bytes } = full
       ? await this.full()
       : await this.partial(req.dirty);
     const flows = staleFlows(changes, ruleset);
@@ -91,6 +93,7 @@ export class Syncer {
       full,
       diff: diff.stats,
       commands: diff.tx.commands.length,
+      bytes,
       servicesSynced,
       staleFlows: flows.length,
       durationMs: Date.now() - started,
@@ -100,6 +103,7 @@ export class Syncer {
       reasons: [...req.reasons],
       services: result.servicesSynced,
       commands: result.commands,
+      bytes,
       elementsAdded: diff.stats.elementsAdded,
       elementsDeleted: diff.stats.elementsDeleted,
       tablesReplaced: diff.stats.tablesReplaced,
@@ -150,6 +154,7 @@ export class Syncer {
     changes: SetChange[];
     servicesSynced: number;
     ruleset: Ruleset;
+    bytes: number;
   }> {
     this.builder = undefined;
     const builder = new RulesetBuilder(this.config, nodeIPsOf({ nodes: this.store.nodeList() }, this.config));
@@ -162,10 +167,11 @@ export class Syncer {
 
     const kernel = await this.readKernel();
     const diff = diffRulesets(kernel, builder.ruleset);
-    if (diff.tx.commands.length) await this.nft.apply(diff.tx);
+    const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
     this.builder = builder;
     return {
       diff,
+      bytes,
       changes: changesBetween(kernel, builder.ruleset),
       servicesSynced: keys.length,
       ruleset: builder.ruleset,
@@ -174,15 +180,21 @@ export class Syncer {
 
   private async partial(
     dirty: Set<string>,
-  ): Promise<{ diff: Diff; changes: SetChange[]; servicesSynced: number; ruleset: Ruleset }> {
+  ): Promise<{ diff: Diff; changes: SetChange[]; servicesSynced: number; ruleset: Ruleset; bytes: number }> {
     const builder = this.builder!;
     try {
       for (const key of dirty) builder.setService(key, this.contribution(key));
       for (const d of builder.diagnostics(dirty)) this.log.warn(formatDiagnostic(d));
       const delta = builder.takeDelta();
       const diff = deltaTransaction(delta, builder.ruleset);
-      if (diff.tx.commands.length) await this.nft.apply(diff.tx);
-      return { diff, changes: changesOfDelta(delta), servicesSynced: dirty.size, ruleset: builder.ruleset };
+      const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
+      return {
+        diff,
+        changes: changesOfDelta(delta),
+        servicesSynced: dirty.size,
+        ruleset: builder.ruleset,
+        bytes,
+      };
     } catch (e) {
       // The builder moved on (perhaps halfway), the kernel did not: forget the builder; the
       // retry is a full sync from what the kernel holds.

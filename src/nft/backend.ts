@@ -4,6 +4,12 @@
 import type { Family, Transaction } from './ir.js';
 import type { ChainState, SetState, TableState } from './ruleset.js';
 
+/** What one `apply` sent. */
+export interface ApplyStats {
+  /** Size of the nft script (text form) of the transaction; 0 when there was nothing to do. */
+  bytes: number;
+}
+
 /**
  * A place that holds nftables tables.
  *
@@ -13,7 +19,7 @@ import type { ChainState, SetState, TableState } from './ruleset.js';
  * set, cheaply.
  */
 export interface NftBackend {
-  apply(tx: Transaction): Promise<void>;
+  apply(tx: Transaction): Promise<ApplyStats>;
   listTable(family: Family, name: string): Promise<TableState | undefined>;
   listChain(family: Family, table: string, chain: string): Promise<ChainState | undefined>;
   /** One set or map with its elements (dynamic ones as the kernel filled them), or undefined. */

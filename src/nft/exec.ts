@@ -4,7 +4,7 @@
  */
 import { execa, type ExecaError } from 'execa';
 import type { Family, Transaction } from './ir.js';
-import type { NftBackend } from './backend.js';
+import type { ApplyStats, NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
 import { type ChainState, type SetState, rulesetFromJson, type TableState, tableKey } from './ruleset.js';
@@ -119,9 +119,11 @@ export class ExecBackend implements NftBackend {
     }
   }
 
-  async apply(tx: Transaction): Promise<void> {
-    if (tx.commands.length === 0) return;
-    await this.applyScript(renderTransaction(tx));
+  async apply(tx: Transaction): Promise<ApplyStats> {
+    if (tx.commands.length === 0) return { bytes: 0 };
+    const script = renderTransaction(tx);
+    await this.applyScript(script);
+    return { bytes: Buffer.byteLength(script) };
   }
 
   /** Runs an nft script as one transaction. */

@@ -5,8 +5,9 @@
  * still referenced, values of the wrong datatype).
  */
 import type { Chain, Command, Elem, Expr, Family, NftSet, Stmt, Transaction } from './ir.js';
-import type { NftBackend } from './backend.js';
+import type { ApplyStats, NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
+import { renderTransaction } from './render.js';
 import {
   type ChainState,
   cloneRuleset,
@@ -34,13 +35,14 @@ export class FakeBackend implements NftBackend {
   /** Set to make `apply` fail. */
   injectFailure: FailureInjector | undefined;
 
-  async apply(tx: Transaction): Promise<void> {
+  async apply(tx: Transaction): Promise<ApplyStats> {
     this.applied.push(tx);
     const injected = this.injectFailure?.(tx, this.applied.length);
     if (injected) throw injected;
     const next = cloneRuleset(this.state);
     for (const c of tx.commands) applyCommand(next, c);
     this.state = next;
+    return { bytes: tx.commands.length ? Buffer.byteLength(renderTransaction(tx)) : 0 };
   }
 
   async listTable(family: Family, name: string): Promise<TableState | undefined> {
