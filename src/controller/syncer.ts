@@ -11,7 +11,7 @@
 import type { NftBackend } from '../nft/backend.js';
 import { deltaTransaction, type Diff, diffRulesets } from '../nft/diff.js';
 import { emptyRuleset, irEqual, type Ruleset, tableKey } from '../nft/ruleset.js';
-import type { ClusterStore } from '../k8s/store.js';
+import type { ClusterStore, EndpointChange } from '../k8s/store.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { RulesetBuilder } from '../proxy/builder.js';
 import { nodeInfoOf, nodeIPsOf } from '../proxy/compile.js';
@@ -39,6 +39,10 @@ export interface SyncResult {
   /** Size of the nft script sent (0 when nothing was sent). */
   bytes: number;
   servicesSynced: number;
+  /** Keys of the services recompiled (all of them in a full sync). */
+  services: string[];
+  /** The endpoint changes this sync programmed (trigger times for latency and traces). */
+  endpointChanges: EndpointChange[];
   staleFlows: number;
   durationMs: number;
 }
@@ -80,7 +84,7 @@ export class Syncer {
     const started = Date.now();
     // Without a builder (first sync, or after a failure) the sync is full whatever was asked.
     const full = req.full || !this.builder;
-    const { diff, changes, servicesSynced, ruleset, bytes } = full
+    const { diff, changes, services, ruleset, bytes } = full
       ? await this.full()
       : await this.partial(req.dirty);
     const flows = staleFlows(changes, ruleset);
@@ -94,7 +98,9 @@ export class Syncer {
       diff: diff.stats,
       commands: diff.tx.commands.length,
       bytes,
-      servicesSynced,
+      servicesSynced: services.length,
+      services,
+      endpointChanges: this.store.takeEndpointChanges(full ? undefined : services),
       staleFlows: flows.length,
       durationMs: Date.now() - started,
     };
@@ -152,7 +158,7 @@ export class Syncer {
   private async full(): Promise<{
     diff: Diff;
     changes: SetChange[];
-    servicesSynced: number;
+    services: string[];
     ruleset: Ruleset;
     bytes: number;
   }> {
@@ -173,14 +179,14 @@ export class Syncer {
       diff,
       bytes,
       changes: changesBetween(kernel, builder.ruleset),
-      servicesSynced: keys.length,
+      services: keys,
       ruleset: builder.ruleset,
     };
   }
 
   private async partial(
     dirty: Set<string>,
-  ): Promise<{ diff: Diff; changes: SetChange[]; servicesSynced: number; ruleset: Ruleset; bytes: number }> {
+  ): Promise<{ diff: Diff; changes: SetChange[]; services: string[]; ruleset: Ruleset; bytes: number }> {
     const builder = this.builder!;
     try {
       for (const key of dirty) builder.setService(key, this.contribution(key));
@@ -191,7 +197,7 @@ export class Syncer {
       return {
         diff,
         changes: changesOfDelta(delta),
-        servicesSynced: dirty.size,
+        services: [...dirty],
         ruleset: builder.ruleset,
         bytes,
       };

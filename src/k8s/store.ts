@@ -7,7 +7,14 @@ import { irEqual } from '../nft/ruleset.js';
 import type { PolicyObject } from '../api/types.js';
 import { policyFor, selects } from '../proxy/policy.js';
 import type { Parsed } from './parse.js';
-import { type ClusterState, type EndpointSlice, Labels, type Node, type Service } from './types.js';
+import {
+  Annotations,
+  type ClusterState,
+  type EndpointSlice,
+  Labels,
+  type Node,
+  type Service,
+} from './types.js';
 
 /** Kinds the store holds. */
 export type StoreKind = Parsed['kind'];
@@ -22,6 +29,21 @@ export interface Dirty {
   policies?: string[];
 }
 
+/**
+ * A change to a service's endpoints that no sync has programmed yet: what network programming
+ * latency is measured from, and what a sync's trace links to.
+ */
+export interface EndpointChange {
+  /** Service key, `namespace/name`. */
+  service: string;
+  /** EndpointSlice key, `namespace/name`. */
+  slice: string;
+  /** The slice's last-change-trigger-time (epoch ms), when it has a valid one. */
+  triggerTime?: number;
+  /** When the change reached the store (epoch ms). */
+  receivedAt: number;
+}
+
 const key = (namespace: string, name: string) => `${namespace}/${name}`;
 const NOTHING: Dirty = { services: [], node: false };
 
@@ -34,8 +56,14 @@ export class ClusterStore {
   /** ProxyPolicies by namespace, then name. */
   private readonly policies = new Map<string, Map<string, PolicyObject>>();
 
-  /** `nodeName`: the Node object that matters (this node's). */
-  constructor(private readonly nodeName: string) {}
+  /** Endpoint changes not yet programmed, by service key. */
+  private readonly pending = new Map<string, EndpointChange[]>();
+
+  /** `nodeName`: the Node object that matters (this node's). `now`: the clock (epoch ms). */
+  constructor(
+    private readonly nodeName: string,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   /** Adds or replaces an object. Unchanged objects make nothing dirty. */
   upsert(p: Parsed): Dirty {
@@ -59,6 +87,7 @@ export class ClusterStore {
         bySvc.set(k, p.object);
         const services = [svc];
         if (old && old.serviceName !== p.object.serviceName) services.push(key(namespace, old.serviceName));
+        for (const s of services) this.changed(s, k, p.object);
         return { services, node: false };
       }
       case 'Node': {
@@ -110,7 +139,43 @@ export class ClusterStore {
     if (!old) return NOTHING;
     this.slices.delete(k);
     this.unindex(k, old);
-    return { services: [key(namespace, old.serviceName)], node: false };
+    const svc = key(namespace, old.serviceName);
+    this.changed(svc, k);
+    return { services: [svc], node: false };
+  }
+
+  private changed(service: string, slice: string, now?: EndpointSlice): void {
+    const stamp = now?.metadata.annotations[Annotations.lastChangeTriggerTime];
+    const triggerTime = stamp ? Date.parse(stamp) : NaN;
+    const change: EndpointChange = {
+      service,
+      slice,
+      ...(Number.isFinite(triggerTime) ? { triggerTime } : {}),
+      receivedAt: this.now(),
+    };
+    const list = this.pending.get(service);
+    if (list) list.push(change);
+    else this.pending.set(service, [change]);
+  }
+
+  /**
+   * Takes the endpoint changes not yet programmed, of these services or of all: a sync calls
+   * it once its transaction succeeded.
+   */
+  takeEndpointChanges(services?: Iterable<string>): EndpointChange[] {
+    if (!services) {
+      const all = [...this.pending.values()].flat();
+      this.pending.clear();
+      return all;
+    }
+    const taken: EndpointChange[] = [];
+    for (const s of services) {
+      const list = this.pending.get(s);
+      if (!list) continue;
+      taken.push(...list);
+      this.pending.delete(s);
+    }
+    return taken;
   }
 
   private unindex(k: string, slice: EndpointSlice): void {

@@ -39,6 +39,15 @@ export const Labels = {
   zone: 'topology.kubernetes.io/zone',
 } as const;
 
+/** Annotations nftproxy reads. */
+export const Annotations = {
+  /**
+   * On an EndpointSlice (and Endpoints): when the change that caused this version happened
+   * (RFC 3339), set by the EndpointSlice controller; the start of network programming latency.
+   */
+  lastChangeTriggerTime: 'endpoints.kubernetes.io/last-change-trigger-time',
+} as const;
+
 /** Identity and labels of an object. */
 export interface ObjectMeta {
   namespace: string;

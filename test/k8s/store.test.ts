@@ -1,0 +1,72 @@
+/**
+ * The store's record of endpoint changes not yet programmed (network programming latency and
+ * trace links come from it).
+ */
+import assert from 'node:assert/strict';
+import { parseResource } from '../../src/k8s/parse.js';
+import { ClusterStore } from '../../src/k8s/store.js';
+
+const slice = (name: string, service: string, ip: string, trigger?: string) => {
+  const { parsed } = parseResource({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      namespace: 'default',
+      labels: { 'kubernetes.io/service-name': service },
+      ...(trigger ? { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': trigger } } : {}),
+    },
+    addressType: 'IPv4',
+    ports: [{ port: 80 }],
+    endpoints: [{ addresses: [ip] }],
+  });
+  assert.ok(parsed, 'fixture parses');
+  return parsed;
+};
+
+describe('ClusterStore endpoint changes', () => {
+  it('records each change with its trigger time and hands it out once', () => {
+    let now = 1_000;
+    const store = new ClusterStore('n1', () => now);
+    store.upsert(slice('web-1', 'web', '10.0.0.1', '2026-11-23T10:00:00Z'));
+    now = 2_000;
+    store.upsert(slice('api-1', 'api', '10.0.0.2'));
+    store.upsert(slice('api-1', 'api', '10.0.0.2')); // unchanged: no change recorded
+    now = 3_000;
+    store.remove('EndpointSlice', 'default', 'web-1');
+
+    assert.deepEqual(store.takeEndpointChanges(['default/web']), [
+      {
+        service: 'default/web',
+        slice: 'default/web-1',
+        triggerTime: Date.parse('2026-11-23T10:00:00Z'),
+        receivedAt: 1_000,
+      },
+      { service: 'default/web', slice: 'default/web-1', receivedAt: 3_000 },
+    ]);
+    assert.deepEqual(store.takeEndpointChanges(['default/web']), [], 'taken once');
+    assert.deepEqual(store.takeEndpointChanges(), [
+      { service: 'default/api', slice: 'default/api-1', receivedAt: 2_000 },
+    ]);
+    assert.deepEqual(store.takeEndpointChanges(), []);
+  });
+
+  it('ignores a trigger time that is not a timestamp', () => {
+    const store = new ClusterStore('n1', () => 5);
+    store.upsert(slice('web-1', 'web', '10.0.0.1', 'yesterday'));
+    assert.deepEqual(store.takeEndpointChanges(), [
+      { service: 'default/web', slice: 'default/web-1', receivedAt: 5 },
+    ]);
+  });
+
+  it('a slice moving to another service is a change of both', () => {
+    const store = new ClusterStore('n1', () => 7);
+    store.upsert(slice('s-1', 'web', '10.0.0.1'));
+    store.takeEndpointChanges();
+    store.upsert(slice('s-1', 'api', '10.0.0.1'));
+    assert.deepEqual(
+      store.takeEndpointChanges().map((c) => c.service),
+      ['default/api', 'default/web'],
+    );
+  });
+});
