@@ -17,6 +17,8 @@ export interface SettingsInput {
   masqueradeAll?: boolean;
   /** Entries of the ClientIP affinity map per family. */
   affinityMapSize?: number;
+  /** Counters on backends map elements (see ProxyConfigInput.endpointCounters). */
+  endpointCounters?: boolean;
   /** Manifest directory: the source when no API server is used. */
   manifests?: string;
   /** Kubeconfig file for the API source; without it (and without manifests), in-cluster config. */
@@ -67,6 +69,7 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   nodeIPs: 'strings',
   masqueradeAll: 'boolean',
   affinityMapSize: 'number',
+  endpointCounters: 'boolean',
   manifests: 'string',
   kubeconfig: 'string',
   netns: 'string',
@@ -180,6 +183,9 @@ export function resolveSettings(
       masqueradeAll: pick('masqueradeAll') ?? false,
       ...(pick('affinityMapSize') !== undefined
         ? { affinityMapSize: pick('affinityMapSize') as number }
+        : {}),
+      ...(pick('endpointCounters') !== undefined
+        ? { endpointCounters: pick('endpointCounters') as boolean }
         : {}),
     });
   } catch (e) {

@@ -176,6 +176,8 @@ export interface NftSet {
   flags?: string[];
   size?: number;
   comment?: string;
+  /** Statements every element gets, e.g. `[{ counter: null }]`: a counter per element. */
+  stmt?: Stmt[];
   elem?: Elem[];
 }
 

@@ -199,6 +199,7 @@ function setClauses(s: NftSet): string[] {
   }
   if (s.flags?.length) clauses.push(`flags ${s.flags.map(literal).join(', ')}`);
   if (s.size !== undefined) clauses.push(`size ${renderExpr(s.size)}`);
+  for (const st of s.stmt ?? []) clauses.push(renderStmt(st));
   if (s.comment) clauses.push(`comment ${comment(s.comment)}`);
   return clauses;
 }

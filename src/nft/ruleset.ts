@@ -17,6 +17,17 @@ export interface ChainState {
 export interface SetState {
   def: Omit<NftSet, 'elem'>;
   elems: Map<string, Elem>;
+  /**
+   * Element counters as the kernel listed them (sets declared with a `counter`), by element
+   * key. Read by `nftproxy status`; never part of comparisons or diffs.
+   */
+  counters?: Map<string, ElemCounter>;
+}
+
+/** A per-element counter. */
+export interface ElemCounter {
+  packets: number;
+  bytes: number;
 }
 
 /** One table's contents. Maps keep insertion order, which is the rendering order. */
@@ -162,11 +173,15 @@ export function rulesetFromJson(doc: unknown): Ruleset {
       const raw = stripHandle((o.set ?? o.map) as Loose) as unknown as NftSet;
       const { elem, ...def } = raw;
       const elems = new Map<string, Elem>();
+      const counters = new Map<string, ElemCounter>();
       for (const e of elem ?? []) {
         const plain = unwrapElem(e);
-        elems.set(elemKey(plain), plain);
+        const k = elemKey(plain);
+        elems.set(k, plain);
+        const counter = elemCounter(e);
+        if (counter) counters.set(k, counter);
       }
-      table(def.family, def.table).sets.set(def.name, { def, elems });
+      table(def.family, def.table).sets.set(def.name, { def, elems, ...(counters.size ? { counters } : {}) });
     } else if (isObject(o.chain)) {
       const c = stripHandle(o.chain) as unknown as Chain;
       table(c.family, c.table).chains.set(c.name, { chain: c, rules: [] });
@@ -195,6 +210,16 @@ function unwrapElem(e: Elem): Elem {
   const un = (x: Expr): Expr =>
     isObject(x) && isObject((x as Loose).elem) ? (((x as Loose).elem as Loose).val as Expr) : x;
   return Array.isArray(e) ? [un(e[0]), e[1]] : un(e);
+}
+
+/** The counter of a listed element, `{ elem: { val, counter: { packets, bytes } } }`. */
+function elemCounter(e: Elem): ElemCounter | undefined {
+  const key = Array.isArray(e) ? e[0] : e;
+  const c =
+    isObject(key) && isObject((key as Loose).elem) ? ((key as Loose).elem as Loose).counter : undefined;
+  if (!isObject(c)) return undefined;
+  const { packets, bytes } = c as Loose;
+  return typeof packets === 'number' && typeof bytes === 'number' ? { packets, bytes } : undefined;
 }
 
 /** Whether the kernel fills this set itself (`flags dynamic`): its elements are not ours to diff. */

@@ -21,6 +21,11 @@ export interface ProxyConfigInput {
   nodeIPs?: string[];
   /** Size limit of the ClientIP affinity map (clients x affinity addresses), per family. */
   affinityMapSize?: number;
+  /**
+   * A counter on every backends map element (connections per service endpoint, read by
+   * `nftproxy status`). Costs kernel memory: 16 bytes per element per CPU.
+   */
+  endpointCounters?: boolean;
 }
 
 /** Validated settings. */
@@ -33,6 +38,7 @@ export interface ProxyConfig {
   masqueradeAll: boolean;
   nodeIPs: string[];
   affinityMapSize: number;
+  endpointCounters: boolean;
 }
 
 /** Invalid settings; `problems` has one line per bad value. */
@@ -82,6 +88,7 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     masqueradeAll: input.masqueradeAll ?? false,
     nodeIPs,
     affinityMapSize,
+    endpointCounters: input.endpointCounters ?? true,
   };
 }
 

@@ -111,6 +111,9 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     elems: new Map(),
   });
   const backendData = `${addrType} . inet_service`;
+  // Connections per service endpoint for `nftproxy status`: the lookup that picks an
+  // endpoint counts the first packet of each connection on the element it picked.
+  const counted = config.endpointCounters ? { stmt: [{ counter: null }] } : {};
   const backendTypeofData = concat(daddr, payload('th', 'dport'));
   t.sets.set(Maps.backends, {
     def: {
@@ -123,6 +126,7 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
         key: concat(daddr, meta('l4proto'), payload('th', 'dport'), numgenRandom(1)),
         data: backendTypeofData,
       },
+      ...counted,
     },
     elems: new Map(),
   });
@@ -137,6 +141,7 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
         key: concat(meta('l4proto'), payload('th', 'dport'), numgenRandom(1)),
         data: backendTypeofData,
       },
+      ...counted,
     },
     elems: new Map(),
   });
