@@ -12,7 +12,9 @@ import { parseProxyConfig } from '../src/proxy/config.js';
 import { diffRulesets } from '../src/nft/diff.js';
 import { ExecBackend } from '../src/nft/exec.js';
 import { Tracer } from '../src/nft/tracer.js';
-import { findEntry, formatTrace } from '../src/cli/explain.js';
+import { findEntry, formatTrace, ownerOfEntry } from '../src/cli/explain.js';
+import { readLiveRuleset, servicesOf } from '../src/cli/live.js';
+import { formatStatus } from '../src/cli/status.js';
 import {
   createTopology,
   kernelTestsPossible,
@@ -128,13 +130,11 @@ async function main(): Promise<number> {
       protocol: 'tcp',
       entry: 'external',
     });
-    say(
-      formatTrace(
-        trace,
-        findEntry(result.entries, '192.168.50.1', 30080, 'tcp', new Set(local)),
-        false,
-      ).replace(/^/gm, '  '),
-    );
+    const owner = findEntry(result.entries, '192.168.50.1', 30080, 'tcp', new Set(local));
+    say(formatTrace(trace, owner && ownerOfEntry(owner), false).replace(/^/gm, '  '));
+
+    say(bold(`5. nftproxy status --netns ${t.node.name}: the live table, connections per endpoint`));
+    say(formatStatus(servicesOf(await readLiveRuleset({ netns: t.node.name }))).replace(/^/gm, '  '));
     say(bold('Cleaning up: the namespaces, and the rules in them, are deleted.'));
     return 0;
   } finally {

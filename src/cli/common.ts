@@ -23,13 +23,16 @@ const collect = (value: string, previous: string[]): string[] => [
   ...value.split(',').filter(Boolean),
 ];
 
-/** Adds the manifest and node flags to a command. */
-export function nodeOptions(cmd: Command): Command {
-  return cmd
-    .requiredOption(
-      '--manifests <dir>',
-      'directory of Service, EndpointSlice and Node manifests (YAML or JSON)',
-    )
+/** Adds the manifest and node flags to a command; `--manifests` is required unless told. */
+export function nodeOptions(
+  cmd: Command,
+  opts: { manifests: 'required' | 'optional' } = { manifests: 'required' },
+): Command {
+  const manifests = [
+    '--manifests <dir>',
+    'directory of Service, EndpointSlice and Node manifests (YAML or JSON)',
+  ] as const;
+  return (opts.manifests === 'required' ? cmd.requiredOption(...manifests) : cmd.option(...manifests))
     .option('--node <name>', "this node's name (default: $NODE_NAME)")
     .option(
       '--cluster-cidr <cidr>',
@@ -45,6 +48,11 @@ export function nodeOptions(cmd: Command): Command {
     )
     .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect, [])
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false);
+}
+
+/** Command prefix that runs `tool` in a network namespace, or here when none is named. */
+export function inNetns(where: { netns?: string }, tool: string): string[] {
+  return where.netns ? ['ip', 'netns', 'exec', where.netns, tool] : [tool];
 }
 
 /** A user-facing failure: printed without a stack, exit code 2. */

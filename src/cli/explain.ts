@@ -1,11 +1,15 @@
 /**
- * `nftproxy explain`: where does a packet go? Runs the tracer on the ruleset compiled from
- * manifests and prints the endpoints it can reach, masquerading, or why it is refused.
+ * `nftproxy explain`: where does a packet go? Runs the tracer on the live tables as the
+ * kernel holds them, or on the ruleset compiled from manifests, and prints the endpoints it
+ * can reach, masquerading, or why it is refused.
  */
 import { Command } from 'commander';
-import { canonicalIP, cidrContains, formatHostPort, parseIP } from '../net/ip.js';
+import type { Scheduler } from '../api/types.js';
+import { canonicalIP, type CIDR, cidrContains, formatHostPort, parseCIDR, parseIP } from '../net/ip.js';
+import { tableKey, type Ruleset } from '../nft/ruleset.js';
 import { compile, type DispatchEntry, localAddresses } from '../proxy/compile.js';
-import { Chains, Maps } from '../proxy/names.js';
+import type { ServiceView } from '../proxy/inspect.js';
+import { Chains, Maps, Sets, TABLE } from '../proxy/names.js';
 import {
   type Entry,
   type TraceOutcome,
@@ -14,6 +18,7 @@ import {
   type TraceResult,
 } from '../nft/tracer.js';
 import { loadCluster, type NodeFlags, nodeOptions, printDiagnostics, UsageError } from './common.js';
+import { liveLocalAddresses, readLiveRuleset, servicesOf } from './live.js';
 
 /** `10.0.0.1:80/tcp`, `[fd00::1]:53/udp`; protocol defaults to tcp. */
 export function parseTarget(text: string): { addr: string; port: number; protocol: TraceProtocol } {
@@ -49,7 +54,7 @@ function rejectReason(o: TraceOutcome): string {
 }
 
 /** How each scheduler picks, in words. */
-const HOW: Record<DispatchEntry['scheduler'], string> = {
+const HOW: Record<Scheduler, string> = {
   random: 'chosen at random',
   weighted: 'chosen at random by weight',
   roundRobin: 'in turn',
@@ -90,21 +95,46 @@ export function findEntry(
   );
 }
 
+/** The service port a traced packet belongs to, as the report names it. */
+export interface Owner {
+  /** `default/web port "http" (clusterIP)`, or the address when names are unknown. */
+  service: string;
+  scheduler: Scheduler;
+  /** Scheduler, policy, affinity and the like, in words. */
+  details: string[];
+}
+
+/** The owner as the compiler knows it (manifests): with names and policy. */
+export function ownerOfEntry(entry: DispatchEntry): Owner {
+  const port = entry.portName ? ` port ${JSON.stringify(entry.portName)}` : '';
+  const details: string[] = [`scheduler ${entry.scheduler}`];
+  if (entry.policy) details.push(`ProxyPolicy ${entry.policy}`);
+  if (entry.affinityTimeout) details.push(`ClientIP affinity ${entry.affinityTimeout}s`);
+  if (entry.topology !== 'none') details.push(`topology hints for this ${entry.topology}`);
+  if (entry.localBackends) details.push('externalTrafficPolicy Local');
+  return { service: `${entry.service}${port} (${entry.kind})`, scheduler: entry.scheduler, details };
+}
+
+/** The owner as the live table knows it: addresses only, the kernel keeps no names. */
+export function ownerOfView(v: ServiceView): Owner {
+  const where = v.address === undefined ? `NodePort ${v.port}` : formatHostPort(v.address, v.port);
+  const scheduler = v.cluster?.scheduler ?? 'random';
+  const details: string[] = [`scheduler ${scheduler}`];
+  if (v.affinitySeconds) details.push(`ClientIP affinity ${v.affinitySeconds}s`);
+  if (v.local) details.push('externalTrafficPolicy Local');
+  if (v.sourceRanges) details.push('source allow list');
+  return { service: `${where}/${v.protocol} (live table)`, scheduler, details };
+}
+
 /** Human-readable report of a trace. */
-export function formatTrace(result: TraceResult, entry: DispatchEntry | undefined, verbose: boolean): string {
+export function formatTrace(result: TraceResult, owner: Owner | undefined, verbose: boolean): string {
   const p = result.packet;
   const lines: string[] = [];
   const dst = formatHostPort(p.daddr, p.dport);
   lines.push(`packet   ${p.saddr} -> ${dst}/${p.protocol}, ${ENTRY_TEXT[p.entry]}`);
-  if (entry) {
-    const port = entry.portName ? ` port ${JSON.stringify(entry.portName)}` : '';
-    lines.push(`service  ${entry.service}${port} (${entry.kind})`);
-    const extras: string[] = [`scheduler ${entry.scheduler}`];
-    if (entry.policy) extras.push(`ProxyPolicy ${entry.policy}`);
-    if (entry.affinityTimeout) extras.push(`ClientIP affinity ${entry.affinityTimeout}s`);
-    if (entry.topology !== 'none') extras.push(`topology hints for this ${entry.topology}`);
-    if (entry.localBackends) extras.push('externalTrafficPolicy Local');
-    lines.push(`policy   ${extras.join(', ')}`);
+  if (owner) {
+    lines.push(`service  ${owner.service}`);
+    lines.push(`policy   ${owner.details.join(', ')}`);
   } else {
     lines.push('service  none: no service owns this address and port');
   }
@@ -112,7 +142,7 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
   const first = result.outcomes[0];
   if (accepted.length) {
     const n = result.endpoints.length;
-    const how = HOW[entry?.scheduler ?? 'random'];
+    const how = HOW[owner?.scheduler ?? 'random'];
     lines.push(`verdict  DNAT to ${n === 1 ? 'its only endpoint' : `one of ${n} endpoints, ${how}`}`);
     for (const ep of result.endpoints) {
       const os = accepted.filter((o) => endpointOf(o) === ep);
@@ -143,11 +173,57 @@ export function formatTrace(result: TraceResult, entry: DispatchEntry | undefine
   return lines.join('\n') + '\n';
 }
 
+/** The service view a packet to this address and port belongs to, in the live table. */
+export function findView(
+  views: ServiceView[],
+  addr: string,
+  port: number,
+  protocol: string,
+  local: Set<string>,
+): ServiceView | undefined {
+  const family = addr.includes(':') ? 'ip6' : 'ip';
+  return (
+    views.find((v) => v.address === addr && v.port === port && v.protocol === protocol) ??
+    (local.has(addr)
+      ? views.find(
+          (v) => v.kind === 'nodeport' && v.family === family && v.port === port && v.protocol === protocol,
+        )
+      : undefined)
+  );
+}
+
+/** The pod network as the live table records it (its `cluster-cidrs` set). */
+function liveClusterCIDRs(r: Ruleset): CIDR[] {
+  const out: CIDR[] = [];
+  for (const family of ['ip', 'ip6'] as const) {
+    const set = r.tables.get(tableKey(family, TABLE))?.sets.get(Sets.clusterCIDRs);
+    for (const e of set?.elems.values() ?? []) {
+      const p = typeof e === 'object' && e && 'prefix' in e ? e.prefix : undefined;
+      const c = p
+        ? parseCIDR(`${p.addr}/${p.len}`)
+        : typeof e === 'string'
+          ? parseCIDR(`${e}/${e.includes(':') ? 128 : 32}`)
+          : undefined;
+      if (c) out.push(c);
+    }
+  }
+  return out;
+}
+
+type ExplainFlags = Partial<NodeFlags> & {
+  from: string;
+  to: string;
+  entry?: string;
+  verbose: boolean;
+  output: string;
+  netns?: string;
+};
+
 /** The `explain` command. */
 export function explainCommand(): Command {
-  return nodeOptions(new Command('explain'))
+  return nodeOptions(new Command('explain'), { manifests: 'optional' })
     .description(
-      'trace a new connection through the ruleset: which endpoints it reaches, masquerade, or why it is refused',
+      'trace a new connection through the live tables (or, with --manifests, the ruleset they compile to): which endpoints it reaches, masquerade, or why it is refused',
     )
     .requiredOption('--from <ip>', 'source address of the packet')
     .requiredOption('--to <ip:port[/proto]>', 'destination, e.g. 10.96.0.10:80/tcp or [fd00::10]:53/udp')
@@ -155,43 +231,61 @@ export function explainCommand(): Command {
       '--entry <pod|external|host>',
       'where the packet enters (default: host if --from is a node address, pod if it is in a cluster CIDR, else external)',
     )
+    .option('--netns <name>', 'without --manifests: read the tables of this network namespace')
     .option('-v, --verbose', 'show the path to every endpoint, not only the first', false)
     .option('-o, --output <format>', 'text or json', 'text')
-    .action(
-      async (
-        flags: NodeFlags & { from: string; to: string; entry?: string; verbose: boolean; output: string },
-      ) => {
-        const to = parseTarget(flags.to);
-        const from = canonicalIP(flags.from);
-        if (!from) throw new UsageError(`--from: not an IP address: ${JSON.stringify(flags.from)}`);
-        if (from.includes(':') !== to.addr.includes(':'))
-          throw new UsageError('--from and --to must be of the same IP version');
-        if (flags.entry !== undefined && !['pod', 'external', 'host'].includes(flags.entry)) {
-          throw new UsageError(`--entry: want pod, external or host, got ${JSON.stringify(flags.entry)}`);
-        }
-        const { state, config, diagnostics } = await loadCluster(flags);
+    .action(async (flags: ExplainFlags) => {
+      const to = parseTarget(flags.to);
+      const from = canonicalIP(flags.from);
+      if (!from) throw new UsageError(`--from: not an IP address: ${JSON.stringify(flags.from)}`);
+      if (from.includes(':') !== to.addr.includes(':'))
+        throw new UsageError('--from and --to must be of the same IP version');
+      if (flags.entry !== undefined && !['pod', 'external', 'host'].includes(flags.entry)) {
+        throw new UsageError(`--entry: want pod, external or host, got ${JSON.stringify(flags.entry)}`);
+      }
+      if (flags.manifests !== undefined && flags.netns !== undefined)
+        throw new UsageError('--netns reads the live tables; --manifests compiles instead: choose one');
+
+      let ruleset: Ruleset;
+      let local: string[];
+      let clusterCIDRs: CIDR[];
+      let owner: Owner | undefined;
+      let ownerJson: unknown;
+      if (flags.manifests !== undefined) {
+        const { state, config, diagnostics } = await loadCluster(flags as NodeFlags);
         const result = compile(state, config);
         printDiagnostics([...diagnostics, ...result.diagnostics]);
-        const local = localAddresses(state, config);
-        const fromIP = parseIP(from)!;
-        const entry: Entry =
-          (flags.entry as Entry | undefined) ??
-          (local.includes(from)
-            ? 'host'
-            : config.clusterCIDRs.some((c) => cidrContains(c, fromIP))
-              ? 'pod'
-              : 'external');
-        const trace = new Tracer(result.ruleset, { localAddresses: local }).trace({
-          saddr: from,
-          daddr: to.addr,
-          protocol: to.protocol,
-          dport: to.port,
-          entry,
-        });
-        const owner = findEntry(result.entries, to.addr, to.port, to.protocol, new Set(local));
-        if (flags.output === 'json')
-          process.stdout.write(JSON.stringify({ ...trace, service: owner ?? null }, null, 2) + '\n');
-        else process.stdout.write(formatTrace(trace, owner, flags.verbose));
-      },
-    );
+        ruleset = result.ruleset;
+        local = localAddresses(state, config);
+        clusterCIDRs = config.clusterCIDRs;
+        const entry = findEntry(result.entries, to.addr, to.port, to.protocol, new Set(local));
+        owner = entry && ownerOfEntry(entry);
+        ownerJson = entry;
+      } else {
+        ruleset = await readLiveRuleset(flags);
+        local = await liveLocalAddresses(flags);
+        clusterCIDRs = liveClusterCIDRs(ruleset);
+        const view = findView(servicesOf(ruleset), to.addr, to.port, to.protocol, new Set(local));
+        owner = view && ownerOfView(view);
+        ownerJson = view;
+      }
+      const fromIP = parseIP(from)!;
+      const entry: Entry =
+        (flags.entry as Entry | undefined) ??
+        (local.includes(from)
+          ? 'host'
+          : clusterCIDRs.some((c) => cidrContains(c, fromIP))
+            ? 'pod'
+            : 'external');
+      const trace = new Tracer(ruleset, { localAddresses: local }).trace({
+        saddr: from,
+        daddr: to.addr,
+        protocol: to.protocol,
+        dport: to.port,
+        entry,
+      });
+      if (flags.output === 'json')
+        process.stdout.write(JSON.stringify({ ...trace, service: ownerJson ?? null }, null, 2) + '\n');
+      else process.stdout.write(formatTrace(trace, owner, flags.verbose));
+    });
 }

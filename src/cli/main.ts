@@ -8,6 +8,9 @@ import { UsageError } from './common.js';
 import { explainCommand } from './explain.js';
 import { renderCommand } from './render.js';
 import { cleanupCommand, runCommand } from './run.js';
+import { statusCommand } from './status.js';
+import { diffCommand } from './diff.js';
+import { conntrackCommand } from './conntrack.js';
 
 /** Builds the program. */
 export function program(): Command {
@@ -17,7 +20,10 @@ export function program(): Command {
     .exitOverride()
     .addCommand(runCommand())
     .addCommand(renderCommand())
+    .addCommand(statusCommand())
     .addCommand(explainCommand())
+    .addCommand(diffCommand())
+    .addCommand(conntrackCommand())
     .addCommand(cleanupCommand());
 }
 
@@ -25,7 +31,8 @@ export function program(): Command {
 export async function main(argv: string[]): Promise<number> {
   try {
     await program().parseAsync(argv);
-    return 0;
+    // Commands that report a finding rather than fail (`diff`: differences) set exitCode.
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof NftError) {

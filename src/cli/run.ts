@@ -20,6 +20,7 @@ import { ExecBackend } from '../nft/exec.js';
 import { NftError, NftErrorKind } from '../nft/errors.js';
 import { FAMILIES, TABLE } from '../proxy/names.js';
 import { jsonLogger, type Logger } from '../telemetry/log.js';
+import { inNetns } from './common.js';
 
 const collect = (value: string, previous: string[] = []): string[] => [
   ...previous,
@@ -42,11 +43,6 @@ interface RunFlags {
   metricsBindAddress?: string;
   netns?: string;
   logLevel?: string;
-}
-
-/** Command prefix that runs `tool` in the settings' network namespace. */
-function inNetns(settings: Pick<Settings, 'netns'>, tool: string): string[] {
-  return settings.netns ? ['ip', 'netns', 'exec', settings.netns, tool] : [tool];
 }
 
 function sourceFor(settings: Settings, log: Logger): ClusterSource {

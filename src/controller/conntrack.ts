@@ -189,3 +189,89 @@ export class ConntrackCleaner {
     return { failed };
   }
 }
+
+/** One direction's addresses and ports of a conntrack flow. */
+export interface FlowTuple {
+  src: string;
+  dst: string;
+  sport?: number;
+  dport?: number;
+}
+
+/** A conntrack flow as `conntrack -L -o extended` lists it. */
+export interface Flow {
+  family: 'ipv4' | 'ipv6';
+  protocol: string;
+  /** Seconds until it expires. */
+  timeout: number;
+  /** TCP and SCTP state, e.g. ESTABLISHED. */
+  state?: string;
+  /** As the client sent it: to the service address (or NodePort). */
+  original: FlowTuple;
+  /** As the reply comes: from the endpoint DNAT chose. */
+  reply: FlowTuple;
+  /** `ASSURED`, `UNREPLIED`. */
+  flags: string[];
+}
+
+/** Parses `conntrack -L -o extended` output; lines it cannot read are skipped. */
+export function parseFlows(text: string): Flow[] {
+  const out: Flow[] = [];
+  for (const line of text.split('\n')) {
+    const tok = line.trim().split(/\s+/);
+    if (tok[0] !== 'ipv4' && tok[0] !== 'ipv6') continue;
+    const tuples: Partial<Record<keyof FlowTuple, string>>[] = [{}, {}];
+    const flags: string[] = [];
+    let state: string | undefined;
+    for (const t of tok.slice(5)) {
+      const m = /^(src|dst|sport|dport)=(.+)$/.exec(t);
+      if (m) {
+        const k = m[1] as keyof FlowTuple;
+        (tuples[0]![k] === undefined ? tuples[0]! : tuples[1]!)[k] = m[2]!;
+      } else if (/^\[[A-Z]+\]$/.test(t)) flags.push(t.slice(1, -1));
+      else if (/^[A-Z_]+$/.test(t) && tuples[0]!.src === undefined) state = t;
+    }
+    const tuple = (x: Partial<Record<keyof FlowTuple, string>>): FlowTuple | undefined =>
+      x.src && x.dst
+        ? {
+            src: x.src,
+            dst: x.dst,
+            ...(x.sport ? { sport: Number(x.sport) } : {}),
+            ...(x.dport ? { dport: Number(x.dport) } : {}),
+          }
+        : undefined;
+    const original = tuple(tuples[0]!);
+    const reply = tuple(tuples[1]!);
+    if (!original || !reply) continue;
+    out.push({
+      family: tok[0],
+      protocol: tok[2]!,
+      timeout: Number(tok[4]),
+      ...(state ? { state } : {}),
+      original,
+      reply,
+      flags,
+    });
+  }
+  return out;
+}
+
+/** Which flows to list: all given fields must match. */
+export interface FlowFilter {
+  family?: 'ipv4' | 'ipv6';
+  protocol?: string;
+  origDst?: string;
+  origDstPort?: number;
+}
+
+/** Lists conntrack flows with the conntrack tool (`command`: how to run it). */
+export async function listFlows(command: string[], filter: FlowFilter = {}): Promise<Flow[]> {
+  const [file, ...pre] = command;
+  const args = [...pre, '-L', '-o', 'extended'];
+  if (filter.family) args.push('-f', filter.family);
+  if (filter.protocol) args.push('-p', filter.protocol);
+  if (filter.origDst) args.push('--orig-dst', filter.origDst);
+  if (filter.origDstPort !== undefined) args.push('--orig-port-dst', String(filter.origDstPort));
+  const r = await execa(file!, args, { maxBuffer: 1 << 30, timeout: 60_000 });
+  return parseFlows(r.stdout);
+}
