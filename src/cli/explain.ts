@@ -245,6 +245,14 @@ export function explainCommand(): Command {
       }
       if (flags.manifests !== undefined && flags.netns !== undefined)
         throw new UsageError('--netns reads the live tables; --manifests compiles instead: choose one');
+      const nodeFlags =
+        flags.node !== undefined ||
+        flags.masqueradeAll ||
+        [flags.clusterCidr, flags.nodeportAddresses, flags.nodeIp].some((l) => l?.length);
+      if (flags.manifests === undefined && nodeFlags)
+        throw new UsageError(
+          'the node flags describe what --manifests compiles to; the live tables need none',
+        );
 
       let ruleset: Ruleset;
       let local: string[];

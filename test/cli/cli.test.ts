@@ -109,4 +109,26 @@ describe('nftproxy CLI', function () {
       assert.match(r.stderr, /--to: want IP:PORT/);
     });
   });
+
+  describe('inspection flags', () => {
+    it('explain on the live table refuses node flags, which only describe manifests', async () => {
+      const r = await run('explain', '--from', '10.244.1.50', '--to', '10.96.0.10:80', ...NODE);
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /node flags describe what --manifests compiles to/);
+    });
+
+    it('status, diff and conntrack refuse an unknown output format', async () => {
+      for (const args of [['status'], ['diff', '--manifests', BASIC, ...NODE], ['conntrack']]) {
+        const r = await run(...args, '-o', 'yaml');
+        assert.equal(r.exitCode, 2, args.join(' '));
+        assert.match(r.stderr, /--output: want text or json, got "yaml"/);
+      }
+    });
+
+    it('diff takes one source', async () => {
+      const r = await run('diff', '--manifests', BASIC, '--kubeconfig', '/nonexistent', ...NODE);
+      assert.equal(r.exitCode, 2);
+      assert.match(r.stderr, /choose one source/);
+    });
+  });
 });
