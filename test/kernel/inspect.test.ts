@@ -17,6 +17,7 @@ import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import type { ServiceView } from '../../src/proxy/inspect.js';
 import type { ServiceFlow } from '../../src/cli/conntrack.js';
+import { FakeApiServer } from '../support/apiserver.js';
 import {
   createTopology,
   kernelTestsPossible,
@@ -214,6 +215,27 @@ describe('@kernel inspection commands on a live table', function () {
       assert.ok(stats.elementsDeleted >= 2, json.stdout);
     } finally {
       await rm(changed, { recursive: true, force: true });
+    }
+  });
+
+  it('diff against the API server: the same cluster listed from it is in step', async () => {
+    const api = new FakeApiServer();
+    await api.start();
+    const kubeconfig = join(dir, 'kubeconfig');
+    try {
+      for (const o of manifests(t!)) api.apply(o as Parameters<FakeApiServer['apply']>[0]);
+      await writeFile(kubeconfig, api.kubeConfig().exportConfig());
+      const args = ['diff', '--kubeconfig', kubeconfig, ...NODE_FLAGS, '--netns', t!.node.name];
+      const same = await cli(...args);
+      assert.equal(same.exitCode, 0, same.stdout + same.stderr);
+      assert.match(same.stdout, /in step/);
+      api.delete('Service', 'default', 'idle');
+      const changed = await cli(...args);
+      assert.equal(changed.exitCode, 1, changed.stdout + changed.stderr);
+      assert.match(changed.stdout, /delete element ip nftproxy service-ips \{ 10\.96\.0\.11 \. tcp \. 80 \}/);
+    } finally {
+      await api.stop();
+      await rm(kubeconfig, { force: true });
     }
   });
 
