@@ -4,20 +4,22 @@
  * Source -> store -> dirty keys -> sync queue -> syncer -> nft. Nothing is programmed until
  * the source has read the whole cluster once. Every sync period the tables are checked for
  * drift (a full sync repairs it); every full-sync period everything is recompiled and
- * reconciled. Stopping leaves the rules in place, as kube-proxy does.
+ * reconciled. Every change seen, queued and synced is counted in the metrics, served on
+ * /metrics. Stopping leaves the rules in place, as kube-proxy does.
  */
 import type { NftBackend } from '../nft/backend.js';
-import { ClusterStore, type Dirty } from '../k8s/store.js';
+import { ClusterStore, type Dirty, type StoreKind } from '../k8s/store.js';
 import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
+import { MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
 import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
 import { health, HealthServer } from './health.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status.js';
-import { healthChecks, policyResults, type SyncOutcome } from './reports.js';
+import { healthChecks, noLocalEndpoints, policyResults, type SyncOutcome } from './reports.js';
 import type { ServiceHealthServer } from './service-health.js';
 import { type SyncResult, Syncer } from './syncer.js';
 
@@ -44,9 +46,12 @@ export class Operator {
   readonly store: ClusterStore;
   readonly queue: SyncQueue;
   readonly syncer: Syncer;
+  /** What /metrics serves: syncs, changes, the programmed rules. */
+  readonly metrics: ProxyMetrics;
   private readonly log: Logger;
   private readonly clock: Clock;
   private health: HealthServer | undefined;
+  private metricsServer: MetricsServer | undefined;
   private timers: NodeJS.Timeout[] = [];
   private ready = false;
   private stopped = false;
@@ -56,12 +61,19 @@ export class Operator {
   reported: Promise<void> = Promise.resolve();
   /** The port /healthz listens on, once started (0 when disabled). */
   healthPort = 0;
+  /** The port /metrics listens on, once started (0 when disabled). */
+  metricsPort = 0;
 
   constructor(private readonly deps: OperatorDeps) {
     this.log = deps.log ?? silentLogger;
     this.clock = deps.clock ?? systemClock;
     const { settings } = deps;
     this.store = new ClusterStore(settings.proxy.nodeName);
+    this.metrics = new ProxyMetrics({
+      since: this.clock.now(),
+      // O(services): computed when scraped, not on every sync.
+      programmed: () => this.syncer.current?.stats(),
+    });
     this.syncer = new Syncer(this.store, settings.proxy, deps.nft, {
       ...(deps.conntrack ? { conntrack: deps.conntrack } : {}),
       affinity: new AffinityCleaner(deps.nft, this.log),
@@ -69,17 +81,29 @@ export class Operator {
     });
     this.queue = new SyncQueue(
       async (req) => {
+        // The syncer makes a sync full whatever was asked when it has no applied state.
+        const type = req.full || !this.syncer.current ? SyncType.full : SyncType.partial;
+        const mark = this.metrics.syncStarting();
+        let r: SyncResult;
         try {
-          const r = await this.syncer.sync(req);
-          this.outcome = { ok: true };
-          this.report();
-          deps.onSync?.(r);
+          r = await this.syncer.sync(req);
         } catch (e) {
+          this.metrics.syncFailed(type);
           this.outcome = { ok: false, message: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
           this.report();
           deps.onSync?.(e as Error);
           throw e;
         }
+        this.metrics.syncSucceeded(r, {
+          at: this.clock.now(),
+          mark,
+          ...(this.syncer.applied ? { ruleset: this.syncer.applied } : {}),
+          localGaps: noLocalEndpoints(this.store, settings.proxy.nodeName, r.services),
+          conntrack: deps.conntrack !== undefined,
+        });
+        this.outcome = { ok: true };
+        this.report();
+        deps.onSync?.(r);
       },
       {
         minIntervalMs: settings.minSyncIntervalMs,
@@ -88,6 +112,7 @@ export class Operator {
           : {}),
         clock: this.clock,
         log: this.log,
+        onQueued: (at) => this.metrics.queued(at),
       },
     );
   }
@@ -97,9 +122,18 @@ export class Operator {
     return health(this.queue, 2 * this.deps.settings.syncPeriodMs, this.clock.now()).healthy;
   }
 
-  /** Starts: health server, source (waits until synced), first full sync, periodic checks. */
+  /**
+   * Starts: health and metrics servers, source (waits until synced), first full sync,
+   * periodic checks.
+   */
   async start(): Promise<void> {
     const { settings } = this.deps;
+    if (settings.metricsBindAddress) {
+      this.metricsServer = new MetricsServer(this.metrics.registry);
+      this.metricsPort = await this.metricsServer.listen(settings.metricsBindAddress);
+      if (this.stopped) return void (await this.metricsServer.close());
+      this.log.info('serving /metrics', { address: settings.metricsBindAddress, port: this.metricsPort });
+    }
     if (settings.healthzBindAddress) {
       this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock);
       this.healthPort = await this.health.listen(settings.healthzBindAddress);
@@ -110,8 +144,8 @@ export class Operator {
       });
     }
     const sink: SourceSink = {
-      upsert: (p) => this.dirty(this.store.upsert(p)),
-      remove: (kind, ns, name) => this.dirty(this.store.remove(kind, ns, name)),
+      upsert: (p) => this.changed(p.kind, this.store.upsert(p)),
+      remove: (kind, ns, name) => this.changed(kind, this.store.remove(kind, ns, name)),
       diagnostics: (ds) => {
         for (const d of ds) this.log[d.severity === 'error' ? 'error' : 'warn'](formatDiagnostic(d));
       },
@@ -142,7 +176,16 @@ export class Operator {
     await this.reported;
     await this.deps.serviceHealth?.close();
     await this.health?.close();
+    await this.metricsServer?.close();
     this.log.info('stopped; rules left in place');
+  }
+
+  /** An event from the source changed the store (or not): count it, queue what it dirtied. */
+  private changed(kind: StoreKind, d: Dirty): void {
+    // One endpoint change is recorded per service whose slices changed (see ClusterStore).
+    if (kind === 'Service') this.metrics.serviceEvent(d.services);
+    else if (kind === 'EndpointSlice') this.metrics.endpointSliceEvent(d.services.length);
+    this.dirty(d);
   }
 
   private dirty(d: Dirty): void {

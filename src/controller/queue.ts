@@ -48,6 +48,8 @@ export interface SyncQueueOptions {
   backoffMaxMs?: number;
   clock?: Clock;
   log?: Logger;
+  /** Called whenever a change is queued (markDirty with keys, requestFull), with the time. */
+  onQueued?: (at: number) => void;
 }
 
 /** The sync queue. */
@@ -127,7 +129,9 @@ export class SyncQueue {
   }
 
   private queued(): void {
-    this.queuedAt ??= this.clock.now();
+    const now = this.clock.now();
+    this.queuedAt ??= now;
+    this.opts.onQueued?.(now);
     this.kick();
   }
 

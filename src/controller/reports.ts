@@ -1,12 +1,15 @@
 /**
  * What the operator tells the world after a sync, derived from the store: each ProxyPolicy's
  * result on this node (for its status) and the health checks of externalTrafficPolicy Local
- * services (for their healthCheckNodePort).
+ * services (for their healthCheckNodePort), and the Local policies left without a local endpoint
+ * (for metrics).
  */
 import type { ClusterStore } from '../k8s/store.js';
-import { TrafficPolicy, type Service } from '../k8s/types.js';
+import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
+import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../proxy/policy.js';
 import { proxied } from '../proxy/service.js';
+import type { LocalEndpointGaps } from '../telemetry/metrics.js';
 import type { PolicyResult } from './policy-status.js';
 import type { ServiceHealthState } from './service-health.js';
 
@@ -85,6 +88,42 @@ export function healthChecks(store: ClusterStore, nodeName: string): Map<string,
       }
     }
     out.set(key, { port: svc.healthCheckNodePort, localEndpoints: local.size });
+  }
+  return out;
+}
+
+/**
+ * The services among `keys` (every service when undefined) whose Local traffic policies find
+ * no endpoint on this node, as kube-proxy counts them for
+ * `kubeproxy_sync_proxy_rules_no_local_endpoints_total`: per service port that has usable
+ * endpoints in the cluster but none usable here, one `internal` for internalTrafficPolicy
+ * Local and one `external` for externalTrafficPolicy Local (services reachable from outside:
+ * not type ClusterIP). Services without such ports are left out. Cheap for services with
+ * Cluster policies, so a full sync can afford every key.
+ */
+export function noLocalEndpoints(
+  store: ClusterStore,
+  nodeName: string,
+  keys: Iterable<string> = store.serviceKeys(),
+): Map<string, LocalEndpointGaps> {
+  const out = new Map<string, LocalEndpointGaps>();
+  for (const key of keys) {
+    const svc = store.service(key);
+    if (!svc || !proxied(svc)) continue;
+    const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
+    const externalLocal =
+      svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;
+    if (!internalLocal && !externalLocal) continue;
+    const slices = store.slicesOf(key);
+    const gaps = { internal: 0, external: 0 };
+    for (const sp of svc.ports) {
+      // Topology only narrows `cluster` when it leaves something, so the node's zone is moot.
+      const cat = categorizeEndpoints(sp, slices, { name: nodeName });
+      if (!cat.cluster.length || cat.local.length) continue;
+      if (internalLocal) gaps.internal++;
+      if (externalLocal) gaps.external++;
+    }
+    if (gaps.internal || gaps.external) out.set(key, gaps);
   }
   return out;
 }

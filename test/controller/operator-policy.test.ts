@@ -117,6 +117,7 @@ describe('ProxyPolicies through the operator', function () {
       nodeName: 'n1',
       clusterCIDRs: CIDRS,
       healthzBindAddress: '',
+      metricsBindAddress: '',
       minSyncInterval: '10ms',
       syncPeriod: '1s',
     });

@@ -71,6 +71,7 @@ function operatorFor(api: FakeApiServer, nft: NftBackend, opts: { watchdogMs?: n
     nodeName: 'n1',
     clusterCIDRs: CIDRS,
     healthzBindAddress: '',
+    metricsBindAddress: '',
     minSyncInterval: '10ms',
     syncPeriod: '1s',
   });

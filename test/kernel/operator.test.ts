@@ -65,6 +65,8 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
     t.node.name,
     '--healthz-bind-address',
     '127.0.0.1:0',
+    '--metrics-bind-address',
+    '127.0.0.1:0',
     '--sync-period',
     '500ms',
     '--min-sync-interval',
@@ -106,6 +108,12 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
     const res = await fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(res.status, 200);
     assert.equal((await fetch(`http://127.0.0.1:${port}/livez`)).status, 200);
+    const metricsPort = (await op!.waitFor((l) => l.msg === 'serving /metrics', 1000, 0)).port as number;
+    const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    assert.equal(metrics.status, 200);
+    const text = await metrics.text();
+    assert.match(text, /^kubeproxy_sync_full_proxy_rules_duration_seconds_count [1-9]/m, text);
+    assert.match(text, /^nftproxy_services_programmed 1$/m, text);
   });
 
   it('follows edits, additions and deletions of manifest files', async () => {
