@@ -6,7 +6,7 @@
  * The JSON body says why.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeServer, listenOn } from '../net/http.js';
 import { type Clock, systemClock } from './queue.js';
 
 /** What the health check needs to know. */
@@ -52,9 +52,6 @@ export class HealthServer {
 
   /** Listens on `host:port`; resolves with the bound port. */
   async listen(bind: string): Promise<number> {
-    const i = bind.lastIndexOf(':');
-    const host = bind.slice(0, i) || '0.0.0.0';
-    const port = Number(bind.slice(i + 1));
     this.server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
       if (path === '/livez') {
@@ -68,18 +65,12 @@ export class HealthServer {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       }
     });
-    const server = this.server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host.replace(/^\[|\]$/g, ''), () => resolve());
-    });
-    return (server.address() as AddressInfo).port;
+    return listenOn(this.server, bind, 'healthz');
   }
 
   async close(): Promise<void> {
     const s = this.server;
-    if (!s) return;
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-    s.closeAllConnections();
+    this.server = undefined;
+    if (s) await closeServer(s);
   }
 }

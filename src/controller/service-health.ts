@@ -9,6 +9,7 @@
  * may be stale, so it should not get new traffic even with local endpoints.
  */
 import { createServer, type Server } from 'node:http';
+import { closeServer } from '../net/http.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 
 /** What a service needs served: its health check node port and its endpoints on this node. */
@@ -226,14 +227,6 @@ function invalid(service: string, state: ServiceHealthState): string | undefined
 function splitKey(service: string): { namespace: string; name: string } {
   const i = service.indexOf('/');
   return { namespace: service.slice(0, i), name: service.slice(i + 1) };
-}
-
-/** Stops listening and drops open connections (health checkers may keep them alive). */
-function closeServer(server: Server): Promise<void> {
-  return new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
 }
 
 function errorMessage(err: unknown): string {

@@ -7,7 +7,7 @@
  * clock. See docs/metrics.md for what each metric means.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeServer, listenOn } from '../net/http.js';
 import type { SyncResult } from '../controller/syncer.js';
 import type { Ruleset } from '../nft/ruleset.js';
 
@@ -661,11 +661,6 @@ export class MetricsServer {
 
   /** Listens on `host:port` (port 0: any free one); resolves with the bound port. */
   async listen(bind: string): Promise<number> {
-    const i = bind.lastIndexOf(':');
-    const host = bind.slice(0, i) || '0.0.0.0';
-    const port = Number(bind.slice(i + 1));
-    if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
-      throw new Error(`metrics bind address: want host:port, got ${JSON.stringify(bind)}`);
     this.server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
       if (path !== '/metrics') {
@@ -687,20 +682,13 @@ export class MetricsServer {
           .end(req.method === 'HEAD' ? '' : body);
       }
     });
-    const server = this.server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host.replace(/^\[|\]$/g, ''), () => resolve());
-    });
-    return (server.address() as AddressInfo).port;
+    return listenOn(this.server, bind, 'metrics');
   }
 
   /** Stops listening and drops open connections. */
   async close(): Promise<void> {
     const s = this.server;
-    if (!s) return;
     this.server = undefined;
-    await new Promise<void>((resolve) => s.close(() => resolve()));
-    s.closeAllConnections();
+    if (s) await closeServer(s);
   }
 }
