@@ -48,10 +48,13 @@ for (let i = 0; i < reps; i++) {
   for (const v of variants) {
     const ns = await Netns.create('bench');
     try {
+      // Namespaces are torn down asynchronously: let the last one's memory go first.
+      await new Promise((r) => setTimeout(r, 3000));
       const before = await kernelKiB();
       const start = performance.now();
       await execa(ns.nftCommand[0]!, [...ns.nftCommand.slice(1), '-f', '-'], { input: v.script });
       v.times.push(performance.now() - start);
+      await new Promise((r) => setTimeout(r, 1000));
       v.kib.push((await kernelKiB()) - before);
     } finally {
       await ns.delete();
