@@ -19,7 +19,9 @@ import type { Command as NftCommand } from '../nft/ir.js';
 import { ExecBackend } from '../nft/exec.js';
 import { NftError, NftErrorKind } from '../nft/errors.js';
 import { FAMILIES, TABLE } from '../proxy/names.js';
+import { ConfigError } from '../proxy/config.js';
 import { jsonLogger, type Logger } from '../telemetry/log.js';
+import { setupTracing, type Tracing } from '../telemetry/tracing.js';
 import { inNetns } from './common.js';
 
 const collect = (value: string, previous: string[] = []): string[] => [
@@ -43,6 +45,7 @@ interface RunFlags {
   metricsBindAddress?: string;
   netns?: string;
   logLevel?: string;
+  traceConsole?: boolean;
 }
 
 function sourceFor(settings: Settings, log: Logger): ClusterSource {
@@ -54,9 +57,15 @@ function sourceFor(settings: Settings, log: Logger): ClusterSource {
   });
 }
 
-/** Runs the operator until SIGTERM or SIGINT. */
-export async function runOperator(settings: Settings): Promise<void> {
+/** Runs the operator until SIGTERM or SIGINT. `traceConsole`: print each sync's spans. */
+export async function runOperator(settings: Settings, opts: { traceConsole?: boolean } = {}): Promise<void> {
   const log = jsonLogger(settings.logLevel);
+  let tracing: Tracing;
+  try {
+    tracing = setupTracing({ console: opts.traceConsole ?? false, nodeName: settings.proxy.nodeName });
+  } catch (e) {
+    throw new ConfigError([e instanceof Error ? e.message : String(e)]);
+  }
   const nft = new ExecBackend({ command: inNetns(settings, 'nft') });
   const caps = await nft.probe();
   if (caps.missing.length) {
@@ -102,8 +111,10 @@ export async function runOperator(settings: Settings): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+  if (tracing.enabled) log.info('tracing every sync', { exporters: tracing.exporters });
   await operator.start();
   await done;
+  await tracing.shutdown();
 }
 
 /** The `run` command. */
@@ -137,6 +148,10 @@ export function runCommand(): Command {
     .option('--metrics-bind-address <host:port>', '/metrics (default 127.0.0.1:10249; empty disables)')
     .option('--netns <name>', 'program this network namespace instead of the current one (tests, demos)')
     .option('--log-level <level>', 'debug, info, warn or error (default info)')
+    .option(
+      '--trace-console',
+      'print every sync as OpenTelemetry spans on stdout (OTLP export is set with the OTEL_* variables)',
+    )
     .action(async (f: RunFlags) => {
       const flags: SettingsInput = {
         ...(f.node !== undefined ? { nodeName: f.node } : {}),
@@ -155,7 +170,7 @@ export function runCommand(): Command {
         ...(f.logLevel !== undefined ? { logLevel: f.logLevel } : {}),
       };
       const file = f.config ? await readSettingsFile(f.config) : {};
-      await runOperator(resolveSettings(flags, file));
+      await runOperator(resolveSettings(flags, file), { traceConsole: f.traceConsole ?? false });
     });
 }
 

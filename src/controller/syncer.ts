@@ -18,7 +18,9 @@ import { nodeInfoOf, nodeIPsOf } from '../proxy/compile.js';
 import type { ProxyConfig } from '../proxy/config.js';
 import { BaseChains, FAMILIES, TABLE } from '../proxy/names.js';
 import { compareServiceKeys, compileService, proxied, type ServiceContribution } from '../proxy/service.js';
+import type { Attributes, Link, Span, SpanContext } from '@opentelemetry/api';
 import { silentLogger, type Logger } from '../telemetry/log.js';
+import { Attr, inSpan, recordFailure, Spans, tracer } from '../telemetry/tracing.js';
 import {
   changesBetween,
   changesOfDelta,
@@ -28,6 +30,19 @@ import {
 } from './conntrack.js';
 import type { AffinityCleaner } from './affinity.js';
 import type { SyncRequest } from './queue.js';
+
+/** At most this many endpoint changes are linked from one sync's span. */
+const MAX_LINKS = 128;
+
+/** Span attributes of a transaction about to be applied. */
+function diffAttributes(diff: Diff): Attributes {
+  return {
+    [Attr.commands]: diff.tx.commands.length,
+    [Attr.elementsAdded]: diff.stats.elementsAdded,
+    [Attr.elementsRemoved]: diff.stats.elementsDeleted,
+    [Attr.tablesReplaced]: diff.stats.tablesReplaced,
+  };
+}
 
 /** What a sync did. */
 export interface SyncResult {
@@ -59,6 +74,8 @@ export interface SyncerOptions {
 export class Syncer {
   private builder: RulesetBuilder | undefined;
   private readonly log: Logger;
+  /** The span of each endpoint change linked so far, so a retry links the same one. */
+  private readonly changeSpans = new WeakMap<EndpointChange, SpanContext>();
 
   constructor(
     private readonly store: ClusterStore,
@@ -79,20 +96,72 @@ export class Syncer {
     return this.builder;
   }
 
-  /** Runs one sync; throws if the transaction failed. */
+  /**
+   * Runs one sync; throws if the transaction failed. Traced: one root span per sync, linked
+   * to the EndpointSlice changes it programs, with a child span per stage.
+   */
   async sync(req: SyncRequest): Promise<SyncResult> {
     const started = Date.now();
     // Without a builder (first sync, or after a failure) the sync is full whatever was asked.
     const full = req.full || !this.builder;
+    // The endpoint changes this sync programs: read before compiling, forgotten on success.
+    const endpointChanges = this.store.endpointChanges(full ? undefined : req.dirty);
+    const attributes = {
+      [Attr.syncType]: full ? 'full' : 'partial',
+      [Attr.trigger]: [...req.reasons],
+      [Attr.nodeName]: this.config.nodeName,
+    };
+    return tracer().startActiveSpan(Spans.sync, { attributes }, async (span) => {
+      if (span.isRecording()) this.linkChanges(span, endpointChanges);
+      try {
+        const result = await this.run(req, full, endpointChanges, started);
+        span.setAttributes({
+          [Attr.servicesTouched]: result.servicesSynced,
+          [Attr.endpointChanges]: endpointChanges.length,
+          [Attr.elementsAdded]: result.diff.elementsAdded,
+          [Attr.elementsRemoved]: result.diff.elementsDeleted,
+          [Attr.tablesReplaced]: result.diff.tablesReplaced,
+          [Attr.chainsChanged]:
+            result.diff.chainsAdded + result.diff.chainsDeleted + result.diff.chainsFlushed,
+          [Attr.commands]: result.commands,
+          [Attr.bytes]: result.bytes,
+          [Attr.flowsCleared]: result.staleFlows,
+        });
+        return result;
+      } catch (e) {
+        recordFailure(span, e);
+        throw e;
+      } finally {
+        span.end();
+      }
+    });
+  }
+
+  private async run(
+    req: SyncRequest,
+    full: boolean,
+    endpointChanges: EndpointChange[],
+    started: number,
+  ): Promise<SyncResult> {
     const { diff, changes, services, ruleset, bytes } = full
       ? await this.full()
       : await this.partial(req.dirty);
+    this.store.forgetEndpointChanges(endpointChanges);
     const flows = staleFlows(changes, ruleset);
-    if (flows.length && this.opts.conntrack) await this.opts.conntrack.clear(flows);
+    const conntrack = this.opts.conntrack;
+    if (flows.length && conntrack)
+      await inSpan(Spans.conntrack, { [Attr.flowsCleared]: flows.length }, () => conntrack.clear(flows));
     // Affinity entries can only go stale when a backend or dispatch element went away.
     let staleAffinity = 0;
-    if (this.opts.affinity && this.builder && (full || changes.some((c) => c.before !== undefined)))
-      staleAffinity = await this.opts.affinity.clean(this.builder);
+    const affinity = this.opts.affinity;
+    const builder = this.builder;
+    if (affinity && builder && (full || changes.some((c) => c.before !== undefined))) {
+      staleAffinity = await inSpan(Spans.affinity, {}, async (s) => {
+        const n = await affinity.clean(builder);
+        s.setAttribute(Attr.affinityCleared, n);
+        return n;
+      });
+    }
     const result: SyncResult = {
       full,
       diff: diff.stats,
@@ -100,7 +169,7 @@ export class Syncer {
       bytes,
       servicesSynced: services.length,
       services,
-      endpointChanges: this.store.takeEndpointChanges(full ? undefined : services),
+      endpointChanges,
       staleFlows: flows.length,
       durationMs: Date.now() - started,
     };
@@ -119,6 +188,36 @@ export class Syncer {
       durationMs: result.durationMs,
     });
     return result;
+  }
+
+  /**
+   * Links the sync's span to its endpoint changes. Nothing propagates a trace context from
+   * the API server, so each change becomes a span of its own (from its trigger time to when
+   * nftproxy received it); a retry links the same spans again.
+   */
+  private linkChanges(span: Span, changes: EndpointChange[]): void {
+    const links: Link[] = [];
+    for (const c of changes.slice(0, MAX_LINKS)) {
+      let ctx = this.changeSpans.get(c);
+      if (!ctx) {
+        const s = tracer().startSpan(Spans.endpointChange, {
+          root: true,
+          startTime: Math.min(c.triggerTime ?? c.receivedAt, c.receivedAt),
+          attributes: {
+            [Attr.namespace]: c.service.split('/')[0]!,
+            [Attr.service]: c.service,
+            [Attr.endpointSlice]: c.slice,
+            [Attr.triggerTime]: c.triggerTime !== undefined,
+          },
+        });
+        s.end(c.receivedAt);
+        ctx = s.spanContext();
+        this.changeSpans.set(c, ctx);
+      }
+      links.push({ context: ctx });
+    }
+    span.addLinks(links);
+    if (changes.length > MAX_LINKS) span.setAttribute(Attr.linksDropped, changes.length - MAX_LINKS);
   }
 
   /**
@@ -163,16 +262,27 @@ export class Syncer {
     bytes: number;
   }> {
     this.builder = undefined;
-    const builder = new RulesetBuilder(this.config, nodeIPsOf({ nodes: this.store.nodeList() }, this.config));
-    builder.recording = false;
-    const keys = [...this.store.serviceKeys()].sort(compareServiceKeys);
-    for (const key of keys) builder.setService(key, this.contribution(key));
-    builder.recording = true;
-    builder.takeDelta();
+    const { keys, nodeIPs } = await inSpan(Spans.collect, {}, (s) => {
+      const keys = [...this.store.serviceKeys()].sort(compareServiceKeys);
+      s.setAttribute(Attr.servicesTouched, keys.length);
+      return { keys, nodeIPs: nodeIPsOf({ nodes: this.store.nodeList() }, this.config) };
+    });
+    const builder = await inSpan(Spans.compile, { [Attr.servicesTouched]: keys.length }, () => {
+      const builder = new RulesetBuilder(this.config, nodeIPs);
+      builder.recording = false;
+      for (const key of keys) builder.setService(key, this.contribution(key));
+      builder.recording = true;
+      builder.takeDelta();
+      return builder;
+    });
     for (const d of builder.diagnostics()) this.log.warn(formatDiagnostic(d));
 
-    const kernel = await this.readKernel();
-    const diff = diffRulesets(kernel, builder.ruleset);
+    const kernel = await inSpan(Spans.readKernel, {}, () => this.readKernel());
+    const diff = await inSpan(Spans.diff, {}, (s) => {
+      const diff = diffRulesets(kernel, builder.ruleset);
+      s.setAttributes(diffAttributes(diff));
+      return diff;
+    });
     const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
     this.builder = builder;
     return {
@@ -189,15 +299,22 @@ export class Syncer {
   ): Promise<{ diff: Diff; changes: SetChange[]; services: string[]; ruleset: Ruleset; bytes: number }> {
     const builder = this.builder!;
     try {
-      for (const key of dirty) builder.setService(key, this.contribution(key));
+      const keys = await inSpan(Spans.collect, { [Attr.servicesTouched]: dirty.size }, () => [...dirty]);
+      const delta = await inSpan(Spans.compile, { [Attr.servicesTouched]: keys.length }, () => {
+        for (const key of keys) builder.setService(key, this.contribution(key));
+        return builder.takeDelta();
+      });
       for (const d of builder.diagnostics(dirty)) this.log.warn(formatDiagnostic(d));
-      const delta = builder.takeDelta();
-      const diff = deltaTransaction(delta, builder.ruleset);
+      const diff = await inSpan(Spans.diff, {}, (s) => {
+        const diff = deltaTransaction(delta, builder.ruleset);
+        s.setAttributes(diffAttributes(diff));
+        return diff;
+      });
       const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
       return {
         diff,
         changes: changesOfDelta(delta),
-        services: [...dirty],
+        services: keys,
         ruleset: builder.ruleset,
         bytes,
       };

@@ -159,23 +159,23 @@ export class ClusterStore {
   }
 
   /**
-   * Takes the endpoint changes not yet programmed, of these services or of all: a sync calls
-   * it once its transaction succeeded.
+   * The endpoint changes not yet programmed, of these services or of all. A sync reads them
+   * before it compiles and forgets exactly those once its transaction succeeded, so changes
+   * that arrive meanwhile wait for the next sync.
    */
-  takeEndpointChanges(services?: Iterable<string>): EndpointChange[] {
-    if (!services) {
-      const all = [...this.pending.values()].flat();
-      this.pending.clear();
-      return all;
+  endpointChanges(services?: Iterable<string>): EndpointChange[] {
+    if (!services) return [...this.pending.values()].flat();
+    return [...services].flatMap((s) => this.pending.get(s) ?? []);
+  }
+
+  /** Forgets these endpoint changes (they are programmed now). */
+  forgetEndpointChanges(changes: readonly EndpointChange[]): void {
+    const done = new Set(changes);
+    for (const service of new Set(changes.map((c) => c.service))) {
+      const left = this.pending.get(service)?.filter((c) => !done.has(c)) ?? [];
+      if (left.length) this.pending.set(service, left);
+      else this.pending.delete(service);
     }
-    const taken: EndpointChange[] = [];
-    for (const s of services) {
-      const list = this.pending.get(s);
-      if (!list) continue;
-      taken.push(...list);
-      this.pending.delete(s);
-    }
-    return taken;
   }
 
   private unindex(k: string, slice: EndpointSlice): void {

@@ -29,6 +29,8 @@ export class NftError extends Error {
     message: string,
     /** What nft printed on stderr, when nft ran. */
     readonly stderr = '',
+    /** nft's exit code, when nft ran and failed. */
+    readonly exitCode?: number,
   ) {
     super(message);
   }
@@ -41,12 +43,14 @@ export class NftError extends Error {
   static fromNftOutput(stderr: string, exitCode: number | undefined): NftError {
     const first = stderr.split('\n').find((l) => l.includes('Error:')) ?? stderr.split('\n')[0] ?? '';
     const message = `nft failed (exit ${exitCode ?? '?'}): ${first.trim()}`;
-    if (/No such file or directory/.test(stderr)) return new NftError(NftErrorKind.NotFound, message, stderr);
-    if (/File exists/.test(stderr)) return new NftError(NftErrorKind.Exists, message, stderr);
-    if (/Device or resource busy/.test(stderr)) return new NftError(NftErrorKind.Busy, message, stderr);
+    if (/No such file or directory/.test(stderr))
+      return new NftError(NftErrorKind.NotFound, message, stderr, exitCode);
+    if (/File exists/.test(stderr)) return new NftError(NftErrorKind.Exists, message, stderr, exitCode);
+    if (/Device or resource busy/.test(stderr))
+      return new NftError(NftErrorKind.Busy, message, stderr, exitCode);
     if (/Operation not permitted|Protocol not supported/.test(stderr)) {
-      return new NftError(NftErrorKind.Unavailable, message, stderr);
+      return new NftError(NftErrorKind.Unavailable, message, stderr, exitCode);
     }
-    return new NftError(NftErrorKind.Failed, message, stderr);
+    return new NftError(NftErrorKind.Failed, message, stderr, exitCode);
   }
 }

@@ -7,6 +7,7 @@ import type { Family, Transaction } from './ir.js';
 import type { ApplyStats, NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
+import { Attr, inSpan, Spans } from '../telemetry/tracing.js';
 import { type ChainState, type SetState, rulesetFromJson, type TableState, tableKey } from './ruleset.js';
 
 /** Options of the exec backend. */
@@ -121,9 +122,19 @@ export class ExecBackend implements NftBackend {
 
   async apply(tx: Transaction): Promise<ApplyStats> {
     if (tx.commands.length === 0) return { bytes: 0 };
-    const script = renderTransaction(tx);
-    await this.applyScript(script);
-    return { bytes: Buffer.byteLength(script) };
+    const script = await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () =>
+      renderTransaction(tx),
+    );
+    const bytes = Buffer.byteLength(script);
+    await inSpan(
+      Spans.transaction,
+      { [Attr.bytes]: bytes, [Attr.commands]: tx.commands.length },
+      async (s) => {
+        await this.applyScript(script);
+        s.setAttribute(Attr.exitCode, 0);
+      },
+    );
+    return { bytes };
   }
 
   /** Runs an nft script as one transaction. */

@@ -8,6 +8,7 @@ import type { Chain, Command, Elem, Expr, Family, NftSet, Stmt, Transaction } fr
 import type { ApplyStats, NftBackend } from './backend.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
+import { Attr, inSpan, Spans } from '../telemetry/tracing.js';
 import {
   type ChainState,
   cloneRuleset,
@@ -37,12 +38,20 @@ export class FakeBackend implements NftBackend {
 
   async apply(tx: Transaction): Promise<ApplyStats> {
     this.applied.push(tx);
-    const injected = this.injectFailure?.(tx, this.applied.length);
-    if (injected) throw injected;
-    const next = cloneRuleset(this.state);
-    for (const c of tx.commands) applyCommand(next, c);
-    this.state = next;
-    return { bytes: tx.commands.length ? Buffer.byteLength(renderTransaction(tx)) : 0 };
+    // Rendered like the exec backend's, for the byte count and the same spans.
+    const script = tx.commands.length
+      ? await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () => renderTransaction(tx))
+      : '';
+    const bytes = Buffer.byteLength(script);
+    await inSpan(Spans.transaction, { [Attr.bytes]: bytes, [Attr.commands]: tx.commands.length }, (s) => {
+      const injected = this.injectFailure?.(tx, this.applied.length);
+      if (injected) throw injected;
+      const next = cloneRuleset(this.state);
+      for (const c of tx.commands) applyCommand(next, c);
+      this.state = next;
+      s.setAttribute(Attr.exitCode, 0);
+    });
+    return { bytes };
   }
 
   async listTable(family: Family, name: string): Promise<TableState | undefined> {

@@ -24,7 +24,27 @@ const slice = (name: string, service: string, ip: string, trigger?: string) => {
   return parsed;
 };
 
+/** Reads the pending changes and forgets them, as a successful sync does. */
+function take(store: ClusterStore, services?: string[]) {
+  const changes = store.endpointChanges(services);
+  store.forgetEndpointChanges(changes);
+  return changes;
+}
+
 describe('ClusterStore endpoint changes', () => {
+  it('a change that arrives after a sync read the pending ones waits for the next sync', () => {
+    let now = 1;
+    const store = new ClusterStore('n1', () => now);
+    store.upsert(slice('web-1', 'web', '10.0.0.1'));
+    const read = store.endpointChanges(['default/web']);
+    now = 2;
+    store.upsert(slice('web-1', 'web', '10.0.0.9')); // arrives while the sync runs
+    store.forgetEndpointChanges(read);
+    assert.deepEqual(store.endpointChanges(), [
+      { service: 'default/web', slice: 'default/web-1', receivedAt: 2 },
+    ]);
+  });
+
   it('records each change with its trigger time and hands it out once', () => {
     let now = 1_000;
     const store = new ClusterStore('n1', () => now);
@@ -35,7 +55,7 @@ describe('ClusterStore endpoint changes', () => {
     now = 3_000;
     store.remove('EndpointSlice', 'default', 'web-1');
 
-    assert.deepEqual(store.takeEndpointChanges(['default/web']), [
+    assert.deepEqual(take(store, ['default/web']), [
       {
         service: 'default/web',
         slice: 'default/web-1',
@@ -44,28 +64,24 @@ describe('ClusterStore endpoint changes', () => {
       },
       { service: 'default/web', slice: 'default/web-1', receivedAt: 3_000 },
     ]);
-    assert.deepEqual(store.takeEndpointChanges(['default/web']), [], 'taken once');
-    assert.deepEqual(store.takeEndpointChanges(), [
-      { service: 'default/api', slice: 'default/api-1', receivedAt: 2_000 },
-    ]);
-    assert.deepEqual(store.takeEndpointChanges(), []);
+    assert.deepEqual(take(store, ['default/web']), [], 'taken once');
+    assert.deepEqual(take(store), [{ service: 'default/api', slice: 'default/api-1', receivedAt: 2_000 }]);
+    assert.deepEqual(take(store), []);
   });
 
   it('ignores a trigger time that is not a timestamp', () => {
     const store = new ClusterStore('n1', () => 5);
     store.upsert(slice('web-1', 'web', '10.0.0.1', 'yesterday'));
-    assert.deepEqual(store.takeEndpointChanges(), [
-      { service: 'default/web', slice: 'default/web-1', receivedAt: 5 },
-    ]);
+    assert.deepEqual(take(store), [{ service: 'default/web', slice: 'default/web-1', receivedAt: 5 }]);
   });
 
   it('a slice moving to another service is a change of both', () => {
     const store = new ClusterStore('n1', () => 7);
     store.upsert(slice('s-1', 'web', '10.0.0.1'));
-    store.takeEndpointChanges();
+    take(store);
     store.upsert(slice('s-1', 'api', '10.0.0.1'));
     assert.deepEqual(
-      store.takeEndpointChanges().map((c) => c.service),
+      take(store).map((c) => c.service),
       ['default/api', 'default/web'],
     );
   });

@@ -180,13 +180,27 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
     await new Promise((r) => setTimeout(r, 1000));
     await op!.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 1000));
-    op = await OperatorProcess.start(args());
+    op = await OperatorProcess.start([...args(), '--trace-console']);
     const results = await traffic;
     const failed = results.filter((r) => !r.ok);
     assert.ok(results.length > 100, `${results.length} connections`);
     assert.deepEqual(failed, [], `${failed.length} of ${results.length} connections failed`);
     const first = op.syncs()[0]!;
     assert.equal(first.commands, 0, 'the restarted operator found its rules in place and changed nothing');
+  });
+
+  it('prints every sync as spans with --trace-console', async () => {
+    assert.ok(
+      op!.logs.some((l) => l.msg === 'tracing every sync'),
+      'logged',
+    );
+    for (const name of ['nftproxy.sync', 'nftproxy.sync.collect', 'nftproxy.sync.read_kernel'])
+      assert.match(
+        op!.stdout,
+        new RegExp(`name: '${name.replaceAll('.', '\\.')}'`),
+        op!.stdout.slice(0, 2000),
+      );
+    assert.match(op!.stdout, /'k8s\.node\.name': 'node1'/);
   });
 
   it('stops on SIGTERM and leaves the rules in place', async () => {

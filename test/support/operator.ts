@@ -12,6 +12,8 @@ export type LogLine = { level: string; msg: string } & Record<string, unknown>;
 /** A running operator process. */
 export class OperatorProcess {
   readonly logs: LogLine[] = [];
+  /** What it printed on stdout (spans, with --trace-console). */
+  stdout = '';
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   private exited = false;
 
@@ -38,6 +40,7 @@ export class OperatorProcess {
         }
       }
     });
+    proc.stdout!.on('data', (d: Buffer) => (this.stdout += d.toString()));
     void proc.then(() => (this.exited = true));
   }
 

@@ -1,0 +1,180 @@
+/**
+ * OpenTelemetry tracing: every sync is one trace (see docs/tracing.md). Configured by the
+ * standard OTEL_* variables; when nothing asks for it, no provider is registered and the
+ * API's no-op tracer makes every span call nearly free.
+ */
+import { type Attributes, context, type Span, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  SimpleSpanProcessor,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import { NftError } from '../nft/errors.js';
+
+/** nftproxy's version, as traces report it. */
+export const VERSION = '0.1.0';
+
+/** Span names: one place, as the sync's stages. */
+export const Spans = {
+  sync: 'nftproxy.sync',
+  collect: 'nftproxy.sync.collect',
+  compile: 'nftproxy.sync.compile',
+  readKernel: 'nftproxy.sync.read_kernel',
+  diff: 'nftproxy.sync.diff',
+  render: 'nftproxy.nft.render',
+  transaction: 'nftproxy.nft.transaction',
+  conntrack: 'nftproxy.conntrack.cleanup',
+  affinity: 'nftproxy.affinity.cleanup',
+  endpointChange: 'nftproxy.endpointslice.change',
+} as const;
+
+/** The tracer every nftproxy span comes from. */
+export function tracer(): Tracer {
+  return trace.getTracer('nftproxy', VERSION);
+}
+
+/** Exporters tracing can use. */
+export type ExporterName = 'otlp' | 'console';
+
+/**
+ * The exporters the environment asks for: OTEL_SDK_DISABLED=true turns everything off;
+ * OTEL_TRACES_EXPORTER lists them (`otlp`, `console`, `none`); without it, OTLP when an OTLP
+ * endpoint is set, else none. `console` adds the console exporter (the demo's flag).
+ */
+export function tracesExporters(env: NodeJS.ProcessEnv, opts: { console?: boolean } = {}): ExporterName[] {
+  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return [];
+  const out = new Set<ExporterName>();
+  const listed = env.OTEL_TRACES_EXPORTER?.split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
+  if (listed?.length) {
+    for (const name of listed) {
+      if (name === 'otlp' || name === 'console') out.add(name);
+      else if (name !== 'none')
+        throw new Error(`OTEL_TRACES_EXPORTER: unknown exporter ${JSON.stringify(name)}`);
+    }
+  } else if (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) {
+    out.add('otlp');
+  }
+  if (opts.console) out.add('console');
+  return [...out];
+}
+
+/** Tracing as set up: on or off, and how to flush and stop it. */
+export interface Tracing {
+  exporters: ExporterName[];
+  enabled: boolean;
+  /** Exports what is buffered and unregisters the provider. */
+  shutdown(): Promise<void>;
+}
+
+/** Options of `setupTracing`. */
+export interface TracingOptions {
+  /** The environment (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Also print spans on stdout (the demo). */
+  console?: boolean;
+  /** This node's name, a resource attribute. */
+  nodeName?: string;
+  /** Span processors to use instead of those the environment asks for (tests). */
+  processors?: SpanProcessor[];
+}
+
+/**
+ * Registers a tracer provider and an async context manager when the environment (or the
+ * options) ask for tracing; otherwise registers nothing. The OTLP/HTTP exporter reads its
+ * endpoint, headers and timeout from the OTEL_EXPORTER_OTLP_* variables itself.
+ */
+export function setupTracing(opts: TracingOptions = {}): Tracing {
+  const env = opts.env ?? process.env;
+  const exporters = opts.processors ? [] : tracesExporters(env, opts);
+  const processors: SpanProcessor[] = opts.processors ?? [
+    ...(exporters.includes('otlp') ? [new BatchSpanProcessor(new OTLPTraceExporter())] : []),
+    ...(exporters.includes('console') ? [new SimpleSpanProcessor(new ConsoleSpanExporter())] : []),
+  ];
+  if (processors.length === 0) return { exporters, enabled: false, shutdown: async () => {} };
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({
+      [ATTR_SERVICE_NAME]: env.OTEL_SERVICE_NAME || 'nftproxy',
+      [ATTR_SERVICE_VERSION]: VERSION,
+      ...(opts.nodeName ? { [Attr.nodeName]: opts.nodeName } : {}),
+    }),
+    spanProcessors: processors,
+  });
+  const contextManager = new AsyncLocalStorageContextManager().enable();
+  context.setGlobalContextManager(contextManager);
+  trace.setGlobalTracerProvider(provider);
+  return {
+    exporters,
+    enabled: true,
+    shutdown: async () => {
+      await provider.shutdown();
+      trace.disable();
+      context.disable();
+    },
+  };
+}
+
+/**
+ * Attribute names: semantic conventions where they exist (`k8s.*`, `error.type`; written
+ * out because the k8s ones are still in the incubating set), `nftproxy.*` otherwise.
+ */
+export const Attr = {
+  nodeName: 'k8s.node.name',
+  namespace: 'k8s.namespace.name',
+  errorType: 'error.type',
+  syncType: 'nftproxy.sync.type',
+  trigger: 'nftproxy.sync.trigger',
+  servicesTouched: 'nftproxy.services.touched',
+  endpointChanges: 'nftproxy.endpoint_changes',
+  linksDropped: 'nftproxy.endpoint_changes.unlinked',
+  elementsAdded: 'nftproxy.elements.added',
+  elementsRemoved: 'nftproxy.elements.removed',
+  tablesReplaced: 'nftproxy.tables.replaced',
+  chainsChanged: 'nftproxy.chains.changed',
+  commands: 'nftproxy.nft.commands',
+  bytes: 'nftproxy.nft.bytes',
+  exitCode: 'nftproxy.nft.exit_code',
+  flowsCleared: 'nftproxy.conntrack.flows_cleared',
+  affinityCleared: 'nftproxy.affinity.entries_cleared',
+  service: 'nftproxy.service',
+  endpointSlice: 'nftproxy.endpointslice',
+  triggerTime: 'nftproxy.trigger_time_present',
+} as const;
+
+/** Marks a span failed with the error: status, `error.type`, the exception event. */
+export function recordFailure(span: Span, e: unknown): void {
+  if (!span.isRecording()) return;
+  const err = e instanceof Error ? e : new Error(String(e));
+  span.recordException(err);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: err.message.split('\n')[0]! });
+  span.setAttribute(Attr.errorType, e instanceof NftError ? e.kind : err.name);
+  if (e instanceof NftError && e.exitCode !== undefined) span.setAttribute(Attr.exitCode, e.exitCode);
+}
+
+/**
+ * Runs `fn` in a child span of the active one; the span ends when `fn` settles and records
+ * a failure if it throws.
+ */
+export async function inSpan<T>(
+  name: string,
+  attributes: Attributes,
+  fn: (span: Span) => Promise<T> | T,
+): Promise<T> {
+  return tracer().startActiveSpan(name, { attributes }, async (span) => {
+    try {
+      return await fn(span);
+    } catch (e) {
+      recordFailure(span, e);
+      throw e;
+    } finally {
+      span.end();
+    }
+  });
+}
