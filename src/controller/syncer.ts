@@ -115,18 +115,20 @@ export class Syncer {
       if (span.isRecording()) this.linkChanges(span, endpointChanges);
       try {
         const result = await this.run(req, full, endpointChanges, started);
-        span.setAttributes({
-          [Attr.servicesTouched]: result.servicesSynced,
-          [Attr.endpointChanges]: endpointChanges.length,
-          [Attr.elementsAdded]: result.diff.elementsAdded,
-          [Attr.elementsRemoved]: result.diff.elementsDeleted,
-          [Attr.tablesReplaced]: result.diff.tablesReplaced,
-          [Attr.chainsChanged]:
-            result.diff.chainsAdded + result.diff.chainsDeleted + result.diff.chainsFlushed,
-          [Attr.commands]: result.commands,
-          [Attr.bytes]: result.bytes,
-          [Attr.flowsCleared]: result.staleFlows,
-        });
+        if (span.isRecording())
+          span.setAttributes({
+            [Attr.servicesTouched]: result.servicesSynced,
+            [Attr.endpointsTouched]: this.endpointCount(result.services),
+            [Attr.endpointChanges]: endpointChanges.length,
+            [Attr.elementsAdded]: result.diff.elementsAdded,
+            [Attr.elementsRemoved]: result.diff.elementsDeleted,
+            [Attr.tablesReplaced]: result.diff.tablesReplaced,
+            [Attr.chainsChanged]:
+              result.diff.chainsAdded + result.diff.chainsDeleted + result.diff.chainsFlushed,
+            [Attr.commands]: result.commands,
+            [Attr.bytes]: result.bytes,
+            [Attr.flowsCleared]: result.staleFlows,
+          });
         return result;
       } catch (e) {
         recordFailure(span, e);
@@ -188,6 +190,13 @@ export class Syncer {
       durationMs: result.durationMs,
     });
     return result;
+  }
+
+  /** Endpoints (slice entries) of these services, for the trace. */
+  private endpointCount(services: string[]): number {
+    let n = 0;
+    for (const key of services) for (const s of this.store.slicesOf(key)) n += s.endpoints.length;
+    return n;
   }
 
   /**

@@ -132,6 +132,7 @@ export const Attr = {
   syncType: 'nftproxy.sync.type',
   trigger: 'nftproxy.sync.trigger',
   servicesTouched: 'nftproxy.services.touched',
+  endpointsTouched: 'nftproxy.endpoints.touched',
   endpointChanges: 'nftproxy.endpoint_changes',
   linksDropped: 'nftproxy.endpoint_changes.unlinked',
   elementsAdded: 'nftproxy.elements.added',

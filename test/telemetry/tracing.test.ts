@@ -99,6 +99,7 @@ describe('tracing a sync', () => {
     assert.deepEqual(root.attributes['nftproxy.sync.trigger'], ['start']);
     assert.equal(root.attributes['k8s.node.name'], 'n1');
     assert.equal(root.attributes['nftproxy.services.touched'], 2);
+    assert.equal(root.attributes['nftproxy.endpoints.touched'], 1, 'web has one, api none');
     assert.equal(root.attributes['nftproxy.elements.added'], r.diff.elementsAdded);
     assert.equal(root.attributes['nftproxy.nft.bytes'], r.bytes);
     assert.ok(r.bytes > 1000, `bytes ${r.bytes}`);
@@ -136,6 +137,7 @@ describe('tracing a sync', () => {
     const root = one(spans, Spans.sync);
     assert.equal(root.attributes['nftproxy.sync.type'], 'partial');
     assert.equal(root.attributes['nftproxy.services.touched'], 1);
+    assert.equal(root.attributes['nftproxy.endpoints.touched'], 2);
     assert.equal(root.attributes['nftproxy.elements.added'], r.diff.elementsAdded);
     assert.ok(r.diff.elementsAdded >= 1);
     assert.equal(spans.filter((s) => s.name === Spans.readKernel).length, 0, 'no kernel read');
