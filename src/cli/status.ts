@@ -40,13 +40,14 @@ export function formatStatus(views: ServiceView[]): string {
         : formatHostPort(v.address, v.port);
     const flags: string[] = [];
     if (v.state === 'reject') flags.push('reject: no endpoints');
+    else if (v.state === 'drop') flags.push('drop: internalTrafficPolicy Local, no endpoint on this node');
     else if (v.cluster)
       flags.push(v.cluster.scheduler + (v.cluster.scheduler === 'maglev' ? ` (${v.cluster.slots})` : ''));
     if (v.affinitySeconds !== undefined) flags.push(`affinity ClientIP ${v.affinitySeconds}s`);
     if (v.local !== undefined) flags.push('externalTrafficPolicy Local');
     if (v.sourceRanges) flags.push('source allow list');
     lines.push(`${`${v.protocol.toUpperCase().padEnd(5)}${where}`.padEnd(COLS.addr)}${flags.join(', ')}`);
-    if (v.cluster && v.state !== 'reject') lines.push(...poolLines(v.cluster, '  '));
+    if (v.cluster && v.state === 'endpoints') lines.push(...poolLines(v.cluster, '  '));
     if (v.local === 'drop') lines.push('  from outside the cluster: dropped, no endpoint on this node');
     else if (v.local) {
       lines.push(`  from outside the cluster: this node's endpoints, ${v.local.scheduler}`);

@@ -50,8 +50,11 @@ export interface ServiceView {
   address?: string;
   protocol: string;
   port: number;
-  /** `endpoints`: dispatched; `reject`: no usable endpoints, refused. */
-  state: 'endpoints' | 'reject';
+  /**
+   * `endpoints`: dispatched; `reject`: no endpoints, refused; `drop`: endpoints elsewhere but
+   * none usable from here (internalTrafficPolicy Local), dropped as Kubernetes asks.
+   */
+  state: 'endpoints' | 'reject' | 'drop';
   /** All usable endpoints (pods and the node itself use these). */
   cluster?: PoolView;
   /**
@@ -190,8 +193,8 @@ export function inspectTable(t: TableState): ServiceView[] {
       const p = pool(JSON.stringify(k), verdictOf(data) ?? '');
       if (p) view(k).cluster = p;
     }
-    for (const [k] of mapEntries(get(svc ? Maps.noEndpointServices : Maps.noEndpointNodeports)))
-      view(k).state = 'reject';
+    for (const [k, data] of mapEntries(get(svc ? Maps.noEndpointServices : Maps.noEndpointNodeports)))
+      view(k).state = verdictOf(data) === 'drop' ? 'drop' : 'reject';
     for (const [k, data] of mapEntries(get(svc ? Maps.localServiceIPs : Maps.localServiceNodeports))) {
       const target = verdictOf(data);
       const p = target === 'drop' ? 'drop' : pool(JSON.stringify(k), target ?? '');

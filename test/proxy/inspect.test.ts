@@ -152,6 +152,22 @@ describe('inspectTable', () => {
     assert.equal(at(vs, undefined, 30080).local, 'drop');
   });
 
+  it('internalTrafficPolicy Local without a local endpoint reads as drop, not reject', () => {
+    const vs = views(
+      cluster(
+        service('web', {
+          clusterIP: '10.96.0.10',
+          internalTrafficPolicy: 'Local',
+          ports: [{ port: 80, targetPort: 8080 }],
+        }),
+        slice('web', [{ port: 8080 }], endpoints.slice(1)),
+        node('node1', ['192.168.50.1'], { zone: 'a' }),
+      ),
+    );
+    assert.equal(at(vs, '10.96.0.10', 80).state, 'drop');
+    assert.match(formatStatus(vs), /10\.96\.0\.10:80 +drop: internalTrafficPolicy Local/);
+  });
+
   it('parses pick chain names and refuses others', () => {
     assert.deepEqual(parsePickChainName('nodeport-pick-hash-251-local'), {
       kind: 'nodeport',
