@@ -60,12 +60,20 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** Loads a manifest directory (a UsageError when it is not one). */
+export async function loadManifests(
+  dir: string,
+): Promise<{ state: ClusterState; diagnostics: Diagnostic[] }> {
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`--manifests: not a directory: ${dir}`);
+  return loadManifestDir(dir);
+}
+
 /** Loads the cluster and settings; prints diagnostics to stderr. */
 export async function loadCluster(
   flags: NodeFlags,
 ): Promise<{ state: ClusterState; config: ProxyConfig; diagnostics: Diagnostic[] }> {
-  const info = await stat(flags.manifests).catch(() => undefined);
-  if (!info?.isDirectory()) throw new UsageError(`--manifests: not a directory: ${flags.manifests}`);
+  const { state, diagnostics } = await loadManifests(flags.manifests);
   const config = parseProxyConfig({
     nodeName: flags.node ?? process.env.NODE_NAME ?? '',
     clusterCIDRs: flags.clusterCidr,
@@ -73,7 +81,6 @@ export async function loadCluster(
     nodeIPs: flags.nodeIp,
     masqueradeAll: flags.masqueradeAll,
   });
-  const { state, diagnostics } = await loadManifestDir(flags.manifests);
   return { state, config, diagnostics };
 }
 

@@ -9,8 +9,13 @@ import type { ClusterState, Diagnostic } from '../k8s/types.js';
 import { diffRulesets, type DiffStats } from '../nft/diff.js';
 import { renderTransaction } from '../nft/render.js';
 import { compile } from '../proxy/compile.js';
-import { parseProxyConfig, type ProxyConfig } from '../proxy/config.js';
-import { loadCluster, type NodeFlags, nodeOptions, printDiagnostics, UsageError } from './common.js';
+import {
+  readSettingsFile,
+  resolveSettings,
+  type Settings,
+  type SettingsInput,
+} from '../controller/settings.js';
+import { loadManifests, type NodeFlags, nodeOptions, printDiagnostics, UsageError } from './common.js';
 import { listLiveRuleset } from './live.js';
 
 /** One line summing up a diff. */
@@ -58,7 +63,27 @@ async function listCluster(
   return { state: store.state(), diagnostics };
 }
 
-type DiffFlags = Partial<NodeFlags> & { kubeconfig?: string; netns?: string; output: string };
+type DiffFlags = Partial<NodeFlags> & {
+  config?: string;
+  kubeconfig?: string;
+  netns?: string;
+  output: string;
+};
+
+/** The settings `run` would use with these flags and config file. */
+async function settingsOf(flags: DiffFlags): Promise<Settings> {
+  const file = flags.config ? await readSettingsFile(flags.config) : {};
+  const input: SettingsInput = {
+    ...(flags.node !== undefined ? { nodeName: flags.node } : {}),
+    ...(flags.clusterCidr?.length ? { clusterCIDRs: flags.clusterCidr } : {}),
+    ...(flags.nodeportAddresses?.length ? { nodePortAddresses: flags.nodeportAddresses } : {}),
+    ...(flags.nodeIp?.length ? { nodeIPs: flags.nodeIp } : {}),
+    ...(flags.masqueradeAll ? { masqueradeAll: true } : {}),
+    ...(flags.manifests !== undefined ? { manifests: flags.manifests } : {}),
+    ...(flags.kubeconfig !== undefined ? { kubeconfig: flags.kubeconfig } : {}),
+  };
+  return resolveSettings(input, file);
+}
 
 /** The `diff` command. */
 export function diffCommand(): Command {
@@ -66,6 +91,7 @@ export function diffCommand(): Command {
     .description(
       'what a sync would change in the live tables: the cluster from --manifests, or else from the API server; exit code 1 when they differ',
     )
+    .option('--config <file>', "the operator's YAML config file (node settings, source); flags override it")
     .option(
       '--kubeconfig <file>',
       'without --manifests: kubeconfig of the API server (default: in-cluster or ~/.kube/config)',
@@ -77,22 +103,15 @@ export function diffCommand(): Command {
         throw new UsageError(`--output: want text or json, got ${JSON.stringify(flags.output)}`);
       if (flags.manifests !== undefined && flags.kubeconfig !== undefined)
         throw new UsageError('--manifests and --kubeconfig: choose one source');
+      const settings = await settingsOf(flags);
+      const config = settings.proxy;
       let state: ClusterState;
-      let config: ProxyConfig;
-      if (flags.manifests !== undefined) {
-        const loaded = await loadCluster(flags as NodeFlags);
+      if (settings.manifests !== undefined) {
+        const loaded = await loadManifests(settings.manifests);
         printDiagnostics(loaded.diagnostics);
-        ({ state, config } = loaded);
+        state = loaded.state;
       } else {
-        config = parseProxyConfig({
-          nodeName: flags.node ?? process.env.NODE_NAME ?? '',
-          clusterCIDRs: flags.clusterCidr ?? [],
-          nodePortAddresses: flags.nodeportAddresses ?? [],
-          nodeIPs: flags.nodeIp ?? [],
-          masqueradeAll: flags.masqueradeAll ?? false,
-        });
-        if (!config.nodeName) throw new UsageError('--node (or $NODE_NAME): which node to compare for?');
-        const listed = await listCluster(flags.kubeconfig, config.nodeName, 30_000);
+        const listed = await listCluster(settings.kubeconfig, config.nodeName, 30_000);
         printDiagnostics(listed.diagnostics);
         state = listed.state;
       }

@@ -218,6 +218,22 @@ describe('@kernel inspection commands on a live table', function () {
     }
   });
 
+  it("diff with the operator's config file uses its settings and source", async () => {
+    const config = join(dir, '..', `${dir.split('/').at(-1)}.yaml`);
+    try {
+      const settings = ['nodeName: node1', 'clusterCIDRs: [10.244.0.0/16]', `manifests: ${dir}`];
+      await writeFile(config, settings.join('\n'));
+      const same = await cli('diff', '--config', config, '--netns', t!.node.name);
+      assert.equal(same.exitCode, 0, same.stdout + same.stderr);
+      await writeFile(config, [...settings, 'endpointCounters: false'].join('\n'));
+      const other = await cli('diff', '--config', config, '--netns', t!.node.name);
+      assert.equal(other.exitCode, 1, other.stdout + other.stderr);
+      assert.match(other.stdout, /replaced: ip nftproxy: .*backends/);
+    } finally {
+      await rm(config, { force: true });
+    }
+  });
+
   it('diff against the API server: the same cluster listed from it is in step', async () => {
     const api = new FakeApiServer();
     await api.start();
