@@ -3,6 +3,7 @@
  * standard OTEL_* variables; when nothing asks for it, no provider is registered and the
  * API's no-op tracer makes every span call nearly free.
  */
+import { createRequire } from 'node:module';
 import { type Attributes, context, type Span, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -17,8 +18,9 @@ import {
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { NftError } from '../nft/errors.js';
 
-/** nftproxy's version, as traces report it. */
-export const VERSION = '0.1.0';
+/** nftproxy's version, as traces report it: package.json's (two levels up from src/ and dist/). */
+export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string })
+  .version;
 
 /** Span names: one place, as the sync's stages. */
 export const Spans = {
@@ -87,15 +89,32 @@ export interface TracingOptions {
 }
 
 /**
+ * Where OTLP/HTTP traces go by these variables, as the exporter reads them from process.env:
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, else OTEL_EXPORTER_OTLP_ENDPOINT plus
+ * `/v1/traces`; undefined leaves the exporter's default (http://localhost:4318/v1/traces).
+ */
+export function otlpTracesUrl(env: NodeJS.ProcessEnv): string | undefined {
+  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
+  if (traces) return traces;
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
+  return base ? `${base.replace(/\/+$/, '')}/v1/traces` : undefined;
+}
+
+/**
  * Registers a tracer provider and an async context manager when the environment (or the
  * options) ask for tracing; otherwise registers nothing. The OTLP/HTTP exporter reads its
- * endpoint, headers and timeout from the OTEL_EXPORTER_OTLP_* variables itself.
+ * endpoint, headers and timeout from the OTEL_EXPORTER_OTLP_* variables of process.env
+ * itself; with an injected `env`, the endpoint is taken from it, so that the variables that
+ * turned OTLP on also decide where spans go.
  */
 export function setupTracing(opts: TracingOptions = {}): Tracing {
   const env = opts.env ?? process.env;
   const exporters = opts.processors ? [] : tracesExporters(env, opts);
+  const url = env === process.env ? undefined : otlpTracesUrl(env);
   const processors: SpanProcessor[] = opts.processors ?? [
-    ...(exporters.includes('otlp') ? [new BatchSpanProcessor(new OTLPTraceExporter())] : []),
+    ...(exporters.includes('otlp')
+      ? [new BatchSpanProcessor(new OTLPTraceExporter(url ? { url } : {}))]
+      : []),
     ...(exporters.includes('console') ? [new SimpleSpanProcessor(new ConsoleSpanExporter())] : []),
   ];
   if (processors.length === 0) return { exporters, enabled: false, shutdown: async () => {} };

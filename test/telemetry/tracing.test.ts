@@ -8,20 +8,29 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SpanStatusCode, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { Syncer } from '../../src/controller/syncer.js';
+import { AffinityCleaner } from '../../src/controller/affinity.js';
+import { ConntrackCleaner, type StaleFlow } from '../../src/controller/conntrack.js';
+import { Syncer, type SyncerOptions } from '../../src/controller/syncer.js';
 import type { SyncRequest } from '../../src/controller/queue.js';
 import { parseResource } from '../../src/k8s/parse.js';
 import { ClusterStore } from '../../src/k8s/store.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
 import { FakeBackend } from '../../src/nft/fake.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
-import { setupTracing, Spans, tracesExporters, type Tracing } from '../../src/telemetry/tracing.js';
+import {
+  otlpTracesUrl,
+  setupTracing,
+  Spans,
+  tracer,
+  tracesExporters,
+  type Tracing,
+} from '../../src/telemetry/tracing.js';
 import { service } from '../support/cluster.js';
 
 const CONFIG = parseProxyConfig({ nodeName: 'n1', clusterCIDRs: ['10.244.0.0/16'] });
 const TRIGGER = '2026-11-23T10:00:00Z';
 
-function slice(name: string, ips: string[], trigger?: string) {
+function slice(name: string, ips: string[], trigger?: string, protocol = 'TCP') {
   const { parsed } = parseResource({
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
@@ -32,7 +41,7 @@ function slice(name: string, ips: string[], trigger?: string) {
       ...(trigger ? { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': trigger } } : {}),
     },
     addressType: 'IPv4',
-    ports: [{ port: 8080 }],
+    ports: [{ port: 8080, protocol }],
     endpoints: ips.map((ip) => ({ addresses: [ip] })),
   });
   assert.ok(parsed, 'fixture parses');
@@ -60,6 +69,15 @@ function one(spans: ReadableSpan[], name: string): ReadableSpan {
 const parentOf = (s: ReadableSpan) => s.parentSpanContext?.spanId;
 const hrMs = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
 
+/** A conntrack cleaner that records the flows it was asked to delete. */
+class RecordingConntrack extends ConntrackCleaner {
+  readonly flows: StaleFlow[] = [];
+  override async clear(flows: StaleFlow[]): Promise<{ failed: number }> {
+    this.flows.push(...flows);
+    return { failed: 0 };
+  }
+}
+
 describe('tracing a sync', () => {
   let exporter: InMemorySpanExporter;
   let tracing: Tracing;
@@ -73,10 +91,10 @@ describe('tracing a sync', () => {
     await tracing.shutdown();
   });
 
-  function world() {
+  function world(opts: (fake: FakeBackend) => SyncerOptions = () => ({})) {
     const store = new ClusterStore('n1', () => Date.parse('2026-11-23T10:00:02Z'));
     const fake = new FakeBackend();
-    const syncer = new Syncer(store, CONFIG, fake);
+    const syncer = new Syncer(store, CONFIG, fake, opts(fake));
     store.upsert({
       kind: 'Service',
       object: service('web', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] }),
@@ -198,19 +216,75 @@ describe('tracing a sync', () => {
     );
   });
 
-  it('with tracing off, spans are not recorded and nothing is linked', async () => {
+  it('cleanups: conntrack and affinity spans under the sync, flows cleared as in the result', async () => {
+    const conntrack = new RecordingConntrack();
+    const w = world((fake) => ({ conntrack, affinity: new AffinityCleaner(fake) }));
+    w.store.upsert({
+      kind: 'Service',
+      object: service('dns', { clusterIP: '10.96.0.53', ports: [{ port: 53, protocol: 'UDP' }] }),
+    });
+    w.store.upsert(slice('dns', ['10.244.2.1', '10.244.2.2'], undefined, 'UDP'));
+    await w.syncer.sync(request(true)); // clears the untranslated flows of the new service IP
+    exporter.reset();
+    conntrack.flows.length = 0;
+    const dirty = w.store.upsert(slice('dns', ['10.244.2.1'], TRIGGER, 'UDP')).services;
+    const r = await w.syncer.sync(request(false, dirty));
+    assert.ok(r.staleFlows >= 1, `flows of the removed endpoint: ${r.staleFlows}`);
+    assert.equal(conntrack.flows.length, r.staleFlows);
+    const spans = exporter.getFinishedSpans();
+    const root = one(spans, Spans.sync);
+    const ct = one(spans, Spans.conntrack);
+    assert.equal(parentOf(ct), root.spanContext().spanId);
+    assert.equal(ct.attributes['nftproxy.conntrack.flows_cleared'], r.staleFlows);
+    assert.equal(root.attributes['nftproxy.conntrack.flows_cleared'], r.staleFlows);
+    const aff = one(spans, Spans.affinity);
+    assert.equal(parentOf(aff), root.spanContext().spanId);
+    assert.equal(aff.attributes['nftproxy.affinity.entries_cleared'], 0);
+
+    // A new TCP service removes nothing and leaves no UDP flow: no cleanup spans.
+    exporter.reset();
+    const added = w.store.upsert({
+      kind: 'Service',
+      object: service('extra', { clusterIP: '10.96.0.12', ports: [{ port: 80 }] }),
+    }).services;
+    const r2 = await w.syncer.sync(request(false, added));
+    assert.equal(r2.staleFlows, 0);
+    const after = exporter.getFinishedSpans();
+    assert.equal(after.filter((s) => s.name === Spans.conntrack).length, 0, 'no conntrack span');
+    assert.equal(after.filter((s) => s.name === Spans.affinity).length, 0, 'no affinity span');
+    assert.equal(one(after, Spans.sync).attributes['nftproxy.conntrack.flows_cleared'], 0);
+  });
+
+  it('with tracing off, nothing records and no work is done for spans alone', async () => {
+    /** A full sync of a fresh world: whether the backend ran in a recording span, and slice reads. */
+    async function fullSync() {
+      const w = world();
+      let sliceReads = 0;
+      const slicesOf = w.store.slicesOf.bind(w.store);
+      w.store.slicesOf = (key) => (sliceReads++, slicesOf(key));
+      let recording: boolean | undefined;
+      const apply = w.fake.apply.bind(w.fake);
+      w.fake.apply = (tx) => ((recording = trace.getActiveSpan()?.isRecording() ?? false), apply(tx));
+      const r = await w.syncer.sync(request(true));
+      return { w, r, sliceReads, recording };
+    }
+    const on = await fullSync();
+    assert.equal(on.recording, true, 'with tracing on, the backend runs in a recording span');
     await tracing.shutdown();
-    const w = world();
-    const r = await w.syncer.sync(request(true));
-    assert.equal(exporter.getFinishedSpans().length, 0);
-    assert.equal(trace.getActiveSpan(), undefined);
-    assert.equal(r.endpointChanges.length, 1, 'the sync itself is unchanged');
+    const off = await fullSync();
+    assert.equal(off.recording, false, 'with tracing off, no recording span is active');
+    assert.equal(tracer().startSpan('probe').isRecording(), false, 'the no-op tracer');
+    // The endpoints-touched attribute reads every touched service's slices; off, it is skipped.
+    assert.ok(off.sliceReads < on.sliceReads, `slice reads off ${off.sliceReads}, on ${on.sliceReads}`);
+    assert.deepEqual(off.r.diff, on.r.diff, 'the sync itself is unchanged');
+    assert.equal(off.r.endpointChanges.length, 1);
+    assert.deepEqual(off.w.store.endpointChanges(), [], 'and forgets what it programmed');
     tracing = setupTracing({ processors: [new SimpleSpanProcessor(exporter)] }); // for afterEach
   });
 });
 
 describe('tracing setup from the environment', () => {
-  it('is off unless asked for', () => {
+  it('chooses exporters by OTEL_TRACES_EXPORTER, the OTLP endpoints and OTEL_SDK_DISABLED', () => {
     assert.deepEqual(tracesExporters({}), []);
     assert.deepEqual(tracesExporters({ OTEL_TRACES_EXPORTER: 'none' }), []);
     assert.deepEqual(tracesExporters({ OTEL_TRACES_EXPORTER: 'console' }), ['console']);
@@ -218,6 +292,11 @@ describe('tracing setup from the environment', () => {
     assert.deepEqual(tracesExporters({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://c:4318/v1/traces' }), [
       'otlp',
     ]);
+    assert.deepEqual(
+      tracesExporters({ OTEL_TRACES_EXPORTER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }),
+      [],
+      'an explicit list decides',
+    );
     assert.deepEqual(tracesExporters({ OTEL_TRACES_EXPORTER: 'otlp, console' }), ['otlp', 'console']);
     assert.deepEqual(tracesExporters({}, { console: true }), ['console']);
     assert.deepEqual(
@@ -225,44 +304,119 @@ describe('tracing setup from the environment', () => {
       [],
     );
     assert.throws(() => tracesExporters({ OTEL_TRACES_EXPORTER: 'zipkin' }), /unknown exporter "zipkin"/);
-    const off = setupTracing({ env: {} });
-    assert.equal(off.enabled, false);
+    assert.equal(otlpTracesUrl({}), undefined);
+    assert.equal(otlpTracesUrl({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318/' }), 'http://c:4318/v1/traces');
+    assert.equal(
+      otlpTracesUrl({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318',
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://t:4318/x',
+      }),
+      'http://t:4318/x',
+    );
   });
 
-  it('exports a sync over OTLP/HTTP to the configured endpoint, flushed at shutdown', async () => {
-    const received: { url: string; type: string; bytes: number }[] = [];
+  it('registers nothing when nothing asks for tracing, or when the SDK is disabled', async () => {
+    const cases = [
+      { env: {}, forceConsole: false },
+      { env: { OTEL_SDK_DISABLED: 'true', OTEL_TRACES_EXPORTER: 'console' }, forceConsole: true },
+    ];
+    for (const { env, forceConsole } of cases) {
+      const t = setupTracing({ env, console: forceConsole });
+      assert.equal(t.enabled, false, JSON.stringify(env));
+      assert.equal(
+        tracer().startSpan('probe').isRecording(),
+        false,
+        `no provider for ${JSON.stringify(env)}`,
+      );
+      await t.shutdown();
+    }
+  });
+
+  it('prints spans with OTEL_TRACES_EXPORTER=console', async () => {
+    const printed: unknown[] = [];
+    const dir = console.dir;
+    console.dir = (item: unknown) => void printed.push(item);
+    const t = setupTracing({ env: { OTEL_TRACES_EXPORTER: 'console' }, nodeName: 'n1' });
+    try {
+      assert.equal(t.enabled, true);
+      assert.deepEqual(t.exporters, ['console']);
+      const store = new ClusterStore('n1');
+      await new Syncer(store, CONFIG, new FakeBackend()).sync(request(true));
+      const names = printed.map((p) => (p as { name?: string }).name);
+      assert.ok(names.includes(Spans.sync), `printed: ${names.join(', ')}`);
+      assert.ok(names.includes(Spans.collect), `printed: ${names.join(', ')}`);
+    } finally {
+      await t.shutdown();
+      console.dir = dir;
+    }
+    assert.equal(tracer().startSpan('probe').isRecording(), false, 'unregistered at shutdown');
+  });
+
+  /** A local OTLP/HTTP receiver: what it received, and its address. */
+  async function receiver() {
+    const received: { url: string; type: string; body: string }[] = [];
     const server = createServer((req, res) => {
-      let bytes = 0;
-      req.on('data', (d: Buffer) => (bytes += d.length));
+      const chunks: Buffer[] = [];
+      req.on('data', (d: Buffer) => chunks.push(d));
       req.on('end', () => {
-        received.push({ url: req.url ?? '', type: String(req.headers['content-type']), bytes });
-        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+        const body = Buffer.concat(chunks).toString();
+        received.push({ url: req.url ?? '', type: String(req.headers['content-type']), body });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
-    const saved = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
-    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${port}`;
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const close = async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    };
+    return { received, base, close };
+  }
+
+  /** One full sync with tracing set up by `setup`; what the receiver got, checked. */
+  async function exportOneSync(rx: Awaited<ReturnType<typeof receiver>>, setup: () => Tracing, path: string) {
+    const t = setup();
     try {
-      const tracing = setupTracing({ nodeName: 'n1' });
-      assert.deepEqual(tracing.exporters, ['otlp']);
+      assert.deepEqual(t.exporters, ['otlp']);
       const store = new ClusterStore('n1');
       store.upsert({
         kind: 'Service',
         object: service('web', { clusterIP: '10.96.0.10', ports: [{ port: 80 }] }),
       });
       await new Syncer(store, CONFIG, new FakeBackend()).sync(request(true));
-      assert.equal(received.length, 0, 'batched, not sent yet');
-      await tracing.shutdown();
-      assert.equal(received.length, 1, JSON.stringify(received));
-      assert.equal(received[0]!.url, '/v1/traces');
-      assert.equal(received[0]!.type, 'application/json', 'OTLP/HTTP with JSON encoding');
-      assert.ok(received[0]!.bytes > 100, `payload of ${received[0]!.bytes} bytes`);
+      assert.equal(rx.received.length, 0, 'batched, not sent yet');
+    } finally {
+      await t.shutdown();
+    }
+    assert.equal(rx.received.length, 1, JSON.stringify(rx.received.map((r) => r.url)));
+    const got = rx.received[0]!;
+    assert.equal(got.url, path);
+    assert.equal(got.type, 'application/json', 'OTLP/HTTP with JSON encoding');
+    assert.ok(got.body.includes(`"${Spans.sync}"`), 'the sync span is in the payload');
+    assert.ok(got.body.includes('"service.name"'), 'with the resource');
+    assert.ok(got.body.includes('"n1"'), 'and the node name');
+  }
+
+  it('exports over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT (process.env), flushed at shutdown', async () => {
+    const rx = await receiver();
+    const saved = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = rx.base;
+    try {
+      await exportOneSync(rx, () => setupTracing({ nodeName: 'n1' }), '/v1/traces');
     } finally {
       if (saved === undefined) delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
       else process.env.OTEL_EXPORTER_OTLP_ENDPOINT = saved;
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
+      await rx.close();
+    }
+  });
+
+  it('exports to the traces endpoint of an injected environment', async () => {
+    const rx = await receiver();
+    try {
+      const env = { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${rx.base}/collector/traces` };
+      await exportOneSync(rx, () => setupTracing({ env, nodeName: 'n1' }), '/collector/traces');
+    } finally {
+      await rx.close();
     }
   });
 });
