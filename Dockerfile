@@ -50,14 +50,15 @@ LABEL org.opencontainers.image.title="nftproxy" \
 
 # netbase (/etc/protocols) is needed: without it nft lists protocols as numbers (6 . 80
 # instead of tcp . 80), nftproxy's reading of the kernel no longer matches what it wrote, and
-# every sync rewrites everything. libcap2-bin only to setcap, then purged.
+# every sync rewrites everything. iproute2: `nftproxy explain` and `conntrack` on the live
+# tables read the node's addresses with `ip -j addr` (through kubectl exec). libcap2-bin, for
+# setcap, stays: iproute2 depends on it.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nftables conntrack netbase libcap2-bin \
+    && apt-get install -y --no-install-recommends nftables conntrack netbase iproute2 libcap2-bin \
     && setcap cap_net_admin+ep /usr/sbin/nft \
     && setcap cap_net_admin+ep /usr/sbin/conntrack \
     && getcap /usr/sbin/nft | grep -q cap_net_admin=ep \
     && getcap /usr/sbin/conntrack | grep -q cap_net_admin=ep \
-    && apt-get purge -y --auto-remove libcap2-bin \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 65532 nonroot \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \

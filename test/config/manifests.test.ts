@@ -363,7 +363,7 @@ function dockerfileProblems(text: string): string[] {
     problems.push('dockerfile: the build stage must npm ci and npm run build');
 
   const install = runs(runtime).find((r) => /apt-get install/.test(r)) ?? '';
-  for (const pkg of ['nftables', 'conntrack', 'netbase'])
+  for (const pkg of ['nftables', 'conntrack', 'netbase', 'iproute2'])
     if (!new RegExp(`apt-get install[^&;]*\\s${pkg}(\\s|$)`).test(install))
       problems.push(`dockerfile: the runtime stage does not install ${pkg}`);
   for (const tool of ['/usr/sbin/nft', '/usr/sbin/conntrack'])
@@ -617,8 +617,13 @@ const DOCKER_MUTATIONS: { name: string; change: (text: string) => string; report
   },
   {
     name: 'no netbase',
-    change: (t) => t.replace(/ conntrack netbase libcap2-bin/, ' conntrack libcap2-bin'),
+    change: (t) => t.replace(/ conntrack netbase iproute2/, ' conntrack iproute2'),
     reported: /does not install netbase/,
+  },
+  {
+    name: 'no iproute2',
+    change: (t) => t.replace(/ netbase iproute2 /, ' netbase '),
+    reported: /does not install iproute2/,
   },
   {
     name: 'no file capability on nft',
