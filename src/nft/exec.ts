@@ -2,6 +2,7 @@
  * The kernel backend: runs the `nft` binary. Writes go as a text script on stdin to
  * `nft -f -` (one atomic transaction per call); reads are `nft -j list table`.
  */
+import { existsSync } from 'node:fs';
 import { execa, type ExecaError } from 'execa';
 import type { Family, Transaction } from './ir.js';
 import type { ApplyStats, NftBackend } from './backend.js';
@@ -19,6 +20,8 @@ export interface ExecBackendOptions {
   command?: string[];
   /** Kill nft after this long. Default 120 s (a 50k-service load takes a few seconds). */
   timeoutMs?: number;
+  /** Where nft finds protocol names (`probe` checks it exists). Default `/etc/protocols`. */
+  protocolsFile?: string;
 }
 
 /** What `probe` found. */
@@ -94,10 +97,12 @@ const FEATURES: { feature: string; script: string }[] = [
 export class ExecBackend implements NftBackend {
   private readonly command: string[];
   private readonly timeoutMs: number;
+  private readonly protocolsFile: string;
 
   constructor(opts: ExecBackendOptions = {}) {
     this.command = opts.command ?? ['nft'];
     this.timeoutMs = opts.timeoutMs ?? 120_000;
+    this.protocolsFile = opts.protocolsFile ?? '/etc/protocols';
   }
 
   private async nft(args: string[], input?: string): Promise<string> {
@@ -196,6 +201,13 @@ export class ExecBackend implements NftBackend {
         missing.push({ feature: f.feature, error: e.message });
       }
     }
+    // Without protocol names nft still reads `tcp` but lists `6`: the kernel's tables would
+    // never read back equal to ours, and every sync would rewrite them.
+    if (!existsSync(this.protocolsFile))
+      missing.push({
+        feature: 'protocol names',
+        error: `${this.protocolsFile} is missing (Debian and Ubuntu: the netbase package); nft would list protocols as numbers`,
+      });
     return { version, missing };
   }
 }

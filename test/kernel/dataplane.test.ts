@@ -115,6 +115,18 @@ describe('@kernel data plane in a network namespace', function () {
     assert.match(caps.version, /^\d+\.\d+\.\d+$/);
   });
 
+  it('reports missing protocol names (no /etc/protocols) as a missing feature', async () => {
+    const caps = await new ExecBackend({
+      command: t.node.nftCommand,
+      protocolsFile: '/nonexistent/protocols',
+    }).probe();
+    assert.deepEqual(
+      caps.missing.map((m) => m.feature),
+      ['protocol names'],
+    );
+    assert.match(caps.missing[0]!.error, /netbase/);
+  });
+
   it('reads back exactly the ruleset it applied (nft -j list table)', async () => {
     const back = await readBack(nft);
     assert.deepEqual(compareRulesets(applied, back), []);
