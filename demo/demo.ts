@@ -1,18 +1,20 @@
 /**
- * The nftproxy demo: a small cluster in network namespaces, programmed by nftproxy from
- * demo/manifests, with real traffic. Everything it creates is removed at the end, also on
- * failure or Ctrl-C. Run it with scripts/demo (as root).
+ * The nftproxy demo: a small cluster in network namespaces, with `nftproxy run` programming
+ * the node from a directory of manifests (a copy of demo/manifests), real traffic, a
+ * ProxyPolicy added while it runs, and what `nftproxy status` and `explain` see. Everything
+ * it creates is removed at the end, also on failure or Ctrl-C. Run it with scripts/demo (as
+ * root).
  */
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
 import { formatHostPort } from '../src/net/ip.js';
 import { loadManifestDir } from '../src/k8s/manifests.js';
 import { formatDiagnostic } from '../src/k8s/types.js';
-import { compile, localAddresses } from '../src/proxy/compile.js';
+import { compile } from '../src/proxy/compile.js';
 import { parseProxyConfig } from '../src/proxy/config.js';
-import { diffRulesets } from '../src/nft/diff.js';
-import { ExecBackend } from '../src/nft/exec.js';
-import { Tracer } from '../src/nft/tracer.js';
-import { findEntry, formatTrace, ownerOfEntry } from '../src/cli/explain.js';
 import { readLiveRuleset, servicesOf } from '../src/cli/live.js';
 import { formatStatus } from '../src/cli/status.js';
 import {
@@ -23,8 +25,26 @@ import {
   startEchoServer,
   type Topology,
 } from '../test/support/netns.js';
+import { type LogLine, OperatorProcess } from '../test/support/operator.js';
 
 const MANIFESTS = fileURLToPath(new URL('manifests', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/nftproxy.js', import.meta.url));
+
+/** The ProxyPolicy the demo adds while nftproxy runs. */
+const POLICY = `# Added by the demo while nftproxy runs: web's connections go round robin.
+apiVersion: nftproxy.dev/v1alpha1
+kind: ProxyPolicy
+metadata: { name: web-round-robin, namespace: shop }
+spec:
+  selector: { serviceNames: [web] }
+  scheduler: { type: roundRobin }
+`;
+
+/** One `synced` log line, short. */
+function syncLine(l: LogLine): string {
+  const kind = l.full ? 'full sync' : 'partial sync';
+  return `synced: ${kind} (${(l.reasons as string[]).join(', ')}), ${String(l.services)} services, ${String(l.commands)} nft commands, ${String(l.elementsAdded)} elements added, ${String(l.elementsDeleted)} deleted, ${String(l.durationMs)} ms`;
+}
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (s = '') => process.stdout.write(s + '\n');
 
@@ -58,15 +78,21 @@ async function main(): Promise<number> {
   for (const d of [...diagnostics, ...result.diagnostics]) say(`  ${formatDiagnostic(d)}`);
 
   let t: Topology | undefined;
+  let op: OperatorProcess | undefined;
+  let dir: string | undefined;
   const stops: (() => Promise<void>)[] = [];
   const cleanup = async () => {
+    await op?.kill();
     await Promise.all(stops.splice(0).map((s) => s()));
     await t?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
     t = await createTopology(3);
     for (const p of t.pods) stops.push(await startEchoServer(p, { tcp: [8080], udp: [5353] }));
+    dir = await mkdtemp(join(tmpdir(), 'nftproxy-demo-'));
+    await cp(MANIFESTS, dir, { recursive: true });
 
     say();
     say(bold('1. The cluster (demo/manifests)'));
@@ -79,25 +105,32 @@ async function main(): Promise<number> {
     }
 
     say();
-    say(bold('2. nftproxy programs the node: one nft transaction'));
-    const nft = new ExecBackend({ command: t.node.nftCommand });
-    const caps = await nft.probe();
-    if (caps.missing.length)
-      throw new Error(`nft ${caps.version} lacks: ${caps.missing.map((m) => m.feature).join('; ')}`);
-    const diff = diffRulesets(undefined, result.ruleset);
-    const started = Date.now();
-    await nft.apply(diff.tx);
-    say(
-      `  nft ${caps.version}: ${result.stats.services} services, ${result.stats.endpoints} backend slots, ${diff.stats.elementsAdded} map elements, applied in ${Date.now() - started} ms`,
-    );
+    say(bold(`2. nftproxy run --manifests ${dir} --netns ${t.node.name}`));
+    op = await OperatorProcess.start([
+      '--manifests',
+      dir,
+      '--netns',
+      t.node.name,
+      '--node',
+      'node1',
+      '--cluster-cidr',
+      '10.244.0.0/16',
+      '--cluster-cidr',
+      'fd00:244::/64',
+      '--healthz-bind-address',
+      '',
+      '--metrics-bind-address',
+      '',
+    ]);
+    say(`  ${syncLine(op.syncs()[0]!)}`);
     const live = await t.node.run('nft', 'list', 'map', 'ip', 'nftproxy', 'service-ips');
     say(live.stdout.replace(/^/gm, '    '));
 
     say();
     say(bold('3. Traffic'));
     histogram(
-      'client pod -> web ClusterIP 10.96.0.10:80, 60 TCP connections (random choice, client address kept):',
-      await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 60),
+      'client pod -> web ClusterIP 10.96.0.10:80, 30 TCP connections (random choice, client address kept):',
+      await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 30),
     );
     histogram(
       'client pod -> web [fd00:96::10]:80, 30 TCP connections over IPv6:',
@@ -121,21 +154,38 @@ async function main(): Promise<number> {
     );
 
     say();
-    say(bold('4. nftproxy explain --from 192.168.50.2 --to 192.168.50.1:30080/tcp'));
-    const local = localAddresses(state, config);
-    const trace = new Tracer(result.ruleset, { localAddresses: local }).trace({
-      saddr: '192.168.50.2',
-      daddr: '192.168.50.1',
-      dport: 30080,
-      protocol: 'tcp',
-      entry: 'external',
-    });
-    const owner = findEntry(result.entries, '192.168.50.1', 30080, 'tcp', new Set(local));
-    say(formatTrace(trace, owner && ownerOfEntry(owner), false).replace(/^/gm, '  '));
+    say(bold('4. A ProxyPolicy, added while nftproxy runs: web goes round robin'));
+    say(POLICY.trimEnd().replace(/^/gm, '    '));
+    const from = op.logs.length;
+    await writeFile(join(dir, 'web-policy.yaml'), POLICY);
+    say(`  ${syncLine(await op.waitFor((l) => l.msg === 'synced', 15_000, from))}`);
+    histogram(
+      'client pod -> web ClusterIP 10.96.0.10:80, 30 TCP connections (round robin: 10 each):',
+      await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 30),
+    );
 
-    say(bold(`5. nftproxy status --netns ${t.node.name}: the live table, connections per endpoint`));
-    say(formatStatus(servicesOf(await readLiveRuleset({ netns: t.node.name }))).replace(/^/gm, '  '));
-    say(bold('Cleaning up: the namespaces, and the rules in them, are deleted.'));
+    say();
+    say(bold('5. nftproxy explain --from 192.168.50.2 --to 192.168.50.1:30080/tcp (on the live table)'));
+    const explained = await execa('node', [
+      BIN,
+      'explain',
+      '--netns',
+      t.node.name,
+      '--from',
+      '192.168.50.2',
+      '--to',
+      '192.168.50.1:30080/tcp',
+    ]);
+    say(explained.stdout.replace(/^/gm, '  '));
+
+    say();
+    say(bold(`6. nftproxy status --netns ${t.node.name}: the live table, connections per endpoint`));
+    say(
+      formatStatus(servicesOf(await readLiveRuleset({ netns: t.node.name })))
+        .trimEnd()
+        .replace(/^/gm, '  '),
+    );
+    say(bold('Cleaning up: nftproxy stopped, the namespaces and the rules in them deleted.'));
     return 0;
   } finally {
     await cleanup();

@@ -2,6 +2,8 @@
  * @kernel The README's demo runs, shows traffic reaching every pod, and cleans up.
  */
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { kernelTestsPossible } from '../support/netns.js';
@@ -12,6 +14,8 @@ describe('@kernel demo', function () {
   it('runs, shows traffic on every path, and leaves no namespace behind', async function () {
     if (kernelTestsPossible()) return this.skip();
     const before = (await execa('ip', ['netns', 'list'])).stdout;
+    const demoDirs = async () => (await readdir(tmpdir())).filter((f) => f.startsWith('nftproxy-demo-'));
+    const dirsBefore = await demoDirs();
     const r = await execa(
       'node',
       ['--import', 'tsx', fileURLToPath(new URL('../../demo/demo.ts', import.meta.url))],
@@ -28,6 +32,18 @@ describe('@kernel demo', function () {
     );
     assert.match(out, /refused \(ECONNREFUSED\) +5 /);
     assert.match(out, /verdict {2}DNAT to one of 3 endpoints/);
+    // nftproxy ran as its own process and programmed the node from the manifest copy.
+    assert.match(out, /synced: full sync \(start\), 3 services/);
+    // The policy, added while it ran: one partial sync, then an exact round robin split,
+    // and status reads the scheduler back from the kernel.
+    const afterPolicy = out.slice(out.indexOf('round robin: 10 each'));
+    assert.match(out, /synced: partial sync \(change\), 1 services/);
+    for (const pod of ['pod-a', 'pod-b', 'pod-c'])
+      assert.match(afterPolicy, new RegExp(`${pod} +10 #+`), `${pod} got 10 of 30 after the policy`);
+    assert.match(out, /TCP {2}10\.96\.0\.10:80 +roundRobin\n/);
+    assert.match(out, /UDP {2}10\.96\.0\.53:53 +random\n/);
+    assert.match(out, /policy {3}scheduler roundRobin/, 'explain reads the live table');
     assert.equal((await execa('ip', ['netns', 'list'])).stdout, before);
+    assert.deepEqual(await demoDirs(), dirsBefore, 'the manifest copy is removed');
   });
 });
