@@ -223,8 +223,9 @@ async function manifestProblems(objects: KObject[]): Promise<string[]> {
     problems.push('daemonset: pod label app.kubernetes.io/name');
   if (sa && (pod.serviceAccountName !== sa.metadata.name || ds.metadata.namespace !== sa.metadata.namespace))
     problems.push(`daemonset: serviceAccountName ${pod.serviceAccountName} is not the ServiceAccount built`);
-  if (pod.hostNetwork !== true || pod.dnsPolicy !== 'ClusterFirstWithHostNet')
-    problems.push('daemonset: wants hostNetwork and dnsPolicy ClusterFirstWithHostNet');
+  // Cluster DNS is a ClusterIP, which works only once nftproxy runs: the node's resolver.
+  if (pod.hostNetwork !== true || pod.dnsPolicy !== 'Default')
+    problems.push('daemonset: wants hostNetwork and dnsPolicy Default');
   if (pod.priorityClassName !== 'system-node-critical') problems.push('daemonset: priorityClassName');
   if (!isDeepStrictEqual(pod.tolerations, [{ operator: 'Exists' }]))
     problems.push('daemonset: must tolerate every taint');
