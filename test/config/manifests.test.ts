@@ -18,6 +18,7 @@ import { readSettingsFile, resolveSettings, type Settings } from '../../src/cont
 import { ConfigError } from '../../src/proxy/config.js';
 import { structuralProblems, type Schema } from '../support/crd-validator.js';
 import { KustomizeError, kustomizeBuild, type KObject } from '../support/kustomize.js';
+import { CLUSTER as KIND_CLUSTER } from '../../e2e/kind/cluster.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const VERSION = (JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { version: string }).version;
@@ -730,6 +731,54 @@ describe('manifests', () => {
     const byKey = new Map(built.map((o) => [key(o), o]));
     assert.deepEqual(theirs.map(key).sort(), [...byKey.keys()].sort());
     for (const o of theirs) assert.deepEqual(byKey.get(key(o)), o, key(o));
+  });
+
+  it('kind/overlay patches what the base has, for the cluster kind/cluster.yaml creates', () => {
+    const load = <T>(f: string) => parse(readFileSync(repo(f), 'utf8')) as T;
+    const cluster = load<{ name: string; networking: { kubeProxyMode: string } }>('kind/cluster.yaml');
+    assert.equal(cluster.name, KIND_CLUSTER, 'the e2e suite looks for this cluster');
+    assert.equal(cluster.networking.kubeProxyMode, 'none');
+    const k = load<{ resources: string[]; images: { name: string }[]; patches: { path: string }[] }>(
+      'kind/overlay/kustomization.yaml',
+    );
+    assert.deepEqual(k.resources, ['../../config']);
+    type Container = { name: string; image?: string; env?: { name: string; value: string }[] };
+    type Ds = {
+      kind: string;
+      metadata: KObject['metadata'];
+      spec: { template: { spec: { containers: Container[] } } };
+    };
+    const ds = find(built, 'DaemonSet') as unknown as Ds;
+    const image = ds.spec.template.spec.containers[0]!.image!;
+    assert.ok(
+      k.images.some((i) => i.name === image.split(':')[0]),
+      `the overlay renames the base image ${image}`,
+    );
+    const patch = load<Ds>(`kind/overlay/${k.patches[0]!.path}`);
+    assert.equal(
+      `${patch.kind}/${patch.metadata.namespace}/${patch.metadata.name}`,
+      `DaemonSet/${ds.metadata.namespace}/${ds.metadata.name}`,
+    );
+    const container = patch.spec.template.spec.containers[0]!;
+    assert.ok(
+      ds.spec.template.spec.containers.some((c) => c.name === container.name),
+      'the patched container exists',
+    );
+    const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value]));
+    assert.equal(
+      env.KUBERNETES_SERVICE_HOST,
+      `${KIND_CLUSTER}-control-plane`,
+      'kind names the API server node so',
+    );
+    assert.equal(env.KUBERNETES_SERVICE_PORT, '6443');
+  });
+
+  it('kind/overlay builds with kubectl kustomize (where kubectl is installed)', function () {
+    const r = spawnSync('kubectl', ['kustomize', repo('kind/overlay')], { encoding: 'utf8' });
+    if (r.error) return this.skip();
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /image: nftproxy:e2e\n\s+imagePullPolicy: Never/);
+    assert.match(r.stdout, /name: KUBERNETES_SERVICE_HOST\n\s+value: nftproxy-e2e-control-plane/);
   });
 
   it('passes every check: RBAC, service account, config file, ports, probes, security', async () => {
