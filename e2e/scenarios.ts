@@ -5,7 +5,7 @@
  * and what source address the pods saw.
  */
 import assert from 'node:assert/strict';
-import type { ProbeResult } from '../test/support/netns.js';
+import { type ProbeResult, tally } from '../test/support/netns.js';
 import { type E2ECluster, eventually, NAMESPACE, type ServiceManifest } from './cluster.js';
 
 const LB_IP = '192.0.2.80';
@@ -21,16 +21,6 @@ function service(name: string, spec: Partial<ServiceManifest['spec']> = {}): Ser
       ...spec,
     },
   };
-}
-
-/** Answers per pod, and errors by code. */
-function tally(results: ProbeResult[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const r of results) {
-    const k = r.ok ? r.server! : `error:${r.error}`;
-    out[k] = (out[k] ?? 0) + 1;
-  }
-  return out;
 }
 
 const servers = (results: ProbeResult[]) => new Set(results.filter((r) => r.ok).map((r) => r.server!));
