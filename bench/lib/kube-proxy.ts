@@ -1,0 +1,93 @@
+/**
+ * kube-proxy's nftables ruleset for a cluster, in the shape kube-proxy 1.36's nftables mode
+ * writes it (pkg/proxy/nftables): a `service-ips` verdict map for dispatch, then a chain per
+ * service port whose rule picks an endpoint with `numgen random` over an anonymous verdict
+ * map, and a chain per endpoint that marks hairpin traffic for masquerading and DNATs. Chain
+ * names carry a hash and the service's name, as kube-proxy's do (their length is part of the
+ * script nft parses). Written for the benchmark's synthetic clusters: IPv4, TCP, ClusterIP
+ * and NodePort services.
+ */
+import { createHash } from 'node:crypto';
+import type { ClusterState } from '../../src/k8s/types.js';
+
+const hash = (s: string) =>
+  createHash('sha256')
+    .update(s)
+    .digest('base64')
+    .replace(/[^A-Za-z0-9]/g, '')
+    .slice(0, 8)
+    .toUpperCase();
+
+/** The `nft -f` script that creates `table ip kube-proxy` for `cluster`. */
+export function kubeProxyNftScript(cluster: ClusterState, clusterCIDR: string): string {
+  const serviceIPs: string[] = [];
+  const nodePorts: string[] = [];
+  const clusterIPs: string[] = [];
+  const chains: string[] = [];
+  const slices = new Map(cluster.endpointSlices.map((s) => [s.serviceName, s]));
+  for (const svc of cluster.services) {
+    const { namespace, name } = svc.metadata;
+    const eps = slices.get(name)?.endpoints ?? [];
+    for (const port of svc.ports) {
+      const id = `${namespace}/${name}/tcp/${port.name}`;
+      const service = `service-${hash(id)}-${id}`;
+      const ip = svc.clusterIPs[0]!;
+      clusterIPs.push(ip);
+      const endpointChains = eps.map((e) => {
+        const chain = `endpoint-${hash(`${id}__${e.address}`)}-${id}__${e.address}/${port.targetPort}`;
+        chains.push(
+          `  chain ${chain} {\n    ip saddr ${e.address} jump mark-for-masquerade\n    meta l4proto tcp dnat to ${e.address}:${port.targetPort}\n  }`,
+        );
+        return chain;
+      });
+      const pick = endpointChains.map((c, i) => `${i} : goto ${c}`).join(', ');
+      chains.push(
+        `  chain ${service} {\n    ip daddr ${ip} tcp dport ${port.port} ip saddr != ${clusterCIDR} jump mark-for-masquerade\n    numgen random mod ${endpointChains.length} vmap { ${pick} }\n  }`,
+      );
+      serviceIPs.push(`${ip} . tcp . ${port.port} : goto ${service}`);
+      if (port.nodePort) {
+        const external = `external-${hash(id)}-${id}`;
+        chains.push(`  chain ${external} {\n    jump mark-for-masquerade\n    goto ${service}\n  }`);
+        nodePorts.push(`tcp . ${port.nodePort} : goto ${external}`);
+      }
+    }
+  }
+  const elements = (xs: string[]) => (xs.length ? `\n    elements = { ${xs.join(',\n      ')} }` : '');
+  return `table ip kube-proxy {
+  set cluster-ips {
+    type ipv4_addr${elements(clusterIPs)}
+  }
+  chain mark-for-masquerade {
+    meta mark set meta mark or 0x4000
+  }
+  chain masquerading {
+    meta mark and 0x4000 == 0 return
+    meta mark set meta mark xor 0x4000
+    masquerade fully-random
+  }
+${chains.join('\n')}
+  map service-ips {
+    type ipv4_addr . inet_proto . inet_service : verdict${elements(serviceIPs)}
+  }
+  map service-nodeports {
+    type inet_proto . inet_service : verdict${elements(nodePorts)}
+  }
+  chain services {
+    ip daddr . meta l4proto . th dport vmap @service-ips
+    fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports
+  }
+  chain nat-prerouting {
+    type nat hook prerouting priority -100; policy accept;
+    jump services
+  }
+  chain nat-output {
+    type nat hook output priority -100; policy accept;
+    jump services
+  }
+  chain nat-postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    jump masquerading
+  }
+}
+`;
+}

@@ -1,0 +1,31 @@
+/**
+ * The benchmark runner: `npm run bench` runs every benchmark at full size and writes its
+ * result files (JSON, the figures docs/benchmarks.md quotes, and a markdown table) into
+ * bench/results; `npm run bench:quick` runs them small and once, in well under two minutes,
+ * to check they work (CI runs it as a smoke test and judges no time).
+ *
+ *   node --import tsx bench/run.ts [--quick] [--out DIR]
+ */
+import { mkdir } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { kernelTestsPossible } from '../test/support/netns.js';
+import { benchSync, syncMarkdown, writeSync } from './sync.js';
+
+const { values } = parseArgs({
+  options: { quick: { type: 'boolean', default: false }, out: { type: 'string' } },
+});
+const why = kernelTestsPossible();
+if (why) {
+  process.stderr.write(`bench: ${why.replace('kernel tests', 'benchmarks')}\n`);
+  process.exit(1);
+}
+const out = values.out ?? fileURLToPath(new URL(values.quick ? 'results/tmp' : 'results', import.meta.url));
+await mkdir(out, { recursive: true });
+const command = `npm run bench${values.quick ? ':quick' : ''}`;
+
+const sync = values.quick
+  ? await benchSync([100, 1000], 1, command)
+  : await benchSync([1000, 10_000, 50_000], 5, command);
+await writeSync(out, sync);
+process.stdout.write(syncMarkdown(sync) + `\nresults in ${out}\n`);

@@ -1,0 +1,51 @@
+/**
+ * @kernel The quick benchmark runs and writes its result files: a smoke test, judging no
+ * time (performance is measured by `npm run bench`, and reported in docs/benchmarks.md).
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import type { SyncResults } from '../../bench/sync.js';
+import { kernelTestsPossible } from '../support/netns.js';
+
+describe('@kernel benchmarks, quick mode', function () {
+  this.timeout(180_000);
+
+  it('npm run bench:quick writes sync.json and sync.md with every shape measured', async function () {
+    if (kernelTestsPossible()) return this.skip();
+    const out = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
+    try {
+      const r = await execa(
+        'node',
+        [
+          '--import',
+          'tsx',
+          fileURLToPath(new URL('../../bench/run.ts', import.meta.url)),
+          '--quick',
+          '--out',
+          out,
+        ],
+        { reject: false },
+      );
+      assert.equal(r.exitCode, 0, r.stderr);
+      const results = JSON.parse(await readFile(join(out, 'sync.json'), 'utf8')) as SyncResults;
+      assert.deepEqual(
+        results.sizes.map((s) => s.services),
+        [100, 1000],
+      );
+      for (const size of results.sizes) {
+        assert.equal(size.endpoints, size.services * 5.5);
+        for (const shape of ['nftproxy', 'floor', 'kubeProxy'] as const)
+          assert.ok((size.times[shape]?.median ?? 0) > 0, `${shape} at ${size.services} measured`);
+        assert.ok(size.bytes.kubeProxy > size.bytes.floor, 'kube-proxy writes more script than nftproxy');
+      }
+      const md = await readFile(join(out, 'sync.md'), 'utf8');
+      assert.match(md, /\| 1000 \| 5500 \| /);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+});
