@@ -194,12 +194,15 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
       op!.logs.some((l) => l.msg === 'tracing every sync'),
       'logged',
     );
-    for (const name of ['nftproxy.sync', 'nftproxy.sync.collect', 'nftproxy.sync.read_kernel'])
-      assert.match(
-        op!.stdout,
-        new RegExp(`name: '${name.replaceAll('.', '\\.')}'`),
-        op!.stdout.slice(0, 2000),
-      );
+    // The 'synced' line is logged inside the sync's root span, which is printed when it ends.
+    await eventually(async () => {
+      for (const name of ['nftproxy.sync', 'nftproxy.sync.collect', 'nftproxy.sync.read_kernel'])
+        assert.match(
+          op!.stdout,
+          new RegExp(`name: '${name.replaceAll('.', '\\.')}'`),
+          op!.stdout.slice(0, 2000),
+        );
+    }, 5_000);
     assert.match(op!.stdout, /'k8s\.node\.name': 'node1'/);
   });
 
