@@ -76,6 +76,11 @@ function sorted(list: Candidate[]): Backend[] {
   return keyed.map((k) => k.b);
 }
 
+/** How usable an endpoint is: ready, else serving and terminating (a fallback), else not. */
+function rank(ep: Endpoint): number {
+  return ep.conditions.ready ? 2 : ep.conditions.serving && ep.conditions.terminating ? 1 : 0;
+}
+
 /** Ready ones if any, else serving and terminating ones (connections drain during rollouts). */
 function usable(list: Candidate[]): Candidate[] {
   const ready = list.filter((c) => c.ep.conditions.ready);
@@ -100,7 +105,7 @@ export function categorizeEndpoints(
     for (const ep of slice.endpoints) {
       const key = `${ep.address}|${p.port}`;
       const old = byKey.get(key);
-      if (old && (old.ep.conditions.ready || !ep.conditions.ready)) continue;
+      if (old && rank(old.ep) >= rank(ep)) continue;
       const b: Backend = { ip: ep.address, port: p.port };
       if (ep.nodeName) b.nodeName = ep.nodeName;
       if (ep.zone) b.zone = ep.zone;
