@@ -10,6 +10,8 @@ import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { kernelTestsPossible } from '../test/support/netns.js';
+import { benchIncremental, incrementalMarkdown, writeIncremental } from './incremental.js';
+import { plotAll } from './plot.js';
 import { benchSync, syncMarkdown, writeSync } from './sync.js';
 
 const { values } = parseArgs({
@@ -28,4 +30,14 @@ const sync = values.quick
   ? await benchSync([100, 1000], 1, command)
   : await benchSync([1000, 10_000, 50_000], 5, command);
 await writeSync(out, sync);
-process.stdout.write(syncMarkdown(sync) + `\nresults in ${out}\n`);
+process.stdout.write(syncMarkdown(sync) + '\n');
+
+const incremental = values.quick
+  ? await benchIncremental(100, 5, command)
+  : await benchIncremental(10_000, 200, command);
+await writeIncremental(out, incremental);
+process.stdout.write(incrementalMarkdown(incremental) + '\n');
+
+// Plots next to the results; `npm run bench:plot` redraws docs/img from bench/results.
+await plotAll(out, values.quick ? out : fileURLToPath(new URL('../docs/img', import.meta.url)));
+process.stdout.write(`results in ${out}\n`);

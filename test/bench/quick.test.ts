@@ -8,13 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import type { IncrementalResults } from '../../bench/incremental.js';
 import type { SyncResults } from '../../bench/sync.js';
 import { kernelTestsPossible } from '../support/netns.js';
 
 describe('@kernel benchmarks, quick mode', function () {
   this.timeout(180_000);
 
-  it('npm run bench:quick writes sync.json and sync.md with every shape measured', async function () {
+  it('npm run bench:quick writes the full-sync and incremental results, with every shape measured, and their plots', async function () {
     if (kernelTestsPossible()) return this.skip();
     const out = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
     try {
@@ -44,6 +45,14 @@ describe('@kernel benchmarks, quick mode', function () {
       }
       const md = await readFile(join(out, 'sync.md'), 'utf8');
       assert.match(md, /\| 1000 \| 5500 \| /);
+      const inc = JSON.parse(await readFile(join(out, 'incremental.json'), 'utf8')) as IncrementalResults;
+      assert.equal(inc.services, 100);
+      assert.equal(inc.samples.length, 5, 'one measurement per change');
+      assert.ok(inc.samples.every((x) => x > 0));
+      assert.ok(inc.toKernel.median >= inc.toNft.median, 'committed after it was handed to nft');
+      assert.ok(inc.rssMB > 0);
+      for (const svg of ['sync.svg', 'incremental.svg'])
+        assert.match(await readFile(join(out, svg), 'utf8'), /^<svg/, svg);
     } finally {
       await rm(out, { recursive: true, force: true });
     }

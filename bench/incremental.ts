@@ -1,0 +1,282 @@
+/**
+ * Event to kernel: one endpoint change at a time in a cluster of `services` services, through
+ * the operator as it runs (store, sync queue, partial sync, the nft transaction), into a
+ * throwaway network namespace holding the whole cluster's rules.
+ *
+ * Each change is an EndpointSlice event for a random service (seeded, so every run makes the
+ * same changes): a pod replaced by another (its address changes), a pod added, or one removed,
+ * in turn. The time is taken from handing the event to the operator until `nft -f` has
+ * committed the transaction (`toKernel`), and until the sync is done, cleanups included
+ * (`toSynced`). Changes are spaced `gapMs` apart, longer than the default minimum sync
+ * interval (100 ms), so each is one sync of its own, as a quiet cluster's changes are.
+ *
+ * The operator runs in a child process started inside the namespace (`ip netns exec`), so that
+ * it runs `nft` itself as it does on a node, not through `ip netns exec` for every command
+ * (which costs a second process start, about 8 ms here).
+ *
+ *   node --import tsx bench/incremental.ts [--services 10000] [--changes 200] [--out DIR]
+ */
+import { writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { Operator } from '../src/controller/operator.js';
+import { resolveSettings } from '../src/controller/settings.js';
+import type { SyncResult } from '../src/controller/syncer.js';
+import type { Parsed } from '../src/k8s/parse.js';
+import type { ClusterSource, SourceSink } from '../src/k8s/source.js';
+import type { EndpointSlice } from '../src/k8s/types.js';
+import { ExecBackend } from '../src/nft/exec.js';
+import type { ApplyStats } from '../src/nft/backend.js';
+import type { Transaction } from '../src/nft/ir.js';
+import { Netns } from '../test/support/netns.js';
+import { syntheticCluster } from '../test/support/synthetic.js';
+import { machine, type Machine } from './lib/machine.js';
+import { formatMs, type Summary, summarize } from './lib/stats.js';
+
+const CLUSTER_CIDR = '10.128.0.0/9';
+
+export interface IncrementalResults {
+  benchmark: 'incremental';
+  command: string;
+  machine: Machine;
+  services: number;
+  endpoints: number;
+  changes: number;
+  gapMs: number;
+  /** Event handed to the operator → nft transaction committed, ms. */
+  toKernel: Summary;
+  /** Event → the transaction handed to nft (queue, compile, diff), ms. */
+  toNft: Summary;
+  /** Event → sync finished (conntrack and affinity cleanups included), ms. */
+  toSynced: Summary;
+  /**
+   * The operator process's memory after the initial full sync and the changes (MB): resident
+   * now, and the peak (maxRSS). It holds the cluster as parsed objects handed over in memory,
+   * not an API client's cache of the raw ones.
+   */
+  rssMB: number;
+  maxRssMB: number;
+  /** Full sync of the cluster at the start, ms (for scale). */
+  initialSyncMs: number;
+  /** toKernel of every change, in order, ms. */
+  samples: number[];
+}
+
+/** The cluster, handed over at start; `emit` stands for a watch event. */
+class BenchSource implements ClusterSource {
+  private sink: SourceSink | undefined;
+  constructor(private readonly initial: Parsed[]) {}
+  async start(sink: SourceSink): Promise<void> {
+    this.sink = sink;
+    for (const p of this.initial) sink.upsert(p);
+  }
+  async stop(): Promise<void> {
+    this.sink = undefined;
+  }
+  emit(p: Parsed): void {
+    if (!this.sink) throw new Error('the source is not running');
+    this.sink.upsert(p);
+  }
+}
+
+/** ExecBackend that notes when each transaction has been committed. */
+class TimedBackend extends ExecBackend {
+  startedAt = 0;
+  committedAt = 0;
+  override async apply(tx: Transaction): Promise<ApplyStats> {
+    this.startedAt = performance.now();
+    const stats = await super.apply(tx);
+    this.committedAt = performance.now();
+    return stats;
+  }
+}
+
+/** A small seeded PRNG (mulberry32): the same changes on every run. */
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The k-th change to `slice`: replace a pod, add one, or remove one, in turn. */
+function changed(slice: EndpointSlice, k: number, pod: number): EndpointSlice {
+  const eps = [...slice.endpoints];
+  const fresh = {
+    address: `10.${200 + (pod >> 16)}.${(pod >> 8) & 255}.${pod & 255}`,
+    conditions: { ready: true, serving: true, terminating: false },
+  };
+  const kind = eps.length === 1 && k % 3 === 2 ? 1 : k % 3;
+  if (kind === 0) eps[eps.length - 1] = fresh;
+  else if (kind === 1) eps.push(fresh);
+  else eps.pop();
+  return { ...slice, endpoints: eps };
+}
+
+/** Runs the benchmark in a child process inside a fresh namespace; its results. */
+export async function benchIncremental(
+  services: number,
+  changes: number,
+  command: string,
+  gapMs = 150,
+): Promise<IncrementalResults> {
+  const ns = await Netns.create('bench');
+  try {
+    const { stdout } = await execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns.name,
+        process.execPath,
+        '--import',
+        'tsx',
+        fileURLToPath(import.meta.url),
+        '--inside',
+        ns.name,
+        '--services',
+        String(services),
+        '--changes',
+        String(changes),
+        '--gap',
+        String(gapMs),
+      ],
+      { stderr: 'inherit' },
+    );
+    return { ...(JSON.parse(stdout) as IncrementalResults), command };
+  } finally {
+    await ns.delete();
+  }
+}
+
+/** The benchmark itself, in this process's network namespace (a throwaway one). */
+async function runHere(services: number, changes: number, gapMs: number): Promise<IncrementalResults> {
+  const cluster = syntheticCluster(services);
+  const slices = [...cluster.endpointSlices];
+  const source = new BenchSource([
+    ...cluster.services.map((object): Parsed => ({ kind: 'Service', object })),
+    ...slices.map((object): Parsed => ({ kind: 'EndpointSlice', object })),
+  ]);
+  const nft = new TimedBackend();
+  const synced: (SyncResult | Error)[] = [];
+  let syncedAt = 0;
+  const op = new Operator({
+    settings: resolveSettings(
+      {
+        nodeName: 'n',
+        clusterCIDRs: [CLUSTER_CIDR],
+        healthzBindAddress: '',
+        metricsBindAddress: '',
+      },
+      {},
+      {},
+    ),
+    source,
+    nft,
+    onSync: (r) => {
+      syncedAt = performance.now();
+      synced.push(r);
+    },
+  });
+  try {
+    const started = performance.now();
+    await op.start();
+    await op.queue.idle();
+    const initialSyncMs = syncedAt - started;
+    if (!(synced[0] && !(synced[0] instanceof Error) && synced[0].full))
+      throw new Error(`the initial full sync failed: ${String(synced[0])}`);
+    const rand = random(7);
+    const toKernel: number[] = [];
+    const toSynced: number[] = [];
+    const toNft: number[] = [];
+    for (let k = 0; k < changes; k++) {
+      const i = Math.floor(rand() * slices.length);
+      const slice = changed(slices[i]!, k, k + 1);
+      slices[i] = slice;
+      const before = synced.length;
+      const t0 = performance.now();
+      source.emit({ kind: 'EndpointSlice', object: slice });
+      await op.queue.idle();
+      const r = synced[before];
+      if (synced.length !== before + 1 || !r || r instanceof Error || r.full || !r.commands)
+        throw new Error(`change ${k}: expected one partial sync with commands, got ${String(r)}`);
+      toKernel.push(nft.committedAt - t0);
+      toNft.push(nft.startedAt - t0);
+      toSynced.push(syncedAt - t0);
+      await new Promise((resolve) => setTimeout(resolve, gapMs));
+    }
+    return {
+      benchmark: 'incremental',
+      command: '',
+      machine: await machine(),
+      services,
+      endpoints: cluster.endpointSlices.reduce((n, s) => n + s.endpoints.length, 0),
+      changes,
+      gapMs,
+      toKernel: summarize(toKernel),
+      toNft: summarize(toNft),
+      toSynced: summarize(toSynced),
+      initialSyncMs,
+      rssMB: Math.round(process.memoryUsage().rss / 2 ** 20),
+      maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
+      samples: toKernel.map((x) => Math.round(x * 1000) / 1000),
+    };
+  } finally {
+    await op.stop();
+  }
+}
+
+/** The results as markdown. */
+export function incrementalMarkdown(r: IncrementalResults): string {
+  const row = (what: string, s: Summary) =>
+    `| ${what} | ${formatMs(s.median)} | ${formatMs(s.p99)} | ${formatMs(s.min)} | ${formatMs(s.max)} |`;
+  return [
+    `<!-- ${r.command} ; ${r.machine.date}, kernel ${r.machine.kernel}, nft ${r.machine.nft}, Node ${r.machine.node}, ${r.machine.cpus} CPUs -->`,
+    `${r.changes} single-endpoint changes, one at a time (${r.gapMs} ms apart), at ${r.services} services / ${r.endpoints} endpoints (initial full sync ${formatMs(r.initialSyncMs)}; operator RSS ${r.rssMB} MB, peak ${r.maxRssMB} MB):`,
+    '',
+    '| from the EndpointSlice event to | median | p99 | min | max |',
+    '| --- | --- | --- | --- | --- |',
+    row('the transaction handed to nft', r.toNft),
+    row('the nft transaction committed', r.toKernel),
+    '',
+  ].join('\n');
+}
+
+/** Writes `incremental.json` and `incremental.md` into `dir`. */
+export async function writeIncremental(dir: string, r: IncrementalResults): Promise<void> {
+  await writeFile(join(dir, 'incremental.json'), JSON.stringify(r, null, 2) + '\n');
+  await writeFile(join(dir, 'incremental.md'), incrementalMarkdown(r));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({
+    options: {
+      services: { type: 'string', default: '10000' },
+      changes: { type: 'string', default: '200' },
+      gap: { type: 'string', default: '150' },
+      inside: { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  if (values.inside) {
+    // It programs the namespace it runs in: only the throwaway one named, never the machine's.
+    const { stdout: here } = await execa('ip', ['netns', 'identify', String(process.pid)]);
+    if (!values.inside.startsWith('nftp-bench-') || here.trim() !== values.inside)
+      throw new Error(`--inside NS: not in the bench namespace ${values.inside} (in "${here.trim()}")`);
+    const r = await runHere(Number(values.services), Number(values.changes), Number(values.gap));
+    process.stdout.write(JSON.stringify(r));
+    process.exit(0);
+  }
+  const r = await benchIncremental(
+    Number(values.services),
+    Number(values.changes),
+    `node --import tsx bench/incremental.ts --services ${values.services} --changes ${values.changes}`,
+  );
+  process.stdout.write(incrementalMarkdown(r));
+  if (values.out) await writeIncremental(values.out, r);
+}
