@@ -7,10 +7,12 @@
  *   node --import tsx bench/run.ts [--quick] [--out DIR]
  */
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { kernelTestsPossible } from '../test/support/netns.js';
 import { benchIncremental, incrementalMarkdown, writeIncremental } from './incremental.js';
+import { benchLatency, latencyMarkdown, writeLatency } from './latency.js';
 import { plotAll } from './plot.js';
 import { benchSync, syncMarkdown, writeSync } from './sync.js';
 
@@ -37,6 +39,20 @@ const incremental = values.quick
   : await benchIncremental(10_000, 200, command);
 await writeIncremental(out, incremental);
 process.stdout.write(incrementalMarkdown(incremental) + '\n');
+
+const latency = values.quick
+  ? await benchLatency([100], [100], 20, command)
+  : await benchLatency([1000, 10_000, 50_000], [1000, 10_000], 500, command);
+await writeLatency(out, latency);
+process.stdout.write(latencyMarkdown(latency) + '\n');
+
+if (!values.quick) {
+  // The operator's memory at 50,000 services (and its change latency there).
+  const big = await benchIncremental(50_000, 50, command);
+  await mkdir(join(out, '50k'), { recursive: true });
+  await writeIncremental(join(out, '50k'), big);
+  process.stdout.write(incrementalMarkdown(big) + '\n');
+}
 
 // Plots next to the results; `npm run bench:plot` redraws docs/img from bench/results.
 await plotAll(out, values.quick ? out : fileURLToPath(new URL('../docs/img', import.meta.url)));

@@ -91,3 +91,65 @@ ${chains.join('\n')}
 }
 `;
 }
+
+const ipHash = (s: string) =>
+  createHash('sha256')
+    .update(s)
+    .digest('base64')
+    .replace(/[^A-Za-z0-9]/g, '')
+    .slice(0, 16)
+    .toUpperCase();
+
+/**
+ * The nat table kube-proxy's iptables mode writes for `cluster`, as `iptables-restore`
+ * input: KUBE-SERVICES holds one rule per service port, matched in order (so the last
+ * service's first packet is compared against every rule before it); each service chain
+ * marks off-cluster sources for masquerading and picks an endpoint with `statistic
+ * --probability`; each endpoint chain marks hairpin traffic and DNATs. Services appear in
+ * the cluster's order: the first is the first rule. IPv4, TCP, ClusterIP only.
+ */
+export function kubeProxyIptablesScript(cluster: ClusterState, clusterCIDR: string): string {
+  const slices = new Map(cluster.endpointSlices.map((s) => [s.serviceName, s]));
+  const decl = [':KUBE-SERVICES - [0:0]', ':KUBE-MARK-MASQ - [0:0]', ':KUBE-POSTROUTING - [0:0]'];
+  const rules = [
+    '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+    '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+    '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    '-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000',
+    '-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN',
+    '-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0',
+    '-A KUBE-POSTROUTING -j MASQUERADE --random-fully',
+  ];
+  const services: string[] = [];
+  for (const svc of cluster.services) {
+    const { namespace, name } = svc.metadata;
+    const eps = slices.get(name)?.endpoints ?? [];
+    const target = slices.get(name)?.ports[0]?.port ?? 80;
+    for (const sp of svc.ports) {
+      const id = `${namespace}/${name}:${sp.name ?? ''}`;
+      const chain = `KUBE-SVC-${ipHash(id)}`;
+      const vip = svc.clusterIPs[0]!;
+      const proto = sp.protocol.toLowerCase();
+      if (!eps.length) continue;
+      decl.push(`:${chain} - [0:0]`);
+      services.push(
+        `-A KUBE-SERVICES -d ${vip}/32 -p ${proto} -m comment --comment "${id} cluster IP" -m ${proto} --dport ${sp.port} -j ${chain}`,
+      );
+      rules.push(
+        `-A ${chain} ! -s ${clusterCIDR} -d ${vip}/32 -p ${proto} -m comment --comment "${id} cluster IP" -m ${proto} --dport ${sp.port} -j KUBE-MARK-MASQ`,
+      );
+      eps.forEach((ep, i) => {
+        const sep = `KUBE-SEP-${ipHash(`${id}/${ep.address}`)}`;
+        decl.push(`:${sep} - [0:0]`);
+        const left = eps.length - i;
+        const pick = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(11)}` : '';
+        rules.push(`-A ${chain} -m comment --comment "${id} -> ${ep.address}:${target}"${pick} -j ${sep}`);
+        rules.push(`-A ${sep} -s ${ep.address}/32 -m comment --comment "${id}" -j KUBE-MARK-MASQ`);
+        rules.push(
+          `-A ${sep} -p ${proto} -m comment --comment "${id}" -m ${proto} -j DNAT --to-destination ${ep.address}:${target}`,
+        );
+      });
+    }
+  }
+  return ['*nat', ...decl, ...services, ...rules, 'COMMIT', ''].join('\n');
+}

@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { IncrementalResults } from '../../bench/incremental.js';
+import type { LatencyResults } from '../../bench/latency.js';
 import type { SyncResults } from '../../bench/sync.js';
 import { kernelTestsPossible } from '../support/netns.js';
 
 describe('@kernel benchmarks, quick mode', function () {
   this.timeout(180_000);
 
-  it('npm run bench:quick writes the full-sync and incremental results, with every shape measured, and their plots', async function () {
+  it('npm run bench:quick writes the full-sync, incremental and latency results, with every shape measured, and their plots', async function () {
     if (kernelTestsPossible()) return this.skip();
     const out = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
     try {
@@ -51,7 +52,14 @@ describe('@kernel benchmarks, quick mode', function () {
       assert.ok(inc.samples.every((x) => x > 0));
       assert.ok(inc.toKernel.median >= inc.toNft.median, 'committed after it was handed to nft');
       assert.ok(inc.rssMB > 0);
-      for (const svg of ['sync.svg', 'incremental.svg'])
+      const lat = JSON.parse(await readFile(join(out, 'latency.json'), 'utf8')) as LatencyResults;
+      assert.deepEqual(
+        lat.rows.map((r) => `${r.shape} ${r.services} ${r.target} ${r.latency.n}`),
+        ['first', 'last', 'direct']
+          .flatMap((t) => [`nftproxy 100 ${t} 20`])
+          .concat(['first', 'last', 'direct'].map((t) => `iptables 100 ${t} 20`)),
+      );
+      for (const svg of ['sync.svg', 'incremental.svg', 'latency.svg'])
         assert.match(await readFile(join(out, svg), 'utf8'), /^<svg/, svg);
     } finally {
       await rm(out, { recursive: true, force: true });
