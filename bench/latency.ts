@@ -143,7 +143,7 @@ export function latencyMarkdown(r: LatencyResults): string {
     `<!-- ${r.command} ; ${r.machine.date}, kernel ${r.machine.kernel}, nft ${r.machine.nft}, Node ${r.machine.node}, ${r.machine.cpus} CPUs -->`,
     `TCP connect time from a client pod through the node, ${r.connections} connections per target, in turn (median, p99):`,
     '',
-    '| rules | services | first service | last service | straight to the pod | last / first | last - direct |',
+    '| rules | services | first service | last service | straight to the pod | last / first | last - first |',
     '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   const seen = new Set<string>();
@@ -154,7 +154,7 @@ export function latencyMarkdown(r: LatencyResults): string {
     const [f, l, d] = (['first', 'last', 'direct'] as const).map((t) => get(row.shape, row.services, t)!);
     const label = row.shape === 'nftproxy' ? 'nftproxy' : 'kube-proxy iptables (legacy)';
     lines.push(
-      `| ${label} | ${row.services} | ${us(f!.median)}, ${us(f!.p99)} | ${us(l!.median)}, ${us(l!.p99)} | ${us(d!.median)}, ${us(d!.p99)} | ${(l!.median / f!.median).toFixed(2)}x | ${us(l!.median - d!.median)} |`,
+      `| ${label} | ${row.services} | ${us(f!.median)}, ${us(f!.p99)} | ${us(l!.median)}, ${us(l!.p99)} | ${us(d!.median)}, ${us(d!.p99)} | ${(l!.median / f!.median).toFixed(2)}x | ${us(l!.median - f!.median)} |`,
     );
   }
   return lines.join('\n') + '\n';
