@@ -26,11 +26,11 @@ import { Operator } from '../src/controller/operator.js';
 import { resolveSettings } from '../src/controller/settings.js';
 import type { SyncResult } from '../src/controller/syncer.js';
 import type { Parsed } from '../src/k8s/parse.js';
-import type { ClusterSource, SourceSink } from '../src/k8s/source.js';
 import type { EndpointSlice } from '../src/k8s/types.js';
 import { ExecBackend } from '../src/nft/exec.js';
 import type { ApplyStats } from '../src/nft/backend.js';
 import type { Transaction } from '../src/nft/ir.js';
+import { MemorySource } from '../test/support/memory-source.js';
 import { Netns } from '../test/support/netns.js';
 import { syntheticCluster } from '../test/support/synthetic.js';
 import { machine, type Machine } from './lib/machine.js';
@@ -63,23 +63,6 @@ export interface IncrementalResults {
   initialSyncMs: number;
   /** toKernel of every change, in order, ms. */
   samples: number[];
-}
-
-/** The cluster, handed over at start; `emit` stands for a watch event. */
-class BenchSource implements ClusterSource {
-  private sink: SourceSink | undefined;
-  constructor(private readonly initial: Parsed[]) {}
-  async start(sink: SourceSink): Promise<void> {
-    this.sink = sink;
-    for (const p of this.initial) sink.upsert(p);
-  }
-  async stop(): Promise<void> {
-    this.sink = undefined;
-  }
-  emit(p: Parsed): void {
-    if (!this.sink) throw new Error('the source is not running');
-    this.sink.upsert(p);
-  }
 }
 
 /** ExecBackend that notes when each transaction has been committed. */
@@ -158,7 +141,7 @@ export async function benchIncremental(
 async function runHere(services: number, changes: number, gapMs: number): Promise<IncrementalResults> {
   const cluster = syntheticCluster(services);
   const slices = [...cluster.endpointSlices];
-  const source = new BenchSource([
+  const source = new MemorySource([
     ...cluster.services.map((object): Parsed => ({ kind: 'Service', object })),
     ...slices.map((object): Parsed => ({ kind: 'EndpointSlice', object })),
   ]);
@@ -200,7 +183,7 @@ async function runHere(services: number, changes: number, gapMs: number): Promis
       slices[i] = slice;
       const before = synced.length;
       const t0 = performance.now();
-      source.emit({ kind: 'EndpointSlice', object: slice });
+      source.apply({ kind: 'EndpointSlice', object: slice });
       await op.queue.idle();
       const r = synced[before];
       if (synced.length !== before + 1 || !r || r instanceof Error || r.full || !r.commands)

@@ -10,12 +10,13 @@
 import { createHash } from 'node:crypto';
 import type { ClusterState } from '../../src/k8s/types.js';
 
-const hash = (s: string) =>
+/** A name's hash, as kube-proxy puts in chain names: 8 characters in nftables, 16 in iptables. */
+const hash = (s: string, length = 8) =>
   createHash('sha256')
     .update(s)
     .digest('base64')
     .replace(/[^A-Za-z0-9]/g, '')
-    .slice(0, 8)
+    .slice(0, length)
     .toUpperCase();
 
 /** The `nft -f` script that creates `table ip kube-proxy` for `cluster`. */
@@ -92,14 +93,6 @@ ${chains.join('\n')}
 `;
 }
 
-const ipHash = (s: string) =>
-  createHash('sha256')
-    .update(s)
-    .digest('base64')
-    .replace(/[^A-Za-z0-9]/g, '')
-    .slice(0, 16)
-    .toUpperCase();
-
 /**
  * The nat table kube-proxy's iptables mode writes for `cluster`, as `iptables-restore`
  * input: KUBE-SERVICES holds one rule per service port, matched in order (so the last
@@ -127,7 +120,7 @@ export function kubeProxyIptablesScript(cluster: ClusterState, clusterCIDR: stri
     const target = slices.get(name)?.ports[0]?.port ?? 80;
     for (const sp of svc.ports) {
       const id = `${namespace}/${name}:${sp.name ?? ''}`;
-      const chain = `KUBE-SVC-${ipHash(id)}`;
+      const chain = `KUBE-SVC-${hash(id, 16)}`;
       const vip = svc.clusterIPs[0]!;
       const proto = sp.protocol.toLowerCase();
       if (!eps.length) continue;
@@ -139,7 +132,7 @@ export function kubeProxyIptablesScript(cluster: ClusterState, clusterCIDR: stri
         `-A ${chain} ! -s ${clusterCIDR} -d ${vip}/32 -p ${proto} -m comment --comment "${id} cluster IP" -m ${proto} --dport ${sp.port} -j KUBE-MARK-MASQ`,
       );
       eps.forEach((ep, i) => {
-        const sep = `KUBE-SEP-${ipHash(`${id}/${ep.address}`)}`;
+        const sep = `KUBE-SEP-${hash(`${id}/${ep.address}`, 16)}`;
         decl.push(`:${sep} - [0:0]`);
         const left = eps.length - i;
         const pick = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(11)}` : '';

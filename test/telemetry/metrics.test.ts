@@ -11,8 +11,8 @@ import { noLocalEndpoints } from '../../src/controller/reports.js';
 import { resolveSettings } from '../../src/controller/settings.js';
 import type { SyncResult } from '../../src/controller/syncer.js';
 import { parseResource, type Parsed } from '../../src/k8s/parse.js';
-import type { ClusterSource, SourceSink } from '../../src/k8s/source.js';
 import { ClusterStore } from '../../src/k8s/store.js';
+import { MemorySource } from '../support/memory-source.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
 import { FakeBackend } from '../../src/nft/fake.js';
 import type { Ruleset } from '../../src/nft/ruleset.js';
@@ -537,27 +537,6 @@ describe('noLocalEndpoints', () => {
 });
 
 // --- The operator, scraped over HTTP ------------------------------------------------------
-
-/** A source holding objects in memory; `apply` and `delete` stand for watch events. */
-class MemorySource implements ClusterSource {
-  private sink: SourceSink | undefined;
-
-  constructor(private readonly initial: Parsed[]) {}
-
-  async start(sink: SourceSink): Promise<void> {
-    this.sink = sink;
-    for (const p of this.initial) sink.upsert(p);
-  }
-
-  async stop(): Promise<void> {
-    this.sink = undefined;
-  }
-
-  apply(...ps: Parsed[]): void {
-    assert.ok(this.sink, 'the source runs');
-    for (const p of ps) this.sink.upsert(p);
-  }
-}
 
 interface LogLine {
   level: string;
