@@ -10,6 +10,7 @@ import { NftError, NftErrorKind } from '../nft/errors.js';
 import type { Elem, Expr, Family } from '../nft/ir.js';
 import type { RulesetBuilder } from '../proxy/builder.js';
 import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
+import { renderExpr } from '../nft/render.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 
 function parts(e: Expr): Expr[] {
@@ -65,7 +66,7 @@ export class AffinityCleaner {
     const stale = staleAffinityKeys(set.elems.values(), targets);
     if (!stale.length) return 0;
     await this.nft.apply({
-      commands: [{ delete: { element: { family, table: TABLE, name: Maps.affinity, elem: stale } } }],
+      commands: [{ delete: { element: { family, table: TABLE, name: Maps.affinity, lines: stale.map(renderExpr) } } }],
     });
     return stale.length;
   }

@@ -7,6 +7,7 @@
  * replaced whole, inside the same transaction, so there is never a moment without rules.
  */
 import type { Command, Elem, Transaction } from './ir.js';
+import { elemLine } from './lines.js';
 import {
   comparableDef,
   irEqual,
@@ -79,7 +80,9 @@ function addSet(s: SetState): Command {
 }
 
 function elementCmd(op: 'add' | 'delete', s: SetState, elem: Elem[]): Command {
-  const obj = { element: { family: s.def.family, table: s.def.table, name: s.def.name, elem } };
+  const obj = {
+    element: { family: s.def.family, table: s.def.table, name: s.def.name, lines: elem.map(elemLine) },
+  };
   return op === 'add' ? { add: obj } : { delete: obj };
 }
 

@@ -16,6 +16,7 @@ import {
   elemKey,
   elemKeyExpr,
   emptyRuleset,
+  exprKey,
   emptyTable,
   irEqual,
   type Ruleset,
@@ -24,6 +25,7 @@ import {
   tableKey,
 } from './ruleset.js';
 import { parseCIDR, parseIP } from '../net/ip.js';
+import { eachLine, lineElem, lineKeyExpr } from './lines.js';
 
 /** Decides whether an apply fails; used by tests to inject failures. */
 export type FailureInjector = (tx: Transaction, applyCount: number) => NftError | undefined;
@@ -107,7 +109,8 @@ function applyCommand(r: Ruleset, c: Command): void {
     } else {
       const t = getTable(r, o.element.family, o.element.table);
       const s = t.sets.get(o.element.name) ?? fail(NftErrorKind.NotFound, `no set ${o.element.name}`);
-      for (const e of o.element.elem) {
+      for (const line of eachLine(o.element.lines)) {
+        const e = lineElem(s.def, line);
         checkElem(t, s.def, e);
         checkNoOverlap(s, e);
         const k = elemKey(e);
@@ -137,9 +140,9 @@ function applyCommand(r: Ruleset, c: Command): void {
     } else if ('element' in o) {
       const t = getTable(r, o.element.family, o.element.table);
       const s = t.sets.get(o.element.name) ?? fail(NftErrorKind.NotFound, `no set ${o.element.name}`);
-      for (const e of o.element.elem) {
-        if (!s.elems.delete(elemKey(e)))
-          fail(NftErrorKind.NotFound, `no element ${elemKey(e)} in ${s.def.name}`);
+      for (const line of eachLine(o.element.lines)) {
+        const k = exprKey(lineKeyExpr(s.def, line));
+        if (!s.elems.delete(k)) fail(NftErrorKind.NotFound, `no element ${k} in ${s.def.name}`);
       }
     } else {
       fail(NftErrorKind.Invalid, 'cannot delete a rule without its handle');

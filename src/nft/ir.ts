@@ -183,15 +183,30 @@ export interface NftSet {
 
 /** One object of a libnftables JSON listing. */
 export type ListObject =
-  | { table: Table }
-  | { chain: Chain }
-  | { rule: Rule }
-  | { set: NftSet }
-  | { map: NftSet }
-  | { element: { family: Family; table: string; name: string; elem: Elem[] } };
+  { table: Table } | { chain: Chain } | { rule: Rule } | { set: NftSet } | { map: NftSet };
 
-/** A command of a transaction, as libnftables JSON writes it. */
-export type Command = { add: ListObject } | { delete: ListObject } | { flush: ListObject };
+/**
+ * Elements of a named set or map in a transaction, each as one line of the canonical nft
+ * text that `nft list` prints and `nft -f` reads: `10.96.0.10 . tcp . 80 : goto pick-random-2`
+ * (see `renderElem`). Lines are the desired state's own form: the text backend sends them as
+ * they are, the netlink backend encodes them by the set's datatypes.
+ */
+export interface Elements {
+  family: Family;
+  table: string;
+  name: string;
+  /** One element per line; an entry may hold several lines joined by `\n`. */
+  lines: string[];
+}
+
+/** An object a transaction command acts on: a listing object, or elements. */
+export type TxObject = ListObject | { element: Elements };
+
+/**
+ * A command of a transaction. `flush` of a chain empties it of rules, of a set or map
+ * removes all its elements.
+ */
+export type Command = { add: TxObject } | { delete: TxObject } | { flush: TxObject };
 
 /** An ordered list of commands that nft applies atomically, all or nothing. */
 export interface Transaction {

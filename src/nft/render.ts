@@ -12,12 +12,12 @@ import type {
   Elem,
   Expr,
   Family,
-  ListObject,
   NftSet,
   Rule,
   Stmt,
   Table,
   Transaction,
+  TxObject,
 } from './ir.js';
 import { NftError } from './errors.js';
 
@@ -222,7 +222,7 @@ function tableId(t: { family: string; table: string }): string {
   return `${literal(t.family)} ${name(t.table)}`;
 }
 
-function objectText(o: ListObject, keysOnly: boolean): string {
+function objectText(o: TxObject, keysOnly: boolean): string {
   if ('table' in o) {
     const t: Table = o.table;
     const body = !keysOnly && t.comment ? ` { comment ${comment(t.comment)}; }` : '';
@@ -241,8 +241,32 @@ function objectText(o: ListObject, keysOnly: boolean): string {
     return `${kind} ${tableId(s)} ${name(s.name)} { ${setClauses(s).join('; ')}; }`;
   }
   const el = o.element;
-  const elems = el.elem.map((e) => (keysOnly && Array.isArray(e) ? renderExpr(e[0]) : renderElem(e)));
-  return `element ${literal(el.family)} ${name(el.table)} ${name(el.name)} { ${elems.join(', ')} }`;
+  return `element ${literal(el.family)} ${name(el.table)} ${name(el.name)} { ${elementList(el.lines, keysOnly)} }`;
+}
+
+// An element line: literals, ` . `, ` : `, prefixes, ranges and a verdict with its chain.
+const SAFE_LINES = /^[A-Za-z0-9_.:/ \n-]*$/;
+
+/**
+ * Element lines as an nft element list, `a, b, c`. Only the key of a map element when
+ * `keysOnly` (nft deletes map elements by key). Lines are refused unless every character is
+ * one an element line can hold, so no line can end the list or start another command.
+ */
+export function elementList(lines: readonly string[], keysOnly: boolean): string {
+  const parts: string[] = [];
+  for (const block of lines) {
+    if (!SAFE_LINES.test(block))
+      throw NftError.invalid(`unsafe element in nft input: ${JSON.stringify(block.slice(0, 200))}`);
+    for (const line of block.split('\n')) {
+      if (!line) continue;
+      if (!keysOnly) parts.push(line);
+      else {
+        const colon = line.indexOf(' : ');
+        parts.push(colon < 0 ? line : line.slice(0, colon));
+      }
+    }
+  }
+  return parts.join(', ');
 }
 
 /** Renders one command as one line of nft input. */

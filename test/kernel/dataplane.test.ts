@@ -214,7 +214,7 @@ describe('@kernel data plane in a network namespace', function () {
           family: 'ip',
           table: TABLE,
           name: Maps.serviceIPs,
-          elem: [[{ concat: ['10.99.99.99', 'tcp', 1] }, { goto: { target: 'pick-random-1' } }]],
+          lines: ['10.99.99.99 . tcp . 1 : goto pick-random-1'],
         },
       },
     });

@@ -17,7 +17,7 @@ const el = (addr: string, port: number, target: string) => ({
     family: 'ip' as const,
     table: 't',
     name: 'm',
-    elem: [[{ concat: [addr, port] }, { goto: { target } }]] as [never, never][],
+    lines: [`${addr} . ${port} : goto ${target}`],
   },
 });
 
@@ -81,16 +81,15 @@ describe('fake nft backend', () => {
   it('refuses overlapping elements in an interval set, as the kernel does', async () => {
     const f = new FakeBackend();
     const set = { family: 'ip' as const, table: 't', name: 'cidrs', type: 'ipv4_addr', flags: ['interval'] };
-    const add = (elem: unknown[]) =>
-      ({ add: { element: { family: 'ip' as const, table: 't', name: 'cidrs', elem } } }) as Command;
-    await f.apply({
-      commands: [{ add: { table: T } }, { add: { set } }, add([{ prefix: { addr: '10.0.0.0', len: 8 } }])],
+    const add = (lines: string[]): Command => ({
+      add: { element: { family: 'ip' as const, table: 't', name: 'cidrs', lines } },
     });
+    await f.apply({ commands: [{ add: { table: T } }, { add: { set } }, add(['10.0.0.0/8'])] });
     await assert.rejects(
       f.apply({ commands: [add(['10.0.0.5'])] }),
       (e: unknown) => e instanceof NftError && e.kind === NftErrorKind.Exists,
     );
-    await f.apply({ commands: [add([{ prefix: { addr: '10.0.0.0', len: 8 } }, '11.0.0.1'])] });
+    await f.apply({ commands: [add(['10.0.0.0/8', '11.0.0.1'])] });
     const inline = { ...set, name: 'c2', elem: [{ prefix: { addr: '10.0.0.0', len: 8 } }, '10.1.1.1'] };
     await assert.rejects(f.apply({ commands: [{ add: { set: inline } }] }), NftError);
   });

@@ -33,7 +33,7 @@ describe('nft text renderer', () => {
           family: 'ip',
           table: 't',
           name: 'm',
-          elem: [[concat('10.0.0.1', 'tcp', 80), { goto: { target: 'c' } }]],
+          lines: ['10.0.0.1 . tcp . 80 : goto c'],
         },
       },
     });
@@ -56,5 +56,12 @@ describe('nft text renderer', () => {
       () => renderCommand({ add: { table: { family: 'ip', name: 't', comment: 'say "hi"' } } }),
       NftError,
     );
+    for (const line of ['10.0.0.1 }; flush ruleset; add element ip t m { 10.0.0.2', '10.0.0.1 # x', '"a"']) {
+      assert.throws(
+        () => renderCommand({ add: { element: { family: 'ip', table: 't', name: 'm', lines: [line] } } }),
+        (e: unknown) => e instanceof NftError && e.kind === 'invalid',
+        line,
+      );
+    }
   });
 });
