@@ -13,6 +13,7 @@ import { Syncer } from '../src/controller/syncer.js';
 import { ClusterStore } from '../src/k8s/store.js';
 import type { EndpointSlice } from '../src/k8s/types.js';
 import type { NftBackend } from '../src/nft/backend.js';
+import { describeIR } from '../src/nft/diff.js';
 import { renderTransaction } from '../src/nft/render.js';
 import { parseProxyConfig } from '../src/proxy/config.js';
 import { Attr, inSpan, setupTracing, Spans } from '../src/telemetry/tracing.js';
@@ -38,9 +39,11 @@ const backend: NftBackend = {
     );
     return { bytes };
   },
-  listTable: async () => undefined,
-  listChain: async () => undefined,
-  listSet: async () => undefined,
+  name: 'null',
+  describe: describeIR,
+  typeofRulesNeedNewTable: false,
+  describeTable: async () => undefined,
+  listElements: async () => undefined,
 };
 
 const cluster = syntheticCluster(services);

@@ -7,27 +7,25 @@
  */
 import type { NftBackend } from '../nft/backend.js';
 import { NftError, NftErrorKind } from '../nft/errors.js';
-import type { Elem, Expr, Family } from '../nft/ir.js';
+import type { Family } from '../nft/ir.js';
 import type { RulesetBuilder } from '../proxy/builder.js';
 import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
-import { renderExpr } from '../nft/render.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 
-function parts(e: Expr): Expr[] {
-  return typeof e === 'object' && e !== null && 'concat' in e ? e.concat : [e];
-}
-
-/** The keys of entries that point at an endpoint their address no longer forwards to. */
-export function staleAffinityKeys(elems: Iterable<Elem>, targets: Map<string, Set<string>>): Expr[] {
-  const out: Expr[] = [];
-  for (const el of elems) {
-    if (!Array.isArray(el)) continue;
-    const [, addr, proto, port] = parts(el[0]);
-    const [ip, epPort] = parts(el[1]);
-    const eps =
-      targets.get(`${String(addr)}|${String(proto)}|${String(port)}`) ??
-      targets.get(`*|${String(proto)}|${String(port)}`);
-    if (!eps?.has(`${String(ip)}|${String(epPort)}`)) out.push(el[0]);
+/**
+ * The keys of entries (element lines of the affinity map: `client . address . proto . port :
+ * endpoint . port`) that point at an endpoint their address no longer forwards to.
+ */
+export function staleAffinityKeys(lines: Iterable<string>, targets: Map<string, Set<string>>): string[] {
+  const out: string[] = [];
+  for (const line of lines) {
+    const colon = line.indexOf(' : ');
+    if (colon < 0) continue;
+    const key = line.slice(0, colon);
+    const [, addr, proto, port] = key.split(' . ');
+    const [ip, epPort] = line.slice(colon + 3).split(' . ');
+    const eps = targets.get(`${addr}|${proto}|${port}`) ?? targets.get(`*|${proto}|${port}`);
+    if (!eps?.has(`${ip}|${epPort}`)) out.push(key);
   }
   return out;
 }
@@ -61,12 +59,12 @@ export class AffinityCleaner {
   }
 
   private async cleanFamily(family: Family, targets: Map<string, Set<string>>): Promise<number> {
-    const set = await this.nft.listSet(family, TABLE, Maps.affinity);
-    if (!set?.elems.size) return 0;
-    const stale = staleAffinityKeys(set.elems.values(), targets);
+    const lines = await this.nft.listElements(family, TABLE, Maps.affinity);
+    if (!lines?.length) return 0;
+    const stale = staleAffinityKeys(lines, targets);
     if (!stale.length) return 0;
     await this.nft.apply({
-      commands: [{ delete: { element: { family, table: TABLE, name: Maps.affinity, lines: stale.map(renderExpr) } } }],
+      commands: [{ delete: { element: { family, table: TABLE, name: Maps.affinity, lines: stale } } }],
     });
     return stale.length;
   }

@@ -11,11 +11,9 @@
  * translated flow's never does).
  */
 import { execa } from 'execa';
-import type { Elem, Expr } from '../nft/ir.js';
-import { elemKey, irEqual, type Ruleset, type TableState, tableKey } from '../nft/ruleset.js';
-import type { RulesetDelta } from '../nft/diff.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
-import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
+import { Maps } from '../proxy/names.js';
+import type { DispatchEntry } from '../proxy/service.js';
 
 /** A filter for `conntrack -D`: flows matching all given fields. */
 export interface StaleFlow {
@@ -30,120 +28,172 @@ export interface StaleFlow {
   replyPortSrc?: number;
 }
 
-/** One element change in one of our tables. */
-export interface SetChange {
-  table: string;
-  set: string;
-  before?: Elem;
-  after?: Elem;
+/**
+ * What a service address (or NodePort) forwards to, as far as stale flows are concerned: its
+ * endpoints and whether new flows are translated at all.
+ */
+export interface PortState {
+  family: 'ipv4' | 'ipv6';
+  protocol: string;
+  /** The service address; absent for NodePorts. */
+  address?: string;
+  port: number;
+  /** `ip|port` of every endpoint in any of its slots (both pools). */
+  endpoints: Set<string>;
+  /** Whether it has a dispatch entry (new flows are translated to an endpoint). */
+  forwarding: boolean;
+}
+
+/** Before and after of one address; absent: not programmed. */
+export interface PortChange {
+  before?: PortState;
+  after?: PortState;
 }
 
 const CONNLESS = new Set(['udp', 'sctp']);
-const WATCHED = new Set<string>([
+
+/** The port state of a programmed dispatch entry. */
+export function portStateOf(e: DispatchEntry): PortState {
+  const endpoints = new Set<string>();
+  for (const b of e.backends) endpoints.add(`${b.ip}|${b.port}`);
+  for (const b of e.localBackends ?? []) endpoints.add(`${b.ip}|${b.port}`);
+  return {
+    family: e.family === 'ip6' ? 'ipv6' : 'ipv4',
+    protocol: e.protocol,
+    ...(e.address !== undefined ? { address: e.address } : {}),
+    port: e.port,
+    endpoints,
+    forwarding: e.verdict === 'forward',
+  };
+}
+
+/** The key of an address in the kernel's element lines: `VIP . proto . port` or `proto . port`. */
+export function portKey(p: Pick<PortState, 'address' | 'protocol' | 'port'>): string {
+  return p.address !== undefined ? `${p.address} . ${p.protocol} . ${p.port}` : `${p.protocol} . ${p.port}`;
+}
+
+/** The sets whose kernel lines tell the port states of UDP and SCTP addresses. */
+export const PORT_SETS: ReadonlySet<string> = new Set([
   Maps.backends,
   Maps.nodeportBackends,
   Maps.serviceIPs,
   Maps.serviceNodeports,
 ]);
 
-/** The changes a builder delta records, in the sets that matter here. */
-export function changesOfDelta(delta: RulesetDelta): SetChange[] {
-  const out: SetChange[] = [];
-  for (const [table, sets] of delta.elements) {
-    for (const [set, changes] of sets) {
-      if (!WATCHED.has(set)) continue;
-      for (const c of changes.values()) out.push({ table, set, ...c });
-    }
-  }
-  return out;
-}
+/**
+ * Collects the port states of UDP and SCTP addresses from the kernel's element lines of
+ * `PORT_SETS` (a full sync reads them anyway): backends lines give the endpoints, dispatch
+ * lines say an address forwards. Other protocols are skipped.
+ */
+export class KernelPorts {
+  /** By `family key` (`ipv4 10.96.0.10 . udp . 53`). */
+  readonly states = new Map<string, PortState>();
 
-/** The changes between what the kernel had and what is wanted now, in the sets that matter here. */
-export function changesBetween(before: Ruleset, after: Ruleset): SetChange[] {
-  const out: SetChange[] = [];
-  for (const family of FAMILIES) {
-    const table = tableKey(family, TABLE);
-    const b = before.tables.get(table);
-    const a = after.tables.get(table);
-    if (!a) continue;
-    // Without a table before (first start, after cleanup, a deleted table), every service
-    // address is newly active: its untranslated flows are stale, and only those.
-    for (const set of WATCHED) {
-      const bs = b?.sets.get(set)?.elems ?? new Map<string, Elem>();
-      const as = a.sets.get(set)?.elems ?? new Map<string, Elem>();
-      for (const [k, e] of bs) if (!as.has(k)) out.push({ table, set, before: e });
-      for (const [k, e] of as) {
-        const old = bs.get(k);
-        if (old === undefined) out.push({ table, set, after: e });
-        else if (!irEqual(old, e)) out.push({ table, set, before: old, after: e });
+  constructor(private readonly family: 'ipv4' | 'ipv6') {}
+
+  add(set: string, lines: Iterable<string>): void {
+    const nodeport = set === Maps.nodeportBackends || set === Maps.serviceNodeports;
+    const backends = set === Maps.backends || set === Maps.nodeportBackends;
+    for (const line of lines) {
+      const colon = line.indexOf(' : ');
+      if (colon < 0) continue;
+      const key = line.slice(0, colon).split(' . ');
+      const protocol = key[nodeport ? 0 : 1]!;
+      if (!CONNLESS.has(protocol)) continue;
+      const address = nodeport ? undefined : key[0]!;
+      const port = Number(key[nodeport ? 1 : 2]);
+      const state = this.state(address, protocol, port);
+      if (backends) {
+        const [ip, epPort] = line.slice(colon + 3).split(' . ');
+        state.endpoints.add(`${ip}|${epPort}`);
+      } else {
+        state.forwarding = true;
       }
     }
   }
-  return out;
-}
 
-const parts = (e: Expr): Expr[] => (typeof e === 'object' && e !== null && 'concat' in e ? e.concat : [e]);
-
-/** Whether `ip` . `port` is still a backend, in any slot, of the backends key prefix. */
-function stillBackend(
-  t: TableState | undefined,
-  set: string,
-  prefix: Expr[],
-  ip: string,
-  port: number,
-): boolean {
-  const elems = t?.sets.get(set)?.elems;
-  if (!elems) return false;
-  for (let slot = 0; ; slot++) {
-    const e = elems.get(elemKey({ concat: [...prefix, slot] }));
-    if (!e || !Array.isArray(e)) return false;
-    const [eip, eport] = parts(e[1]);
-    if (eip === ip && eport === port) return true;
+  private state(address: string | undefined, protocol: string, port: number): PortState {
+    const k = `${this.family} ${portKey({ address, protocol, port })}`;
+    let s = this.states.get(k);
+    if (!s) {
+      s = {
+        family: this.family,
+        protocol,
+        ...(address !== undefined ? { address } : {}),
+        port,
+        endpoints: new Set(),
+        forwarding: false,
+      };
+      this.states.set(k, s);
+    }
+    return s;
   }
 }
 
-/** The flows to delete after these changes were applied, `current` being the ruleset now. */
-export function staleFlows(changes: SetChange[], current: Ruleset): StaleFlow[] {
+/**
+ * The flows to delete after a change of what addresses forward to: for each UDP or SCTP
+ * address, the flows translated to an endpoint it no longer has, and, when it just started
+ * forwarding, its untranslated flows.
+ */
+export function staleFlows(changes: Iterable<PortChange>): StaleFlow[] {
   const out = new Map<string, StaleFlow>();
   const add = (f: StaleFlow) => out.set(JSON.stringify(f), f);
-  for (const c of changes) {
-    const family = c.table.startsWith('ip6 ') ? 'ipv6' : 'ipv4';
-    const isService = c.set === Maps.backends || c.set === Maps.serviceIPs;
-    if ((c.set === Maps.backends || c.set === Maps.nodeportBackends) && Array.isArray(c.before)) {
-      // A backend slot went or changed: if that endpoint is in no slot any more, its flows go.
-      const key = parts(c.before[0]);
-      const [ep, epPort] = parts(c.before[1]) as [string, number];
-      const protocol = key[isService ? 1 : 0] as string;
-      const prefix = key.slice(0, -1);
-      if (!CONNLESS.has(protocol) || stillBackend(current.tables.get(c.table), c.set, prefix, ep, epPort))
-        continue;
-      const origDst = isService ? { origDst: key[0] as string } : {};
-      const port = prefix[prefix.length - 1] as number;
+  for (const { before, after } of changes) {
+    const p = after ?? before!;
+    if (!CONNLESS.has(p.protocol)) continue;
+    const protocol = p.protocol as StaleFlow['protocol'];
+    for (const ep of before?.endpoints ?? []) {
+      if (after?.endpoints.has(ep)) continue;
+      const bar = ep.lastIndexOf('|');
       add({
-        family,
-        protocol: protocol as StaleFlow['protocol'],
-        ...origDst,
-        origDstPort: port,
-        replySrc: ep,
-        replyPortSrc: epPort,
+        family: p.family,
+        protocol,
+        ...(p.address !== undefined ? { origDst: p.address } : {}),
+        origDstPort: p.port,
+        replySrc: ep.slice(0, bar),
+        replyPortSrc: Number(ep.slice(bar + 1)),
       });
-    } else if (
-      (c.set === Maps.serviceIPs || c.set === Maps.serviceNodeports) &&
-      c.before === undefined &&
-      Array.isArray(c.after)
-    ) {
-      // An address became active: its untranslated flows (replies from itself) go.
-      const key = parts(c.after[0]);
-      const protocol = key[isService ? 1 : 0] as string;
-      if (!CONNLESS.has(protocol)) continue;
-      const port = key[isService ? 2 : 1] as number;
-      const untranslated = isService
-        ? { origDst: key[0] as string, replySrc: key[0] as string }
-        : { replyPortSrc: port };
-      add({ family, protocol: protocol as StaleFlow['protocol'], origDstPort: port, ...untranslated });
+    }
+    if (after?.forwarding && !before?.forwarding) {
+      // Untranslated flows: their reply comes from the address (or port) itself.
+      const untranslated =
+        p.address !== undefined ? { origDst: p.address, replySrc: p.address } : { replyPortSrc: p.port };
+      add({ family: p.family, protocol, origDstPort: p.port, ...untranslated });
     }
   }
   return [...out.values()];
+}
+
+/** The port changes of a builder delta's entry changes (UDP and SCTP only). */
+export function portChangesOfDelta(
+  changes: Iterable<{ before?: DispatchEntry; after?: DispatchEntry }>,
+): PortChange[] {
+  const out: PortChange[] = [];
+  for (const { before, after } of changes) {
+    if (!CONNLESS.has((before ?? after)!.protocol)) continue;
+    out.push({
+      ...(before ? { before: portStateOf(before) } : {}),
+      ...(after ? { after: portStateOf(after) } : {}),
+    });
+  }
+  return out;
+}
+
+/** The changes between the kernel's port states and the programmed entries, for a full sync. */
+export function portChangesOfFull(
+  kernel: Map<string, PortState>,
+  entries: Iterable<DispatchEntry>,
+): PortChange[] {
+  const after = new Map<string, PortState>();
+  for (const e of entries) {
+    if (!CONNLESS.has(e.protocol)) continue;
+    const st = portStateOf(e);
+    after.set(`${st.family} ${portKey(st)}`, st);
+  }
+  const out: PortChange[] = [];
+  for (const [k, b] of kernel) out.push({ before: b, ...(after.has(k) ? { after: after.get(k)! } : {}) });
+  for (const [k, a] of after) if (!kernel.has(k)) out.push({ after: a });
+  return out;
 }
 
 /** Deletes conntrack flows with the conntrack tool. */

@@ -97,7 +97,7 @@ export class Operator {
         this.metrics.syncSucceeded(r, {
           at: this.clock.now(),
           mark,
-          ...(this.syncer.applied ? { ruleset: this.syncer.applied } : {}),
+          ...(this.syncer.current ? { programmedCounts: this.syncer.current.counts() } : {}),
           localGaps: noLocalEndpoints(this.store, settings.proxy.nodeName, r.services),
           conntrack: deps.conntrack !== undefined,
         });

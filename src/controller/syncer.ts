@@ -1,31 +1,46 @@
 /**
  * One sync: from the store and the last applied state to one nft transaction.
  *
- * Full: compile every service, read what the kernel holds now, diff, apply. At start this
- * adopts identical rules without a change (or replaces them in one transaction); after a
- * failure or when someone changed our tables, it repairs exactly what differs.
- * Partial: recompile the dirty services in the builder and apply its delta.
+ * Full: compile every service, read what the kernel holds now (chains, rules and set
+ * declarations, then each set's elements in turn), plan, apply. At start this adopts
+ * identical rules without a change (or replaces them in one transaction); after a failure or
+ * when someone changed our tables, it repairs exactly what differs.
+ * Partial: recompile the dirty services in the builder and apply its delta, the set
+ * difference of their lines before and after.
  * A failed transaction leaves the kernel unchanged; the syncer then forgets its builder, so
  * the next sync (the queue makes it full) starts from what the kernel really holds.
  */
 import type { NftBackend } from '../nft/backend.js';
-import { deltaTransaction, type Diff, diffRulesets } from '../nft/diff.js';
-import { emptyRuleset, irEqual, type Ruleset, tableKey } from '../nft/ruleset.js';
+import type { Command } from '../nft/ir.js';
+import {
+  createTable,
+  deltaTransaction,
+  type DesiredTable,
+  type Diff,
+  type DiffStats,
+  emptyStats,
+  type TableDescription,
+  TablePlan,
+} from '../nft/diff.js';
 import type { ClusterStore, EndpointChange } from '../k8s/store.js';
 import { formatDiagnostic } from '../k8s/types.js';
-import { RulesetBuilder } from '../proxy/builder.js';
-import { nodeInfoOf, nodeIPsOf } from '../proxy/compile.js';
+import type { RulesetBuilder, RulesetDelta } from '../proxy/builder.js';
+import { buildRuleset, nodeInfoOf, nodeIPsOf, type ServiceSource } from '../proxy/compile.js';
 import type { ProxyConfig } from '../proxy/config.js';
-import { BaseChains, FAMILIES, TABLE } from '../proxy/names.js';
-import { compareServiceKeys, compileService, proxied, type ServiceContribution } from '../proxy/service.js';
+import { TABLE } from '../proxy/names.js';
+import { compileService, proxied, type ServiceContribution } from '../proxy/service.js';
 import type { Attributes, Link, Span, SpanContext } from '@opentelemetry/api';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 import { Attr, inSpan, recordFailure, Spans, tracer } from '../telemetry/tracing.js';
 import {
-  changesBetween,
-  changesOfDelta,
   type ConntrackCleaner,
-  type SetChange,
+  KernelPorts,
+  type PortChange,
+  portChangesOfDelta,
+  portChangesOfFull,
+  type PortState,
+  PORT_SETS,
+  portStateOf,
   staleFlows,
 } from './conntrack.js';
 import type { AffinityCleaner } from './affinity.js';
@@ -70,6 +85,16 @@ export interface SyncerOptions {
   log?: Logger;
 }
 
+/** What the stages of a sync produced. */
+interface Outcome {
+  diff: Diff;
+  changes: PortChange[];
+  services: string[];
+  bytes: number;
+  /** Whether an affinity address lost an endpoint (its entries may be stale). */
+  affinityLost: boolean;
+}
+
 /** Keeps one node's nftables in step with the store. */
 export class Syncer {
   private builder: RulesetBuilder | undefined;
@@ -86,12 +111,7 @@ export class Syncer {
     this.log = opts.log ?? silentLogger;
   }
 
-  /** The desired ruleset as last applied, if a sync succeeded since the last failure. */
-  get applied(): Ruleset | undefined {
-    return this.builder?.ruleset;
-  }
-
-  /** The builder behind the applied ruleset (entries, diagnostics, stats). */
+  /** The builder behind the applied ruleset, if a sync succeeded since the last failure. */
   get current(): RulesetBuilder | undefined {
     return this.builder;
   }
@@ -145,19 +165,19 @@ export class Syncer {
     endpointChanges: EndpointChange[],
     started: number,
   ): Promise<SyncResult> {
-    const { diff, changes, services, ruleset, bytes } = full
+    const { diff, changes, services, bytes, affinityLost } = full
       ? await this.full()
       : await this.partial(req.dirty);
     this.store.forgetEndpointChanges(endpointChanges);
-    const flows = staleFlows(changes, ruleset);
+    const flows = staleFlows(changes);
     const conntrack = this.opts.conntrack;
     if (flows.length && conntrack)
       await inSpan(Spans.conntrack, { [Attr.flowsCleared]: flows.length }, () => conntrack.clear(flows));
-    // Affinity entries can only go stale when a backend or dispatch element went away.
+    // Affinity entries can only go stale when an affinity address lost an endpoint.
     let staleAffinity = 0;
     const affinity = this.opts.affinity;
     const builder = this.builder;
-    if (affinity && builder && (full || changes.some((c) => c.before !== undefined))) {
+    if (affinity && builder && builder.hasAffinity() && (full || affinityLost)) {
       staleAffinity = await inSpan(Spans.affinity, {}, async (s) => {
         const n = await affinity.clean(builder);
         s.setAttribute(Attr.affinityCleared, n);
@@ -230,16 +250,16 @@ export class Syncer {
   }
 
   /**
-   * Whether our tables still look as we left them: each exists and its prerouting chain has
-   * our rules. Cheap (one small chain per family), for frequent checks; a full sync repairs.
+   * Whether our tables still look as we left them: each exists, with our chains, rules and
+   * set declarations (elements are not read). A full sync repairs what differs.
    */
   async drifted(): Promise<boolean> {
-    const wanted = this.builder?.ruleset;
-    if (!wanted) return false;
-    for (const family of FAMILIES) {
-      const want = wanted.tables.get(tableKey(family, TABLE))?.chains.get(BaseChains.natPrerouting);
-      const have = await this.nft.listChain(family, TABLE, BaseChains.natPrerouting);
-      if (!have || !irEqual(have.rules, want?.rules)) return true;
+    const builder = this.builder;
+    if (!builder) return false;
+    for (const tk of builder.tableKeys()) {
+      const { family } = builder.skeleton(tk).table;
+      const have = await this.nft.describeTable(family, TABLE);
+      if (!have || !sameDescription(this.nft.describe(builder.skeleton(tk)), have)) return true;
     }
     return false;
   }
@@ -254,58 +274,99 @@ export class Syncer {
     });
   }
 
-  private async readKernel(): Promise<Ruleset> {
-    const r = emptyRuleset();
-    for (const family of FAMILIES) {
-      const t = await this.nft.listTable(family, TABLE);
-      if (t) r.tables.set(tableKey(family, TABLE), t);
-    }
-    return r;
+  /** The store as a source of services for a whole compile. */
+  private source(): ServiceSource {
+    return { keys: () => this.store.serviceKeys(), contribution: (k) => this.contribution(k) };
   }
 
-  private async full(): Promise<{
-    diff: Diff;
-    changes: SetChange[];
-    services: string[];
-    ruleset: Ruleset;
-    bytes: number;
-  }> {
+  private async full(): Promise<Outcome> {
     this.builder = undefined;
-    const { keys, nodeIPs } = await inSpan(Spans.collect, {}, (s) => {
-      const keys = [...this.store.serviceKeys()].sort(compareServiceKeys);
-      s.setAttribute(Attr.servicesTouched, keys.length);
-      return { keys, nodeIPs: nodeIPsOf({ nodes: this.store.nodeList() }, this.config) };
+    const { nodeIPs, count } = await inSpan(Spans.collect, {}, (s) => {
+      const count = this.store.counts().services;
+      s.setAttribute(Attr.servicesTouched, count);
+      return { nodeIPs: nodeIPsOf({ nodes: this.store.nodeList() }, this.config), count };
     });
-    const builder = await inSpan(Spans.compile, { [Attr.servicesTouched]: keys.length }, () => {
-      const builder = new RulesetBuilder(this.config, nodeIPs);
-      builder.recording = false;
-      for (const key of keys) builder.setService(key, this.contribution(key));
-      builder.recording = true;
-      builder.takeDelta();
-      return builder;
-    });
+    const builder = await inSpan(Spans.compile, { [Attr.servicesTouched]: count }, () =>
+      buildRuleset(this.config, nodeIPs, this.source()),
+    );
     for (const d of builder.diagnostics()) this.log.warn(formatDiagnostic(d));
 
-    const kernel = await inSpan(Spans.readKernel, {}, () => this.readKernel());
-    const diff = await inSpan(Spans.diff, {}, (s) => {
-      const diff = diffRulesets(kernel, builder.ruleset);
-      s.setAttributes(diffAttributes(diff));
-      return diff;
+    const stats = emptyStats();
+    const kernelPorts = new Map<string, PortState>();
+    const watchPorts = this.opts.conntrack !== undefined;
+    // The kernel is read one table, then one set at a time, and compared as it is read, so
+    // no more than one set's elements are held at once.
+    const planned = await inSpan(Spans.readKernel, {}, async (s) => {
+      const out: Command[][] = [];
+      let setsRead = 0;
+      for (const tk of builder.tableKeys()) {
+        const desired = builder.desired(tk);
+        const kernel = await this.nft.describeTable(desired.skeleton.table.family, TABLE);
+        if (!kernel) {
+          out.push(createTable(desired, stats));
+          continue;
+        }
+        const r = await this.planTable(tk, desired, kernel, stats, watchPorts ? kernelPorts : undefined);
+        setsRead += r.setsRead;
+        out.push(r.commands);
+      }
+      s.setAttribute(Attr.setsRead, setsRead);
+      return out;
     });
-    const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
+    const diff: Diff = await inSpan(Spans.diff, {}, (s) => {
+      const d: Diff = { tx: { commands: planned.flat() }, stats };
+      s.setAttributes(diffAttributes(d));
+      return d;
+    });
+    const commands = diff.tx.commands;
+    const { bytes } = commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
     this.builder = builder;
     return {
       diff,
       bytes,
-      changes: changesBetween(kernel, builder.ruleset),
-      services: keys,
-      ruleset: builder.ruleset,
+      changes: watchPorts ? portChangesOfFull(kernelPorts, builder.entries()) : [],
+      services: [...builder.serviceKeys()],
+      affinityLost: true,
     };
   }
 
-  private async partial(
-    dirty: Set<string>,
-  ): Promise<{ diff: Diff; changes: SetChange[]; services: string[]; ruleset: Ruleset; bytes: number }> {
+  /**
+   * Plans one existing table: chains and sets from its description, then each set's
+   * elements, read one set at a time. Records the kernel's port states on the way.
+   */
+  private async planTable(
+    tk: string,
+    desired: DesiredTable,
+    kernel: TableDescription,
+    stats: DiffStats,
+    ports: Map<string, PortState> | undefined,
+  ): Promise<{ commands: Command[]; setsRead: number }> {
+    const { family } = desired.skeleton.table;
+    const kp = ports ? new KernelPorts(family === 'ip6' ? 'ipv6' : 'ipv4') : undefined;
+    const plan = new TablePlan(desired, kernel, this.nft, stats);
+    let setsRead = 0;
+    const read = async (set: string): Promise<string[]> => {
+      setsRead++;
+      return (await this.nft.listElements(family, TABLE, set)) ?? [];
+    };
+    let commands: Command[];
+    if (plan.replaceReason) {
+      stats.replaceReasons.push(`${tk}: ${plan.replaceReason}`);
+      if (kp) for (const set of PORT_SETS) if (kernel.sets.has(set)) kp.add(set, await read(set));
+      commands = createTable(desired, stats);
+    } else {
+      for (const set of plan.setsToCompare) {
+        const lines = await read(set);
+        if (kp && PORT_SETS.has(set)) kp.add(set, lines);
+        plan.compareSet(set, new Set(lines));
+      }
+      commands = plan.commands();
+    }
+    if (kp && ports) for (const [k, v] of kp.states) ports.set(k, v);
+    return { commands, setsRead };
+  }
+
+  private async partial(dirty: Set<string>): Promise<Outcome> {
     const builder = this.builder!;
     try {
       const keys = await inSpan(Spans.collect, { [Attr.servicesTouched]: dirty.size }, () => [...dirty]);
@@ -315,17 +376,17 @@ export class Syncer {
       });
       for (const d of builder.diagnostics(dirty)) this.log.warn(formatDiagnostic(d));
       const diff = await inSpan(Spans.diff, {}, (s) => {
-        const diff = deltaTransaction(delta, builder.ruleset);
+        const diff = deltaTransaction(delta, builder, this.nft);
         s.setAttributes(diffAttributes(diff));
         return diff;
       });
       const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
       return {
         diff,
-        changes: changesOfDelta(delta),
+        changes: portChangesOfDelta(delta.entries.values()),
         services: keys,
-        ruleset: builder.ruleset,
         bytes,
+        affinityLost: affinityLost(delta),
       };
     } catch (e) {
       // The builder moved on (perhaps halfway), the kernel did not: forget the builder; the
@@ -334,4 +395,31 @@ export class Syncer {
       throw e;
     }
   }
+}
+
+/** Whether an affinity address of the delta lost an endpoint. */
+function affinityLost(delta: RulesetDelta): boolean {
+  for (const { before, after } of delta.entries.values()) {
+    if (before?.affinityTimeout === undefined) continue;
+    if (!after) return true;
+    const now = portStateOf(after).endpoints;
+    for (const ep of portStateOf(before).endpoints) if (!now.has(ep)) return true;
+  }
+  return false;
+}
+
+function sameDescription(a: TableDescription, b: TableDescription): boolean {
+  if (a.chains.size !== b.chains.size || a.sets.size !== b.sets.size) return false;
+  for (const [name, c] of a.chains) {
+    const o = b.chains.get(name);
+    if (
+      !o ||
+      o.def !== c.def ||
+      o.rules.length !== c.rules.length ||
+      o.rules.some((r, i) => r !== c.rules[i])
+    )
+      return false;
+  }
+  for (const [name, st] of a.sets) if (b.sets.get(name)?.def !== st.def) return false;
+  return true;
 }

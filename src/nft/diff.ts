@@ -5,17 +5,16 @@
  * they appear or go (a pick chain for a new endpoint count); a static chain whose rules
  * changed is flushed and refilled. A table whose base chains or set declarations changed is
  * replaced whole, inside the same transaction, so there is never a moment without rules.
+ *
+ * The kernel side is a `TableDescription`: chains, rules and set declarations as comparable
+ * strings in a backend's terms (the netlink backend compares attributes, the nft backend the
+ * JSON it lists), and each set's element lines, asked for one set at a time so that no more
+ * than one set's elements are held at once. The desired side is the skeleton IR and element
+ * lines. The same planner serves full syncs, `nftproxy diff` and the tests.
  */
-import type { Command, Elem, Transaction } from './ir.js';
-import { elemLine } from './lines.js';
-import {
-  comparableDef,
-  irEqual,
-  isDynamic,
-  type Ruleset,
-  type SetState,
-  type TableState,
-} from './ruleset.js';
+import type { Chain, Command, Elem, Family, NftSet, Stmt, Transaction } from './ir.js';
+import { eachLine, elemLine } from './lines.js';
+import { comparableDef, isDynamic, type Ruleset, type SetState, type TableState } from './ruleset.js';
 
 /** Counts of what a transaction does, for logs, traces and metrics. */
 export interface DiffStats {
@@ -37,7 +36,8 @@ export interface Diff {
   stats: DiffStats;
 }
 
-function emptyStats(): DiffStats {
+/** Zero counts. */
+export function emptyStats(): DiffStats {
   return {
     tablesReplaced: 0,
     tablesDeleted: 0,
@@ -50,41 +50,71 @@ function emptyStats(): DiffStats {
   };
 }
 
-/** Commands that create `t` from nothing, in an order the kernel accepts. */
-function createTable(t: TableState, stats: DiffStats): Command[] {
-  const cmds: Command[] = [{ add: { table: t.table } }];
-  // Chains before the sets and rules that refer to them, elements last (verdict maps
-  // point at chains).
-  for (const c of t.chains.values()) cmds.push({ add: { chain: c.chain } });
-  for (const s of t.sets.values()) cmds.push(addSet(s));
-  for (const c of t.chains.values()) {
-    for (const expr of c.rules) {
-      cmds.push({
-        add: { rule: { family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr } },
-      });
-    }
-  }
-  for (const s of t.sets.values()) {
-    if (s.elems.size) {
-      cmds.push(elementCmd('add', s, [...s.elems.values()]));
-      stats.elementsAdded += s.elems.size;
-    }
-  }
-  stats.tablesReplaced++;
-  stats.chainsAdded += t.chains.size;
-  return cmds;
+/** A table's chains, rules and set declarations as comparable strings. */
+export interface TableDescription {
+  chains: Map<string, { def: string; base: boolean; rules: string[] }>;
+  sets: Map<string, { def: string; dynamic: boolean; map: boolean }>;
 }
 
-function addSet(s: SetState): Command {
-  return s.def.map === undefined ? { add: { set: s.def } } : { add: { map: s.def } };
+/** How a backend describes tables, and what it can change in place. */
+export interface Describer {
+  /** The desired table's chains, rules and set declarations, comparable with the kernel's. */
+  describe(t: TableState): TableDescription;
+  /**
+   * Whether a rule added to an existing table may not refer to an existing `typeof` map:
+   * true for nft 1.0.6, which re-evaluates the typeof expressions it reads back and fails
+   * ("conflicting protocols specified: ip vs. th"); the table is replaced instead.
+   */
+  readonly typeofRulesNeedNewTable: boolean;
 }
 
-function elementCmd(op: 'add' | 'delete', s: SetState, elem: Elem[]): Command {
-  const obj = {
-    element: { family: s.def.family, table: s.def.table, name: s.def.name, lines: elem.map(elemLine) },
-  };
+/** The desired state of one table: its skeleton and its element lines by set. */
+export interface DesiredTable {
+  skeleton: TableState;
+  /** Element line blocks (one or more lines joined by `\n`) by set. */
+  lines: Map<string, string[]>;
+}
+
+/** Canonical JSON, keys sorted. */
+export function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, val: unknown) =>
+    typeof val === 'object' && val !== null && !Array.isArray(val)
+      ? Object.fromEntries(Object.entries(val).sort(([a], [b]) => a.localeCompare(b)))
+      : val,
+  );
+}
+
+/**
+ * A table's description as libnftables JSON sees it: the IR's own terms, for the nft backend
+ * and the in-memory one. Set declarations compare as the kernel reports them back
+ * (`comparableDef`).
+ */
+export function describeIR(t: TableState): TableDescription {
+  const chains: TableDescription['chains'] = new Map();
+  for (const [name, c] of t.chains) {
+    const { comment: _c, ...def } = c.chain;
+    chains.set(name, { def: canonical(def), base: !!c.chain.hook, rules: c.rules.map((r) => canonical(r)) });
+  }
+  const sets: TableDescription['sets'] = new Map();
+  for (const [name, s] of t.sets)
+    sets.set(name, { def: canonical(comparableDef(s)), dynamic: isDynamic(s), map: s.def.map !== undefined });
+  return { chains, sets };
+}
+
+/** The IR describer, for backends that compare IR listings. */
+export const irDescriber: Describer = { describe: describeIR, typeofRulesNeedNewTable: true };
+
+const elements = (
+  op: 'add' | 'delete',
+  def: { family: Family; table: string; name: string },
+  lines: string[],
+): Command => {
+  const obj = { element: { family: def.family, table: def.table, name: def.name, lines } };
   return op === 'add' ? { add: obj } : { delete: obj };
-}
+};
+
+const setObject = (def: Omit<NftSet, 'elem'>) =>
+  def.map === undefined ? { set: def as NftSet } : { map: def as NftSet };
 
 /** The sets and maps a rule refers to (`@name`). */
 function setRefs(x: unknown, out = new Set<string>()): Set<string> {
@@ -98,137 +128,258 @@ function setRefs(x: unknown, out = new Set<string>()): Set<string> {
   return out;
 }
 
-/**
- * Why two versions of a table cannot be reconciled incrementally, or undefined if they can.
- * Then the table is replaced whole, still in one transaction:
- * - base chains or set declarations changed (a rare, upgrade-time change);
- * - a rule would be added that refers to an existing `typeof` map. nft 1.0.6 re-evaluates
- *   the typeof expressions it reads back from the kernel and fails ("conflicting protocols
- *   specified: ip vs. th"); created in the same batch as the map, the rule is fine.
- */
-function replaceReason(from: TableState, to: TableState): string | undefined {
-  // The table objects themselves are not compared: nft 1.0.6 does not list a table's
-  // comment in JSON, so the comment we set could never be seen to match.
-  for (const [name, c] of to.chains) {
-    const old = from.chains.get(name);
-    if (old && !irEqual(old.chain, c.chain)) return `base chain ${name} changed`;
+function ruleCommands(c: { chain: Chain; rules: Stmt[][] }): Command[] {
+  return c.rules.map((expr) => ({
+    add: { rule: { family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr } },
+  }));
+}
+
+function lineCount(blocks: string[]): number {
+  let n = 0;
+  for (const b of blocks) {
+    if (!b) continue;
+    n++;
+    for (let i = b.indexOf('\n'); i >= 0; i = b.indexOf('\n', i + 1)) n++;
   }
-  for (const [name, c] of from.chains)
-    if (c.chain.hook && !to.chains.has(name)) return `base chain ${name} removed`;
-  for (const [name, s] of to.sets) {
-    const old = from.sets.get(name);
-    if (old && !irEqual(comparableDef(old), comparableDef(s))) {
-      return `set ${name} declaration changed`;
+  return n;
+}
+
+/**
+ * Commands that create a table from nothing, or replace it atomically when it exists: `add
+ * table` (so the delete cannot fail), `delete table`, then everything, elements last.
+ */
+export function createTable(d: DesiredTable, stats: DiffStats, replace = true): Command[] {
+  const t = d.skeleton;
+  const cmds: Command[] = replace ? [{ add: { table: t.table } }, { delete: { table: t.table } }] : [];
+  cmds.push({ add: { table: t.table } });
+  // Chains before the sets and rules that refer to them, elements last (verdict maps point
+  // at chains).
+  for (const c of t.chains.values()) cmds.push({ add: { chain: c.chain } });
+  for (const s of t.sets.values()) cmds.push({ add: setObject(s.def) });
+  for (const c of t.chains.values()) cmds.push(...ruleCommands(c));
+  for (const s of t.sets.values()) {
+    const blocks = d.lines.get(s.def.name);
+    if (!blocks?.length) continue;
+    cmds.push(elements('add', s.def, blocks));
+    stats.elementsAdded += lineCount(blocks);
+  }
+  stats.tablesReplaced++;
+  stats.chainsAdded += t.chains.size;
+  return cmds;
+}
+
+/**
+ * The reconciliation of one table that exists in the kernel. First `skeleton()` decides
+ * what happens to chains and sets (or that the table must be replaced); then each set both
+ * sides hold is compared with `compareSet`, one at a time; `commands()` orders the result.
+ */
+export class TablePlan {
+  /** Why the table must be replaced whole; undefined if it can be updated in place. */
+  readonly replaceReason: string | undefined;
+  /** Sets whose elements must be compared (present on both sides, not filled by the kernel). */
+  readonly setsToCompare: string[] = [];
+  private readonly addChains: Command[] = [];
+  private readonly addSets: Command[] = [];
+  private readonly flushChains: Command[] = [];
+  private readonly flushSets: Command[] = [];
+  private readonly delElems: Command[] = [];
+  private readonly addRules: Command[] = [];
+  private readonly addElems: Command[] = [];
+  private readonly delChains: Command[] = [];
+  private readonly delSets: Command[] = [];
+
+  constructor(
+    private readonly desired: DesiredTable,
+    kernel: TableDescription,
+    describer: Describer,
+    private readonly stats: DiffStats,
+  ) {
+    const t = desired.skeleton;
+    const want = describer.describe(t);
+    this.replaceReason = replaceReason(t, want, kernel, describer);
+    if (this.replaceReason) return;
+    for (const [name, c] of t.chains) {
+      const have = kernel.chains.get(name);
+      const w = want.chains.get(name)!;
+      if (!have) {
+        this.addChains.push({ add: { chain: c.chain } });
+        stats.chainsAdded++;
+      } else if (sameList(have.rules, w.rules)) {
+        continue;
+      } else {
+        this.flushChains.push({ flush: { chain: c.chain } });
+        stats.chainsFlushed++;
+      }
+      this.addRules.push(...ruleCommands(c));
+    }
+    for (const name of kernel.chains.keys()) {
+      if (t.chains.has(name)) continue;
+      const chain: Chain = { family: t.table.family, table: t.table.name, name };
+      // Flush first: a rule of the dying chain may jump to another dying chain.
+      this.flushChains.push({ flush: { chain } });
+      this.delChains.push({ delete: { chain } });
+      stats.chainsDeleted++;
+    }
+    for (const [name, s] of t.sets) {
+      const have = kernel.sets.get(name);
+      if (!have) {
+        this.addSets.push({ add: setObject(s.def) });
+        const blocks = desired.lines.get(name);
+        if (blocks?.length) {
+          this.addElems.push(elements('add', s.def, blocks));
+          stats.elementsAdded += lineCount(blocks);
+        }
+      } else if (!isDynamic(s) && !have.dynamic) {
+        // The kernel fills dynamic sets (affinity); their elements are not desired state.
+        this.setsToCompare.push(name);
+      }
+    }
+    for (const [name, have] of kernel.sets) {
+      if (t.sets.has(name)) continue;
+      // Only the kind and name matter to a delete.
+      const def: NftSet = { family: t.table.family, table: t.table.name, name, type: [] };
+      this.delSets.push({ delete: have.map ? { map: def } : { set: def } });
     }
   }
-  for (const [name, c] of to.chains) {
-    const old = from.chains.get(name);
-    if (old && irEqual(old.rules, c.rules)) continue;
-    for (const ref of setRefs(c.rules)) {
-      if (to.sets.get(ref)?.def.typeof && from.sets.has(ref))
-        return `new rule in ${name} refers to typeof map ${ref} (nft 1.0.6)`;
+
+  /**
+   * Compares one set's elements with what the kernel holds (`kernelLines`, consumed): adds
+   * the missing, deletes the extra. An interval set of one field is emptied and refilled
+   * instead (its elements are start and end points in the kernel, which nft and the kernel
+   * merge and split; these sets come from settings and are small).
+   */
+  compareSet(name: string, kernelLines: Set<string>): void {
+    const s = this.desired.skeleton.sets.get(name)!;
+    const blocks = this.desired.lines.get(name) ?? [];
+    const before = kernelLines.size;
+    const adds: string[] = [];
+    for (const line of eachLine(blocks)) {
+      if (!kernelLines.delete(line)) adds.push(line);
+    }
+    const dels = [...kernelLines];
+    if (!adds.length && !dels.length) return;
+    if ((s.def.flags?.includes('interval') ?? false) && !isConcat(s)) {
+      this.flushSets.push({ flush: setObject(s.def) });
+      if (blocks.length) this.addElems.push(elements('add', s.def, blocks));
+      this.stats.elementsDeleted += before;
+      this.stats.elementsAdded += lineCount(blocks);
+      return;
+    }
+    if (dels.length) this.delElems.push(elements('delete', s.def, dels));
+    if (adds.length) this.addElems.push(elements('add', s.def, adds));
+    this.stats.elementsDeleted += dels.length;
+    this.stats.elementsAdded += adds.length;
+  }
+
+  /**
+   * The commands, ordered so that new chains and sets exist before anything refers to them,
+   * and changed chains are emptied and stale elements removed before chains and sets that
+   * lose their last reference are deleted.
+   */
+  commands(): Command[] {
+    return [
+      ...this.addChains,
+      ...this.addSets,
+      ...this.flushChains,
+      ...this.flushSets,
+      ...this.delElems,
+      ...this.addRules,
+      ...this.addElems,
+      ...this.delChains,
+      ...this.delSets,
+    ];
+  }
+}
+
+function isConcat(s: SetState): boolean {
+  const t = s.def.type;
+  return Array.isArray(t) ? t.length > 1 : t.includes(' . ');
+}
+
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Why a table cannot be reconciled in place, or undefined if it can:
+ * - base chains or set declarations changed (a rare, upgrade-time change);
+ * - with nft 1.0.6, a rule would be added that refers to an existing `typeof` map.
+ * The table is then replaced whole, still in one transaction. Table comments are not
+ * compared: nft 1.0.6 does not list them in JSON.
+ */
+function replaceReason(
+  t: TableState,
+  want: TableDescription,
+  kernel: TableDescription,
+  describer: Describer,
+): string | undefined {
+  for (const [name, c] of want.chains) {
+    const old = kernel.chains.get(name);
+    if (old && old.def !== c.def) return `${old.base || c.base ? 'base ' : ''}chain ${name} changed`;
+  }
+  for (const [name, c] of kernel.chains)
+    if (c.base && !want.chains.has(name)) return `base chain ${name} removed`;
+  for (const [name, s] of want.sets) {
+    const old = kernel.sets.get(name);
+    if (old && old.def !== s.def) return `set ${name} declaration changed`;
+  }
+  if (describer.typeofRulesNeedNewTable) {
+    for (const [name, c] of t.chains) {
+      const old = kernel.chains.get(name);
+      if (old && sameList(old.rules, want.chains.get(name)!.rules)) continue;
+      for (const ref of setRefs(c.rules)) {
+        if (t.sets.get(ref)?.def.typeof && kernel.sets.has(ref))
+          return `new rule in ${name} refers to typeof map ${ref} (nft 1.0.6)`;
+      }
     }
   }
   return undefined;
 }
 
-function diffTable(from: TableState, to: TableState, stats: DiffStats): Command[] {
-  const { family, name: table } = to.table;
-  const addChains: Command[] = [];
-  const addSets: Command[] = [];
-  const flushChains: Command[] = [];
-  const delElems: Command[] = [];
-  const addRules: Command[] = [];
-  const addElems: Command[] = [];
-  const delChains: Command[] = [];
-  const delSets: Command[] = [];
-
-  for (const [name, c] of to.chains) {
-    const old = from.chains.get(name);
-    if (!old) {
-      addChains.push({ add: { chain: c.chain } });
-      stats.chainsAdded++;
-    } else if (irEqual(old.rules, c.rules)) {
-      continue;
-    } else {
-      flushChains.push({ flush: { chain: c.chain } });
-      stats.chainsFlushed++;
-    }
-    for (const expr of c.rules) addRules.push({ add: { rule: { family, table, chain: name, expr } } });
+/** The desired tables of an IR ruleset: skeletons and element lines. */
+export function desiredOf(r: Ruleset): Map<string, DesiredTable> {
+  const out = new Map<string, DesiredTable>();
+  for (const [k, t] of r.tables) {
+    const skeleton: TableState = {
+      table: t.table,
+      chains: t.chains,
+      sets: new Map([...t.sets].map(([n, s]) => [n, { def: s.def, elems: new Map<string, Elem>() }])),
+    };
+    const lines = new Map<string, string[]>();
+    for (const [n, s] of t.sets) if (s.elems.size) lines.set(n, [...s.elems.values()].map(elemLine));
+    out.set(k, { skeleton, lines });
   }
-  for (const [name, c] of from.chains) {
-    if (to.chains.has(name)) continue;
-    // Flush first: a rule of the dying chain may jump to another dying chain.
-    flushChains.push({ flush: { chain: c.chain } });
-    delChains.push({ delete: { chain: c.chain } });
-    stats.chainsDeleted++;
-  }
-
-  for (const [name, s] of to.sets) {
-    const old = from.sets.get(name);
-    if (!old) {
-      addSets.push(addSet(s));
-      if (s.elems.size) {
-        addElems.push(elementCmd('add', s, [...s.elems.values()]));
-        stats.elementsAdded += s.elems.size;
-      }
-      continue;
-    }
-    // The kernel fills dynamic sets (affinity); their elements are not desired state.
-    if (isDynamic(s)) continue;
-    const dels: Elem[] = [];
-    const adds: Elem[] = [];
-    for (const [k, e] of old.elems) {
-      const now = s.elems.get(k);
-      if (now === undefined || !irEqual(now, e)) dels.push(e);
-    }
-    for (const [k, e] of s.elems) {
-      const before = old.elems.get(k);
-      if (before === undefined || !irEqual(before, e)) adds.push(e);
-    }
-    if (dels.length) delElems.push(elementCmd('delete', s, dels));
-    if (adds.length) addElems.push(elementCmd('add', s, adds));
-    stats.elementsDeleted += dels.length;
-    stats.elementsAdded += adds.length;
-  }
-  for (const [name, s] of from.sets) {
-    if (!to.sets.has(name))
-      delSets.push(s.def.map === undefined ? { delete: { set: s.def } } : { delete: { map: s.def } });
-  }
-
-  // Order: new chains and sets exist before anything refers to them; changed chains are
-  // emptied and stale elements removed before chains and sets that lose their last
-  // reference are deleted.
-  return [
-    ...addChains,
-    ...addSets,
-    ...flushChains,
-    ...delElems,
-    ...addRules,
-    ...addElems,
-    ...delChains,
-    ...delSets,
-  ];
+  return out;
 }
 
 /**
- * The transaction that takes the kernel from `from` to `to`. With `from` undefined (first
- * sync, or after a failure when the kernel state is unknown), every table of `to` is
- * replaced whole: `add table` + `delete table` + the full contents, atomically.
- * Tables in `from` but not in `to` are deleted.
+ * The transaction that takes IR ruleset `from` to `to` (both compared as IR). With `from`
+ * undefined (state unknown), every table of `to` is replaced whole. Tables in `from` but not
+ * in `to` are deleted. For tests and tools; the syncer plans against the kernel itself.
  */
-export function diffRulesets(from: Ruleset | undefined, to: Ruleset): Diff {
+export function diffRulesets(
+  from: Ruleset | undefined,
+  to: Ruleset,
+  describer: Describer = irDescriber,
+): Diff {
   const stats = emptyStats();
   const commands: Command[] = [];
-  for (const [key, t] of to.tables) {
+  for (const [key, d] of desiredOf(to)) {
     const old = from?.tables.get(key);
-    const reason = old && replaceReason(old, t);
-    if (old && !reason) {
-      commands.push(...diffTable(old, t, stats));
-    } else {
-      if (reason) stats.replaceReasons.push(`${key}: ${reason}`);
-      commands.push({ add: { table: t.table } }, { delete: { table: t.table } }, ...createTable(t, stats));
+    if (!old) {
+      commands.push(...createTable(d, stats));
+      continue;
     }
+    const plan = new TablePlan(d, describeIR(old), describer, stats);
+    if (plan.replaceReason) {
+      stats.replaceReasons.push(`${key}: ${plan.replaceReason}`);
+      commands.push(...createTable(d, stats));
+      continue;
+    }
+    for (const name of plan.setsToCompare) {
+      plan.compareSet(name, new Set([...old.sets.get(name)!.elems.values()].map(elemLine)));
+    }
+    commands.push(...plan.commands());
   }
   for (const [key, t] of from?.tables ?? []) {
     if (!to.tables.has(key)) {
@@ -239,65 +390,39 @@ export function diffRulesets(from: Ruleset | undefined, to: Ruleset): Diff {
   return { tx: { commands }, stats };
 }
 
-/** Before and after of one element; undefined means absent. */
-export interface ElementChange {
-  before?: Elem;
-  after?: Elem;
-}
-
-/**
- * Changes made to a ruleset in place by an incremental builder: elements (by table key, set
- * and element key) and chains added. Much cheaper to turn into a transaction than a diff of
- * whole rulesets.
- */
-export interface RulesetDelta {
-  elements: Map<string, Map<string, Map<string, ElementChange>>>;
+/** Changes recorded by an incremental builder: net element changes and chains added. */
+export interface ElementDelta {
+  /** By table key, then set: line -> +1 added, -1 removed (0: no change). */
+  elements: Map<string, Map<string, Map<string, number>>>;
   /** Chains added, by table key. */
   chainsAdded: Map<string, Set<string>>;
 }
 
-/** An empty delta. */
-export function emptyDelta(): RulesetDelta {
-  return { elements: new Map(), chainsAdded: new Map() };
-}
-
-/** Records a change to one element, keeping the earliest `before` when one is recorded already. */
-export function recordChange(
-  delta: RulesetDelta,
-  table: string,
-  set: string,
-  key: string,
-  before: Elem | undefined,
-  after: Elem | undefined,
-): void {
-  let sets = delta.elements.get(table);
-  if (!sets) delta.elements.set(table, (sets = new Map()));
-  let elems = sets.get(set);
-  if (!elems) sets.set(set, (elems = new Map()));
-  const known = elems.get(key);
-  if (known) known.after = after;
-  else elems.set(key, { before, after });
+/** The desired state a delta applies to. */
+export interface DesiredSource {
+  desired(tableKey: string): DesiredTable;
 }
 
 /**
- * The transaction for a delta, `current` being the ruleset after it. Element changes become
- * deletes and adds (a changed element is both); changes that cancel out vanish. A table that
- * gained a chain whose rules use an existing typeof map is replaced whole (see replaceReason).
+ * The transaction for a delta: each set's removed lines deleted and added lines added (a
+ * changed map element is both), new chains added with their rules. With nft 1.0.6, a new
+ * chain whose rules use a typeof map makes the table be replaced whole (see replaceReason).
  */
-export function deltaTransaction(delta: RulesetDelta, current: Ruleset): Diff {
+export function deltaTransaction(delta: ElementDelta, current: DesiredSource, describer: Describer): Diff {
   const stats = emptyStats();
   const commands: Command[] = [];
-  const tables = new Set([...delta.elements.keys(), ...delta.chainsAdded.keys()]);
-  for (const key of tables) {
-    const t = current.tables.get(key);
-    if (!t) continue;
+  for (const key of new Set([...delta.elements.keys(), ...delta.chainsAdded.keys()])) {
+    const d = current.desired(key);
+    const t = d.skeleton;
     const newChains = [...(delta.chainsAdded.get(key) ?? [])].filter((name) => t.chains.has(name));
-    const typeofUse = newChains.find((name) =>
-      [...setRefs(t.chains.get(name)!.rules)].some((ref) => t.sets.get(ref)?.def.typeof),
-    );
-    if (typeofUse !== undefined) {
+    const typeofUse =
+      describer.typeofRulesNeedNewTable &&
+      newChains.find((name) =>
+        [...setRefs(t.chains.get(name)!.rules)].some((ref) => t.sets.get(ref)?.def.typeof),
+      );
+    if (typeofUse) {
       stats.replaceReasons.push(`${key}: new rule in ${typeofUse} refers to a typeof map (nft 1.0.6)`);
-      commands.push({ add: { table: t.table } }, { delete: { table: t.table } }, ...createTable(t, stats));
+      commands.push(...createTable(d, stats));
       continue;
     }
     const addChains: Command[] = [];
@@ -305,24 +430,22 @@ export function deltaTransaction(delta: RulesetDelta, current: Ruleset): Diff {
     for (const name of newChains) {
       const c = t.chains.get(name)!;
       addChains.push({ add: { chain: c.chain } });
-      for (const expr of c.rules)
-        addRules.push({ add: { rule: { family: c.chain.family, table: c.chain.table, chain: name, expr } } });
+      addRules.push(...ruleCommands(c));
       stats.chainsAdded++;
     }
     const dels: Command[] = [];
     const adds: Command[] = [];
-    for (const [setName, changes] of delta.elements.get(key) ?? []) {
-      const s = t.sets.get(setName);
+    for (const [set, changes] of delta.elements.get(key) ?? []) {
+      const s = t.sets.get(set);
       if (!s) continue;
-      const del: Elem[] = [];
-      const add: Elem[] = [];
-      for (const { before, after } of changes.values()) {
-        if (before !== undefined && after !== undefined && irEqual(before, after)) continue;
-        if (before !== undefined) del.push(before);
-        if (after !== undefined) add.push(after);
+      const del: string[] = [];
+      const add: string[] = [];
+      for (const [line, n] of changes) {
+        if (n < 0) del.push(line);
+        else if (n > 0) add.push(line);
       }
-      if (del.length) dels.push(elementCmd('delete', s, del));
-      if (add.length) adds.push(elementCmd('add', s, add));
+      if (del.length) dels.push(elements('delete', s.def, del));
+      if (add.length) adds.push(elements('add', s.def, add));
       stats.elementsDeleted += del.length;
       stats.elementsAdded += add.length;
     }

@@ -5,7 +5,9 @@
 import { existsSync } from 'node:fs';
 import { execa, type ExecaError } from 'execa';
 import type { Family, Transaction } from './ir.js';
-import type { ApplyStats, NftBackend } from './backend.js';
+import type { ApplyStats, NftBackend, NftReader } from './backend.js';
+import { describeIR, type TableDescription } from './diff.js';
+import { elemLine } from './lines.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
 import { Attr, inSpan, Spans } from '../telemetry/tracing.js';
@@ -94,7 +96,11 @@ const FEATURES: { feature: string; script: string }[] = [
 ];
 
 /** Backend that runs the real `nft`. */
-export class ExecBackend implements NftBackend {
+export class ExecBackend implements NftBackend, NftReader {
+  readonly name = 'nft';
+  /** nft 1.0.6 cannot add a rule that uses an existing typeof map (see diff.ts). */
+  readonly typeofRulesNeedNewTable = true;
+  readonly describe = describeIR;
   private readonly command: string[];
   private readonly timeoutMs: number;
   private readonly protocolsFile: string;
@@ -147,6 +153,28 @@ export class ExecBackend implements NftBackend {
     await this.nft(['-f', '-'], script);
   }
 
+  async describeTable(family: Family, table: string): Promise<TableDescription | undefined> {
+    // Terse: without elements, which nft then does not fetch either.
+    const t = await this.listJson(['-t', 'list', 'table', family, table], family, table);
+    return t && describeIR(t);
+  }
+
+  async listElements(family: Family, table: string, set: string): Promise<string[] | undefined> {
+    const s = await this.listSet(family, table, set);
+    return s && [...s.elems.values()].map(elemLine);
+  }
+
+  private async listJson(args: string[], family: Family, table: string): Promise<TableState | undefined> {
+    let out: string;
+    try {
+      out = await this.nft(['-j', ...args]);
+    } catch (e) {
+      if (e instanceof NftError && e.kind === NftErrorKind.NotFound) return undefined;
+      throw e;
+    }
+    return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, table));
+  }
+
   async listTable(family: Family, name: string): Promise<TableState | undefined> {
     let out: string;
     try {
@@ -171,18 +199,13 @@ export class ExecBackend implements NftBackend {
   }
 
   async listSet(family: Family, table: string, set: string): Promise<SetState | undefined> {
-    let out: string;
-    try {
-      // `list map` and `list set` differ only in what nft accepts; try the map first.
-      out = await this.nft(['-j', 'list', 'map', family, table, set]).catch(async (e: unknown) => {
-        if (e instanceof NftError && e.kind === NftErrorKind.NotFound) throw e;
-        return this.nft(['-j', 'list', 'set', family, table, set]);
-      });
-    } catch (e) {
-      if (e instanceof NftError && e.kind === NftErrorKind.NotFound) return undefined;
-      throw e;
+    // nft answers `list map` of a set, and `list set` of a map, with ENOENT: try both.
+    for (const kind of ['map', 'set']) {
+      const t = await this.listJson(['list', kind, family, table, set], family, table);
+      const s = t?.sets.get(set);
+      if (s) return s;
     }
-    return rulesetFromJson(JSON.parse(out)).tables.get(tableKey(family, table))?.sets.get(set);
+    return undefined;
   }
 
   /**

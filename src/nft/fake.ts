@@ -5,7 +5,8 @@
  * still referenced, values of the wrong datatype).
  */
 import type { Chain, Command, Elem, Expr, Family, NftSet, Stmt, Transaction } from './ir.js';
-import type { ApplyStats, NftBackend } from './backend.js';
+import type { ApplyStats, NftBackend, NftReader } from './backend.js';
+import { describeIR, type TableDescription } from './diff.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
 import { Attr, inSpan, Spans } from '../telemetry/tracing.js';
@@ -25,13 +26,22 @@ import {
   tableKey,
 } from './ruleset.js';
 import { parseCIDR, parseIP } from '../net/ip.js';
-import { eachLine, lineElem, lineKeyExpr } from './lines.js';
+import { eachLine, elemLine, lineElem, lineKeyExpr } from './lines.js';
 
 /** Decides whether an apply fails; used by tests to inject failures. */
 export type FailureInjector = (tx: Transaction, applyCount: number) => NftError | undefined;
 
 /** In-memory backend. */
-export class FakeBackend implements NftBackend {
+export class FakeBackend implements NftBackend, NftReader {
+  readonly name = 'fake';
+  readonly describe = describeIR;
+
+  /**
+   * `typeofRulesNeedNewTable`: behave like nft 1.0.6 (the default), which must replace a
+   * table to add a rule using an existing typeof map, or like the netlink backend.
+   */
+  constructor(readonly typeofRulesNeedNewTable = true) {}
+
   private state: Ruleset = emptyRuleset();
   /** Every transaction passed to `apply`, successful or not. */
   readonly applied: Transaction[] = [];
@@ -54,6 +64,16 @@ export class FakeBackend implements NftBackend {
       s.setAttribute(Attr.exitCode, 0);
     });
     return { bytes };
+  }
+
+  async describeTable(family: Family, table: string): Promise<TableDescription | undefined> {
+    const t = this.state.tables.get(tableKey(family, table));
+    return t && describeIR(t);
+  }
+
+  async listElements(family: Family, table: string, set: string): Promise<string[] | undefined> {
+    const st = this.state.tables.get(tableKey(family, table))?.sets.get(set);
+    return st && [...st.elems.values()].map(elemLine);
   }
 
   async listTable(family: Family, name: string): Promise<TableState | undefined> {

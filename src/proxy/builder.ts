@@ -1,16 +1,21 @@
 /**
- * The ruleset, kept up to date one service at a time.
+ * The desired ruleset, kept up to date one service at a time, in compact form.
  *
- * Each service contributes dispatch units (compileService). A unit's *owned* elements have
- * keys derived from its address and port, so only the unit that owns that address writes
- * them; its *shared* elements (hairpin pairs, cluster IPs) may come from several units and
- * are reference-counted. When two services claim one address and port, the first in
- * namespace/name order owns it; the other is reported and takes over if the first goes.
- * Every change is recorded as a delta, which becomes the next transaction, so a partial
- * sync costs the size of the change, not of the cluster.
+ * The fixed part of each table (chains, rules, set declarations: a few hundred objects) is
+ * IR. Everything per service is element lines (the canonical nft text of each element) held
+ * by the service's dispatch units, one string per unit and set; nothing is held per element.
+ *
+ * A unit's *owned* lines start with its address and port, so only the unit that owns that
+ * address writes them; its *shared* elements (hairpin pairs, cluster IPs) may come from
+ * several units and are reference-counted by key. When two services claim one address and
+ * port, the first in namespace/name order owns it; the other is reported and takes over if the
+ * first goes. With `recording` on, every change is kept as a delta: the set difference of the
+ * lines before and after, and the dispatch entries whose programming changed. That delta is
+ * the next partial sync's transaction, so a sync costs the size of the change.
  */
-import type { Elem, Family } from '../nft/ir.js';
-import { emptyDelta, recordChange, type RulesetDelta } from '../nft/diff.js';
+import type { DesiredSource, DesiredTable } from '../nft/diff.js';
+import type { Family } from '../nft/ir.js';
+import { lineElem } from '../nft/lines.js';
 import {
   type ChainState,
   elemKey,
@@ -28,6 +33,7 @@ import {
   type DispatchEntry,
   type DispatchUnit,
   type ServiceContribution,
+  sharedLine,
 } from './service.js';
 import { affinityChain, pickChain, staticTable } from './table.js';
 
@@ -41,32 +47,74 @@ export interface BuilderStats {
   endpoints: number;
 }
 
+/** What programming changed for one claimed address: the entry before and after (absent: none). */
+export interface EntryChange {
+  before?: DispatchEntry;
+  after?: DispatchEntry;
+}
+
+/** The changes since the last `takeDelta`. */
+export interface RulesetDelta {
+  /** Net element changes by table key, then set: line -> +1 added, -1 removed (0: none). */
+  elements: Map<string, Map<string, Map<string, number>>>;
+  /** Chains added, by table key. */
+  chainsAdded: Map<string, Set<string>>;
+  /** Programmed dispatch entries that changed, by claim. */
+  entries: Map<string, EntryChange>;
+}
+
+/** An empty delta. */
+export function emptyDelta(): RulesetDelta {
+  return { elements: new Map(), chainsAdded: new Map(), entries: new Map() };
+}
+
+interface Claim {
+  /** The service that owns the claim (first in namespace/name order). */
+  owner: string;
+  units: Map<string, DispatchUnit>;
+}
+
+interface Table {
+  family: Family;
+  /** Chains with rules, set declarations; no elements. */
+  skeleton: TableState;
+  /** Lines from settings, by set. */
+  staticLines: Map<string, string[]>;
+  /** Reference counts of shared elements by set, then key. */
+  shared: Map<string, Map<string, number>>;
+  /** Elements programmed, by set (metrics). */
+  counts: Map<string, number>;
+}
+
 /** Builds and maintains the desired ruleset for one node. */
-export class RulesetBuilder {
-  /** The desired ruleset, changed in place. */
-  readonly ruleset: Ruleset = emptyRuleset();
+export class RulesetBuilder implements DesiredSource {
+  private readonly tables = new Map<string, Table>();
   private readonly contributions = new Map<string, ServiceContribution>();
-  /** Claim key -> service key -> that service's unit for the claim. */
-  private readonly claims = new Map<string, Map<string, DispatchUnit>>();
-  /** Reference counts of shared elements: table key . set -> element key -> count. */
-  private readonly sharedCounts = new Map<string, Map<string, number>>();
+  private readonly claims = new Map<string, Claim>();
   private delta: RulesetDelta = emptyDelta();
   /**
    * Whether changes are recorded for `takeDelta`. Off while building a whole ruleset at
-   * once (a full sync diffs against the kernel instead): recording 300k elements costs
-   * about a second at 50k services.
+   * once (a full sync compares with the kernel instead).
    */
   recording = true;
 
   constructor(config: ProxyConfig, nodeIPs: string[]) {
     for (const family of FAMILIES) {
       const fi = FAMILY_INFO[family];
-      const t = staticTable(fi, config, ipsOf(nodeIPs, fi.version));
+      const { table, lines } = staticTable(fi, config, ipsOf(nodeIPs, fi.version));
       for (const pick of precreatedPicks()) {
         const c = pickChain(fi, pick);
-        t.chains.set(c.chain.name, c);
+        table.chains.set(c.chain.name, c);
       }
-      this.ruleset.tables.set(tableKey(family, TABLE), t);
+      const counts = new Map<string, number>();
+      for (const [set, l] of lines) counts.set(set, l.length);
+      this.tables.set(tableKey(family, TABLE), {
+        family,
+        skeleton: table,
+        staticLines: lines,
+        shared: new Map(),
+        counts,
+      });
     }
   }
 
@@ -88,6 +136,82 @@ export class RulesetBuilder {
     return d;
   }
 
+  /** The table keys (`ip nftproxy`, `ip6 nftproxy`). */
+  tableKeys(): string[] {
+    return [...this.tables.keys()];
+  }
+
+  /** A table's chains (with rules) and set declarations, without elements. Do not modify. */
+  skeleton(tk: string): TableState {
+    return this.table(tk).skeleton;
+  }
+
+  /**
+   * The desired element lines of every set of a table, by set: entries are line blocks
+   * (several lines joined by `\n`) shared with the units, not copies.
+   */
+  lines(tk: string): Map<string, string[]> {
+    const t = this.table(tk);
+    const out = new Map<string, string[]>();
+    const add = (set: string, block: string) => {
+      let l = out.get(set);
+      if (!l) out.set(set, (l = []));
+      l.push(block);
+    };
+    for (const [set, lines] of t.staticLines) for (const l of lines) add(set, l);
+    for (const [key, c] of this.contributions) {
+      for (const unit of c.units) {
+        if (tableKey(unit.family, TABLE) !== tk || !this.owns(key, unit)) continue;
+        for (const o of unit.owned) add(o.set, o.lines);
+      }
+    }
+    for (const [set, counts] of t.shared) for (const k of counts.keys()) add(set, sharedLine(set, k));
+    return out;
+  }
+
+  /** A table's skeleton and element lines, as the planner takes them. */
+  desired(tk: string): DesiredTable {
+    return { skeleton: this.skeleton(tk), lines: this.lines(tk) };
+  }
+
+  /**
+   * The whole desired ruleset as IR (elements parsed from their lines), for the tools that
+   * trace, print or compare it. The operator itself never builds it.
+   */
+  ruleset(): Ruleset {
+    const r = emptyRuleset();
+    for (const tk of this.tables.keys()) {
+      const sk = this.table(tk).skeleton;
+      const t: TableState = {
+        table: { ...sk.table },
+        chains: new Map([...sk.chains].map(([n, c]) => [n, { chain: { ...c.chain }, rules: [...c.rules] }])),
+        sets: new Map([...sk.sets].map(([n, s]) => [n, { def: { ...s.def }, elems: new Map() }])),
+      };
+      for (const [set, blocks] of this.lines(tk)) {
+        const s = t.sets.get(set)!;
+        for (const block of blocks) {
+          for (const line of block.split('\n')) {
+            const e = lineElem(s.def, line);
+            s.elems.set(elemKey(e), e);
+          }
+        }
+      }
+      r.tables.set(tk, t);
+    }
+    return r;
+  }
+
+  /** Elements and chains programmed, over all tables (metrics). */
+  counts(): { elements: number; chains: number } {
+    let elements = 0;
+    let chains = 0;
+    for (const t of this.tables.values()) {
+      chains += t.skeleton.chains.size;
+      for (const n of t.counts.values()) elements += n;
+    }
+    return { elements, chains };
+  }
+
   /** The service keys this builder knows. */
   serviceKeys(): IterableIterator<string> {
     return this.contributions.keys();
@@ -102,6 +226,14 @@ export class RulesetBuilder {
     return out;
   }
 
+  /** Whether any programmed address has ClientIP affinity (its entries may need cleaning). */
+  hasAffinity(): boolean {
+    for (const t of this.tables.values()) {
+      for (const name of t.skeleton.chains.keys()) if (/^affinity-\d+$/.test(name)) return true;
+    }
+    return false;
+  }
+
   /**
    * Diagnostics of every service (or of `keys`), and one error per address a service lost
    * to another.
@@ -113,10 +245,10 @@ export class RulesetBuilder {
       if (!c) continue;
       out.push(...c.diagnostics);
       for (const unit of c.units) {
-        const owner = this.owner(this.claims.get(unit.claim)!);
+        const owner = this.claims.get(unit.claim)!.owner;
         if (owner === key) continue;
         const [ns, name] = key.split('/') as [string, string];
-        const [ons, oname] = owner!.split('/') as [string, string];
+        const [ons, oname] = owner.split('/') as [string, string];
         out.push({
           severity: 'error',
           object: objectRef('Service', { namespace: ns, name }),
@@ -164,114 +296,134 @@ export class RulesetBuilder {
     return s;
   }
 
-  private owns(key: string, unit: DispatchUnit): boolean {
-    return this.owner(this.claims.get(unit.claim)!) === key;
+  private table(tk: string): Table {
+    const t = this.tables.get(tk);
+    if (!t) throw new Error(`no table ${tk}`);
+    return t;
   }
 
-  private owner(claimants: Map<string, DispatchUnit>): string | undefined {
-    let best: string | undefined;
-    for (const k of claimants.keys()) if (best === undefined || compareServiceKeys(k, best) < 0) best = k;
-    return best;
+  private owns(key: string, unit: DispatchUnit): boolean {
+    return this.claims.get(unit.claim)?.owner === key;
   }
 
   private claim(key: string, unit: DispatchUnit): void {
-    let claimants = this.claims.get(unit.claim);
-    if (!claimants) this.claims.set(unit.claim, (claimants = new Map()));
-    const before = this.owner(claimants);
-    claimants.set(key, unit);
-    if (before === undefined) {
+    const c = this.claims.get(unit.claim);
+    if (!c) {
+      this.claims.set(unit.claim, { owner: key, units: new Map([[key, unit]]) });
       this.program(unit);
-    } else if (compareServiceKeys(key, before) < 0) {
-      this.unprogram(claimants.get(before)!);
+      return;
+    }
+    c.units.set(key, unit);
+    if (compareServiceKeys(key, c.owner) < 0) {
+      this.unprogram(c.units.get(c.owner)!);
+      c.owner = key;
       this.program(unit);
     }
   }
 
   private release(key: string, unit: DispatchUnit): void {
-    const claimants = this.claims.get(unit.claim)!;
-    const owner = this.owner(claimants);
-    claimants.delete(key);
-    if (owner === key) {
+    const c = this.claims.get(unit.claim)!;
+    c.units.delete(key);
+    if (c.owner === key) {
       this.unprogram(unit);
-      const next = this.owner(claimants);
-      if (next !== undefined) this.program(claimants.get(next)!);
+      let next: string | undefined;
+      for (const k of c.units.keys()) if (next === undefined || compareServiceKeys(k, next) < 0) next = k;
+      if (next === undefined) {
+        this.claims.delete(unit.claim);
+        return;
+      }
+      c.owner = next;
+      this.program(c.units.get(next)!);
     }
-    if (claimants.size === 0) this.claims.delete(unit.claim);
-  }
-
-  private table(family: Family): [string, TableState] {
-    const k = tableKey(family, TABLE);
-    return [k, this.ruleset.tables.get(k)!];
   }
 
   private program(unit: DispatchUnit): void {
-    const [tk, t] = this.table(unit.family);
+    const tk = tableKey(unit.family, TABLE);
+    const t = this.table(tk);
     const fi = FAMILY_INFO[unit.family];
     for (const pick of unit.picks) this.ensureChain(tk, t, pickChainName(pick), () => pickChain(fi, pick));
     const timeout = unit.affinityTimeout;
     if (timeout !== undefined)
       this.ensureChain(tk, t, affinityChainName(timeout), () => affinityChain(fi, timeout));
-    for (const { set, elems } of unit.owned) for (const e of elems) this.put(tk, t, set, e, elemKey(e));
-    for (const { set, elems } of unit.shared) {
-      const counts = this.counts(tk, set);
-      for (const e of elems) {
-        const k = elemKey(e);
+    for (const o of unit.owned) {
+      t.counts.set(o.set, (t.counts.get(o.set) ?? 0) + o.count);
+      if (this.recording) this.recordBlock(tk, o.set, o.lines, 1);
+    }
+    for (const { set, keys } of unit.shared) {
+      let counts = t.shared.get(set);
+      if (!counts) t.shared.set(set, (counts = new Map()));
+      for (const k of keys) {
         const n = counts.get(k) ?? 0;
         counts.set(k, n + 1);
-        if (n === 0) this.put(tk, t, set, e, k);
+        if (n === 0) {
+          t.counts.set(set, (t.counts.get(set) ?? 0) + 1);
+          if (this.recording) this.record(tk, set, sharedLine(set, k), 1);
+        }
       }
     }
+    if (this.recording) this.recordEntry(unit.claim, 'after', unit.entry);
+  }
+
+  private unprogram(unit: DispatchUnit): void {
+    const tk = tableKey(unit.family, TABLE);
+    const t = this.table(tk);
+    for (const o of unit.owned) {
+      t.counts.set(o.set, (t.counts.get(o.set) ?? 0) - o.count);
+      if (this.recording) this.recordBlock(tk, o.set, o.lines, -1);
+    }
+    for (const { set, keys } of unit.shared) {
+      const counts = t.shared.get(set)!;
+      for (const k of keys) {
+        const n = counts.get(k)!;
+        if (n > 1) {
+          counts.set(k, n - 1);
+          continue;
+        }
+        counts.delete(k);
+        t.counts.set(set, (t.counts.get(set) ?? 0) - 1);
+        if (this.recording) this.record(tk, set, sharedLine(set, k), -1);
+      }
+    }
+    if (this.recording) this.recordEntry(unit.claim, 'before', unit.entry);
+    // Pick chains stay until the next full sync: a service oscillating around a size must
+    // not add and remove a chain every time (with nft 1.0.6 that replaces the table).
   }
 
   /** Adds a chain the first time a unit needs it. */
-  private ensureChain(tk: string, t: TableState, name: string, make: () => ChainState): void {
-    if (t.chains.has(name)) return;
-    t.chains.set(name, make());
-    // Chains are always recorded: few, and a partial sync must know to replace the table.
+  private ensureChain(tk: string, t: Table, name: string, make: () => ChainState): void {
+    if (t.skeleton.chains.has(name)) return;
+    t.skeleton.chains.set(name, make());
+    // Chains are always recorded: few, and a partial sync must add them.
     let added = this.delta.chainsAdded.get(tk);
     if (!added) this.delta.chainsAdded.set(tk, (added = new Set()));
     added.add(name);
   }
 
-  private unprogram(unit: DispatchUnit): void {
-    const [tk, t] = this.table(unit.family);
-    for (const { set, elems } of unit.owned) for (const e of elems) this.remove(tk, t, set, elemKey(e));
-    for (const { set, elems } of unit.shared) {
-      const counts = this.counts(tk, set);
-      for (const e of elems) {
-        const k = elemKey(e);
-        const n = counts.get(k)!;
-        if (n > 1) {
-          counts.set(k, n - 1);
-        } else {
-          counts.delete(k);
-          this.remove(tk, t, set, k);
-        }
-      }
+  private recordBlock(tk: string, set: string, block: string, sign: 1 | -1): void {
+    if (!block.includes('\n')) return this.record(tk, set, block, sign);
+    for (const line of block.split('\n')) this.record(tk, set, line, sign);
+  }
+
+  private record(tk: string, set: string, line: string, sign: 1 | -1): void {
+    let sets = this.delta.elements.get(tk);
+    if (!sets) this.delta.elements.set(tk, (sets = new Map()));
+    let lines = sets.get(set);
+    if (!lines) sets.set(set, (lines = new Map()));
+    lines.set(line, (lines.get(line) ?? 0) + sign);
+  }
+
+  /**
+   * Records what a claim had programmed before this delta (the first unprogrammed entry) and
+   * after it (the last programmed one).
+   */
+  private recordEntry(claim: string, side: 'before' | 'after', entry: DispatchEntry): void {
+    const known = this.delta.entries.get(claim);
+    if (side === 'before') {
+      if (!known) this.delta.entries.set(claim, { before: entry });
+      else if (known.after === entry) delete known.after;
+      return;
     }
-    // Pick chains stay until the next full sync: recreating one means replacing the table
-    // (nft 1.0.6), so a service oscillating around a size must not do that every time.
-  }
-
-  private counts(tk: string, set: string): Map<string, number> {
-    const k = `${tk} ${set}`;
-    let m = this.sharedCounts.get(k);
-    if (!m) this.sharedCounts.set(k, (m = new Map()));
-    return m;
-  }
-
-  private put(tk: string, t: TableState, set: string, elem: Elem, k: string): void {
-    const elems = t.sets.get(set)!.elems;
-    const before: Elem | undefined = elems.get(k);
-    elems.set(k, elem);
-    if (this.recording) recordChange(this.delta, tk, set, k, before, elem);
-  }
-
-  private remove(tk: string, t: TableState, set: string, k: string): void {
-    const elems = t.sets.get(set)!.elems;
-    const before = elems.get(k);
-    if (before === undefined) return;
-    elems.delete(k);
-    if (this.recording) recordChange(this.delta, tk, set, k, before, undefined);
+    if (known) known.after = entry;
+    else this.delta.entries.set(claim, { after: entry });
   }
 }

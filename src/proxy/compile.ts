@@ -18,7 +18,14 @@ import type { NodeInfo } from './endpoints.js';
 import { policyFor } from './policy.js';
 import type { ProxyConfig } from './config.js';
 import { type BuilderStats, RulesetBuilder } from './builder.js';
-import { compareServiceKeys, compileService, type DispatchEntry, proxied, serviceKey } from './service.js';
+import {
+  compareServiceKeys,
+  compileService,
+  type DispatchEntry,
+  proxied,
+  type ServiceContribution,
+  serviceKey,
+} from './service.js';
 
 export type { DispatchEntry } from './service.js';
 
@@ -30,6 +37,8 @@ export interface CompileStats extends BuilderStats {
 
 /** The desired ruleset and what was found on the way. */
 export interface CompileResult {
+  /** The compact desired state the ruleset was built from. */
+  builder: RulesetBuilder;
   ruleset: Ruleset;
   diagnostics: Diagnostic[];
   stats: CompileStats;
@@ -63,10 +72,30 @@ export function slicesByService(slices: readonly EndpointSlice[]): Map<string, E
   return out;
 }
 
-/** Compiles the whole cluster state into the desired ruleset. */
-export function compile(state: ClusterState, config: ProxyConfig): CompileResult {
-  const builder = new RulesetBuilder(config, nodeIPsOf(state, config));
+/** Where a whole-ruleset compile reads its services from: the store, or a ClusterState. */
+export interface ServiceSource {
+  /** Every service key. */
+  keys(): Iterable<string>;
+  /** What the service contributes (undefined: not proxied, or gone). */
+  contribution(key: string): ServiceContribution | undefined;
+}
+
+/**
+ * Compiles every service of `source` into a new builder, in namespace/name order (the order
+ * that decides contested addresses). The one compile loop: full syncs and `compile` use it.
+ */
+export function buildRuleset(config: ProxyConfig, nodeIPs: string[], source: ServiceSource): RulesetBuilder {
+  const builder = new RulesetBuilder(config, nodeIPs);
   builder.recording = false;
+  const keys = [...source.keys()].sort(compareServiceKeys);
+  for (const key of keys) builder.setService(key, source.contribution(key));
+  builder.recording = true;
+  builder.takeDelta();
+  return builder;
+}
+
+/** A ServiceSource over a ClusterState. */
+export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSource & { skipped: number } {
   const slices = slicesByService(state.endpointSlices);
   const node = nodeInfoOf(state, config);
   const policies = new Map<string, PolicyObject[]>();
@@ -75,27 +104,32 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
     list.push(p);
     policies.set(p.metadata.namespace, list);
   }
+  const services = new Map(
+    state.services.map((svc) => [serviceKey(svc.metadata.namespace, svc.metadata.name), svc]),
+  );
   let skipped = 0;
-  const keyed = state.services.map((svc) => ({
-    svc,
-    key: serviceKey(svc.metadata.namespace, svc.metadata.name),
-  }));
-  keyed.sort((a, b) => compareServiceKeys(a.key, b.key));
-  for (const { svc, key } of keyed) {
-    if (!proxied(svc)) {
-      skipped++;
-      continue;
-    }
-    const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
-    builder.setService(
-      key,
-      compileService(svc, slices.get(key) ?? [], { node, ...(policy ? { policy } : {}) }),
-    );
-  }
+  for (const svc of services.values()) if (!proxied(svc)) skipped++;
   return {
-    ruleset: builder.ruleset,
+    skipped,
+    keys: () => services.keys(),
+    contribution: (key) => {
+      const svc = services.get(key);
+      if (!svc || !proxied(svc)) return undefined;
+      const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
+      return compileService(svc, slices.get(key) ?? [], { node, ...(policy ? { policy } : {}) });
+    },
+  };
+}
+
+/** Compiles the whole cluster state into the desired ruleset. */
+export function compile(state: ClusterState, config: ProxyConfig): CompileResult {
+  const source = stateSource(state, config);
+  const builder = buildRuleset(config, nodeIPsOf(state, config), source);
+  return {
+    builder,
+    ruleset: builder.ruleset(),
     diagnostics: builder.diagnostics(),
-    stats: { ...builder.stats(), skipped },
+    stats: { ...builder.stats(), skipped: source.skipped },
     entries: builder.entries(),
   };
 }

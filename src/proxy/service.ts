@@ -3,8 +3,7 @@
  * IPs, load balancer IPs, NodePorts) and ports, a dispatch unit with its map and set
  * elements. Pure.
  */
-import { concat, goto, type Elem, type Expr, type Family } from '../nft/ir.js';
-import { elemKey } from '../nft/ruleset.js';
+import type { Family } from '../nft/ir.js';
 import { formatHostPort, versionOf } from '../net/ip.js';
 import {
   type Diagnostic,
@@ -34,7 +33,7 @@ import {
   Sets,
 } from './names.js';
 import { serviceBehaviour, slotTable, type SlotTable } from './policy.js';
-import { cidrElem } from './table.js';
+import { cidrText } from './table.js';
 
 /** One programmed address of a service port: who owns a dispatch entry. */
 export interface DispatchEntry {
@@ -68,10 +67,30 @@ export interface DispatchEntry {
   topology: EndpointCategories['topology'];
 }
 
-/** Elements of one named set or map of the unit's family table. */
-export interface SetElems {
+/**
+ * Elements of one named set or map of the unit's family table, as element lines (the
+ * canonical nft text of each element) joined by `\n`: one string per set, not per element.
+ */
+export interface SetLines {
   set: string;
-  elems: Elem[];
+  lines: string;
+  /** How many lines. */
+  count: number;
+}
+
+/**
+ * Elements several units may write (a pod behind two services is one hairpin pair), as the
+ * keys their lines are made of (`sharedLine`): the endpoint addresses of hairpin pairs, the
+ * ClusterIP of `cluster-ips`. Reference-counted by key.
+ */
+export interface SharedKeys {
+  set: string;
+  keys: readonly string[];
+}
+
+/** The line of a shared element from its key. */
+export function sharedLine(set: string, key: string): string {
+  return set === Sets.hairpin ? `${key} . ${key}` : key;
 }
 
 /**
@@ -80,14 +99,14 @@ export interface SetElems {
  */
 export interface DispatchUnit {
   family: Family;
-  /** Conflict key: `ip vip 10.0.0.1 . tcp . #80` or `ip nodeport tcp . #30080`. */
+  /** Conflict key: `ip service 10.0.0.1 . tcp . 80` or `ip nodeport tcp . 30080`. */
   claim: string;
   /** For messages: `10.0.0.1:80/TCP`, `NodePort 30080/TCP`. */
   label: string;
-  /** Elements only this unit writes: their keys derive from the claim. */
-  owned: SetElems[];
+  /** Elements only this unit writes: their keys start with its address and port. */
+  owned: SetLines[];
   /** Elements other units may write too (hairpin pairs, cluster IPs): reference-counted. */
-  shared: SetElems[];
+  shared: SharedKeys[];
   entry: DispatchEntry;
   /** The pick chains the unit's dispatch entries jump to. */
   picks: PickSpec[];
@@ -210,24 +229,27 @@ export function compileService(
       const proto = PROTO[sp.protocol];
       const cat = categorizeEndpoints(sp, familySlices, ctx.node);
       // A pod reaching itself through the service is masqueraded (endpoint . endpoint pairs).
-      const hairpin: SetElems = {
+      const hairpin: SharedKeys = {
         set: Sets.hairpin,
-        elems: [...new Set([...cat.cluster, ...cat.local])].map((b) => concat(b.ip, b.ip)),
+        keys: [...new Set([...cat.cluster, ...cat.local].map((b) => b.ip))],
       };
+      const clusterIPs: SharedKeys = { set: Sets.clusterIPs, keys: [clusterIP] };
       const service = `${svc.metadata.namespace}/${svc.metadata.name}`;
 
-      /** A unit dispatching on `keyParts` (VIP . proto . port, or proto . NodePort). */
+      /** A unit dispatching on `key` (`VIP . proto . port`, or `proto . NodePort`). */
       const unit = (
         dkind: DispatchKind,
         ekind: DispatchEntry['kind'],
-        keyParts: Expr[],
+        key: string,
         label: string,
         address: string | undefined,
       ): DispatchUnit => {
         const external = ekind !== 'clusterIP';
         const sets = DISPATCH_SETS[dkind];
-        const key = concat(...keyParts);
-        const owned: SetElems[] = [];
+        const owned: SetLines[] = [];
+        const own = (set: string, lines: string[]) => {
+          if (lines.length) owned.push({ set, lines: lines.join('\n'), count: lines.length });
+        };
         const picks: PickSpec[] = [];
         // Internal traffic (ClusterIP) with policy Local uses this node's endpoints only.
         const backends = !external && internalLocal ? cat.local : cat.cluster;
@@ -247,9 +269,9 @@ export function compileService(
           topology: cat.topology,
           ...(behaviour.policy ? { policy: behaviour.policy } : {}),
         };
-        const pickElems = (t: SlotTable, pool: Pool): Elem[] => {
+        const pickLines = (t: SlotTable, pool: Pool): string[] => {
           const base = pool === 'local' ? LOCAL_SLOT_BASE : 0;
-          return t.slots.map((b, slot): Elem => [concat(...keyParts, base + slot), concat(b.ip, b.port)]);
+          return t.slots.map((b, slot) => `${key} . ${base + slot} : ${b.ip} . ${b.port}`);
         };
         if (table.slots.length) {
           const pick: PickSpec = {
@@ -259,18 +281,13 @@ export function compileService(
             pool: 'cluster',
           };
           picks.push(pick);
-          owned.push(
-            { set: sets.dispatch, elems: [[key, goto(pickChainName(pick))]] },
-            { set: sets.backends, elems: pickElems(table, 'cluster') },
-          );
+          own(sets.dispatch, [`${key} : goto ${pickChainName(pick)}`]);
+          own(sets.backends, pickLines(table, 'cluster'));
         } else {
           // Kubernetes drops, not rejects, when endpoints exist but none is usable from here
           // (internalTrafficPolicy Local without local endpoints); no endpoints at all: reject.
           entry.verdict = !external && internalLocal && cat.cluster.length ? 'drop' : 'reject';
-          owned.push({
-            set: sets.noEndpoints,
-            elems: [[key, entry.verdict === 'drop' ? { drop: null } : goto(Chains.reject)]],
-          });
+          own(sets.noEndpoints, [`${key} : ${entry.verdict === 'drop' ? 'drop' : `goto ${Chains.reject}`}`]);
         }
         if (external && externalLocal && table.slots.length) {
           // Clients outside the cluster reach this node's endpoints only, with their own
@@ -286,12 +303,10 @@ export function compileService(
               pool: 'local',
             };
             picks.push(pick);
-            owned.push(
-              { set: localSet, elems: [[key, goto(pickChainName(pick))]] },
-              { set: sets.backends, elems: pickElems(local, 'local') },
-            );
+            own(localSet, [`${key} : goto ${pickChainName(pick)}`]);
+            own(sets.backends, pickLines(local, 'local'));
           } else {
-            owned.push({ set: localSet, elems: [[key, { drop: null }]] });
+            own(localSet, [`${key} : drop`]);
           }
         }
         // Masquerade: `auto` is Kubernetes' rule (external traffic unless policy Local;
@@ -299,9 +314,8 @@ export function compileService(
         const masq =
           behaviour.masquerade === 'always' ||
           (behaviour.masquerade === 'auto' && external && !externalLocal);
-        if (masq) owned.push({ set: sets.masquerade, elems: [key] });
-        if (behaviour.masquerade === 'never' && dkind === 'service')
-          owned.push({ set: Sets.noMasqueradeServices, elems: [key] });
+        if (masq) own(sets.masquerade, [key]);
+        if (behaviour.masquerade === 'never' && dkind === 'service') own(Sets.noMasqueradeServices, [key]);
         let affinityTimeout: number | undefined;
         if (behaviour.affinityTimeout !== undefined && table.slots.length) {
           affinityTimeout = behaviour.affinityTimeout;
@@ -310,10 +324,8 @@ export function compileService(
             dkind === 'service'
               ? [Sets.affinityServices, Maps.affinityTimeouts]
               : [Sets.affinityNodeports, Maps.affinityNodeportTimeouts];
-          owned.push(
-            { set: guard, elems: [key] },
-            { set: timeouts, elems: [[key, goto(affinityChainName(affinityTimeout))]] },
-          );
+          own(guard, [key]);
+          own(timeouts, [`${key} : goto ${affinityChainName(affinityTimeout)}`]);
         }
         if (external) {
           // Source ranges, before DNAT: the service's own for load balancer IPs, and the
@@ -325,29 +337,36 @@ export function compileService(
           else if (!policyAllowAll) allow = policyAllow;
           const fw = FIREWALL_SETS[dkind];
           if (allow) {
-            owned.push(
-              { set: fw.guard, elems: [key] },
-              { set: fw.allow, elems: allow.map((c) => concat(...keyParts, cidrElem(c))) },
+            own(fw.guard, [key]);
+            own(
+              fw.allow,
+              allow.map((c) => `${key} . ${cidrText(c)}`),
             );
           }
-          if (deny.length)
-            owned.push({ set: fw.deny, elems: deny.map((c) => concat(...keyParts, cidrElem(c))) });
+          own(
+            fw.deny,
+            deny.map((c) => `${key} . ${cidrText(c)}`),
+          );
         }
-        const shared =
-          ekind === 'clusterIP' ? [hairpin, { set: Sets.clusterIPs, elems: [clusterIP] }] : [hairpin];
         return {
           family,
-          claim: `${family} ${dkind} ${elemKey(key)}`,
+          claim: `${family} ${dkind} ${key}`,
           label,
-          owned: owned.filter((o) => o.elems.length),
-          shared,
+          owned,
+          shared: ekind === 'clusterIP' ? [hairpin, clusterIPs] : [hairpin],
           entry,
           picks,
           ...(affinityTimeout !== undefined ? { affinityTimeout } : {}),
         };
       };
       const vipUnit = (vip: string, ekind: DispatchEntry['kind']) =>
-        unit('service', ekind, [vip, proto, sp.port], `${formatHostPort(vip, sp.port)}/${sp.protocol}`, vip);
+        unit(
+          'service',
+          ekind,
+          `${vip} . ${proto} . ${sp.port}`,
+          `${formatHostPort(vip, sp.port)}/${sp.protocol}`,
+          vip,
+        );
       out.units.push(vipUnit(clusterIP, 'clusterIP'));
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
       for (const vip of ipsOf(svc.loadBalancerIPs, fi.version))
@@ -357,7 +376,7 @@ export function compileService(
           unit(
             'nodeport',
             'nodePort',
-            [proto, sp.nodePort],
+            `${proto} . ${sp.nodePort}`,
             `NodePort ${sp.nodePort}/${sp.protocol}`,
             undefined,
           ),

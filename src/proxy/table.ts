@@ -17,14 +17,13 @@ import {
   meta,
   numgenRandom,
   payload,
-  prefix,
   ret,
   setRef,
   vmap,
   type Expr,
   type Stmt,
 } from '../nft/ir.js';
-import { type ChainState, elemKey, emptyTable, type TableState } from '../nft/ruleset.js';
+import { type ChainState, emptyTable, type TableState } from '../nft/ruleset.js';
 import { type CIDR, formatIP, normalizeCIDRs, parseCIDR } from '../net/ip.js';
 import type { ProxyConfig } from './config.js';
 import type { FamilyInfo } from './family.js';
@@ -46,14 +45,22 @@ import {
 /** The L4 protocols services use, in nft's names. */
 const PROTOCOLS = ['tcp', 'udp', 'sctp'] as const;
 
-/** An interval-set element for a prefix: nft lists full-length prefixes as plain addresses. */
-export function cidrElem(c: CIDR): Expr {
+/** A prefix as an interval-set element line: nft lists full-length prefixes as plain addresses. */
+export function cidrText(c: CIDR): string {
   const addr = formatIP(c);
-  return c.len === c.bytes.length * 8 ? addr : prefix(addr, c.len);
+  return c.len === c.bytes.length * 8 ? addr : `${addr}/${c.len}`;
 }
 
-/** The chains and sets every table has, with settings-derived elements. */
-export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): TableState {
+/** A table's fixed part: every chain and set, and the element lines that come from settings. */
+export interface StaticTable {
+  /** Chains with their rules, and set declarations; no elements. */
+  table: TableState;
+  /** Element lines of sets filled from settings (cluster CIDRs, NodePort addresses), by set. */
+  lines: Map<string, string[]>;
+}
+
+/** The chains and sets every table has, with settings-derived element lines. */
+export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string[]): StaticTable {
   const { family, l3, addrType } = fi;
   const t = emptyTable({
     family,
@@ -146,19 +153,20 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     elems: new Map(),
   });
 
-  const addElems = (name: string, elems: Expr[]) => {
-    for (const e of elems) t.sets.get(name)!.elems.set(elemKey(e), e);
+  const lines = new Map<string, string[]>();
+  const addElems = (name: string, elems: string[]) => {
+    if (elems.length) lines.set(name, elems);
   };
   const ofFamily = (cs: CIDR[]) => cs.filter((c) => c.version === fi.version);
   const clusterCIDRs = ofFamily(config.clusterCIDRs);
-  addElems(Sets.clusterCIDRs, clusterCIDRs.map(cidrElem));
+  addElems(Sets.clusterCIDRs, clusterCIDRs.map(cidrText));
   // `primary` adds the node's own IPs. Normalised together with the CIDRs, since an
   // interval set refuses overlapping elements (10.0.0.0/8 and 10.0.0.5).
   const primary = config.nodePortPrimary
     ? nodeIPs.map((ip) => parseCIDR(`${ip}/${fi.version === 4 ? 32 : 128}`)!)
     : [];
   const nodePortAddrs = normalizeCIDRs([...ofFamily(config.nodePortCIDRs), ...primary]);
-  addElems(Sets.nodeportAddresses, nodePortAddrs.map(cidrElem));
+  addElems(Sets.nodeportAddresses, nodePortAddrs.map(cidrText));
   // As kube-proxy: a family without any nodeport address of its own answers on all of its
   // local addresses.
   const nodePortsRestricted = nodePortAddrs.length > 0;
@@ -322,7 +330,7 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     hook: 'output',
     prio: Priority.filterPostDnat,
   });
-  return t;
+  return { table: t, lines };
 }
 
 /** The slot expression of a pick chain: random, in turn, or a hash of the client address. */

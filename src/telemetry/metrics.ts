@@ -9,7 +9,6 @@
 import { createServer, type Server } from 'node:http';
 import { closeServer, listenOn } from '../net/http.js';
 import type { SyncResult } from '../controller/syncer.js';
-import type { Ruleset } from '../nft/ruleset.js';
 
 /** Metric types of the exposition format. */
 export const MetricType = { counter: 'counter', gauge: 'gauge', histogram: 'histogram' } as const;
@@ -423,8 +422,8 @@ export interface SyncContext {
   at: number;
   /** What `syncStarting` returned for this sync. */
   mark: number;
-  /** The ruleset now in the kernel. */
-  ruleset?: Ruleset;
+  /** Elements and chains now in the kernel. */
+  programmedCounts?: { elements: number; chains: number };
   /**
    * Services with Local policy gaps among those the sync recompiled (all of them when full);
    * a recompiled service missing here has none.
@@ -634,15 +633,9 @@ export class ProxyMetrics {
     this.noLocalEndpoints.labels({ traffic_policy: TrafficPolicyLabel.internal }).set(internal);
     this.noLocalEndpoints.labels({ traffic_policy: TrafficPolicyLabel.external }).set(external);
 
-    if (ctx.ruleset) {
-      let elements = 0;
-      let chains = 0;
-      for (const t of ctx.ruleset.tables.values()) {
-        chains += t.chains.size;
-        for (const s of t.sets.values()) elements += s.elems.size;
-      }
-      this.elementsProgrammed.set(elements);
-      this.chainsProgrammed.set(chains);
+    if (ctx.programmedCounts) {
+      this.elementsProgrammed.set(ctx.programmedCounts.elements);
+      this.chainsProgrammed.set(ctx.programmedCounts.chains);
     }
   }
 

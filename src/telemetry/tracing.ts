@@ -166,6 +166,8 @@ export const Attr = {
   service: 'nftproxy.service',
   endpointSlice: 'nftproxy.endpointslice',
   triggerTime: 'nftproxy.trigger_time_present',
+  setsRead: 'nftproxy.kernel.sets_read',
+  backend: 'nftproxy.nft.backend',
 } as const;
 
 /** Marks a span failed with the error: status, `error.type`, the exception event. */

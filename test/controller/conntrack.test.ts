@@ -2,12 +2,19 @@
  * Which conntrack flows a change makes stale.
  */
 import assert from 'node:assert/strict';
-import { changesBetween, changesOfDelta, staleFlows } from '../../src/controller/conntrack.js';
+import {
+  KernelPorts,
+  PORT_SETS,
+  portChangesOfDelta,
+  portChangesOfFull,
+  staleFlows,
+} from '../../src/controller/conntrack.js';
 import { RulesetBuilder } from '../../src/proxy/builder.js';
 import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import { compileService } from '../../src/proxy/service.js';
-import { emptyRuleset } from '../../src/nft/ruleset.js';
+import { elemLine } from '../../src/nft/lines.js';
+import type { Ruleset } from '../../src/nft/ruleset.js';
 import { cluster, service, slice } from '../support/cluster.js';
 
 const CONFIG = parseProxyConfig({ nodeName: 'n1', clusterCIDRs: ['10.244.0.0/16'] });
@@ -30,7 +37,15 @@ function flowsOf(eps1: string[], eps2: string[], protocol: 'UDP' | 'TCP' = 'UDP'
   set(eps1);
   b.takeDelta();
   set(eps2);
-  return staleFlows(changesOfDelta(b.takeDelta()), b.ruleset);
+  return staleFlows(portChangesOfDelta(b.takeDelta().entries.values()));
+}
+
+/** The kernel's port states as a full sync reads them, from a ruleset standing in for the kernel. */
+function kernelPorts(r: Ruleset) {
+  const kp = new KernelPorts('ipv4');
+  const t = r.tables.get('ip nftproxy')!;
+  for (const set of PORT_SETS) kp.add(set, [...t.sets.get(set)!.elems.values()].map(elemLine));
+  return kp.states;
 }
 
 /** Every filter matches only untranslated flows: replies from the address or port itself. */
@@ -87,7 +102,7 @@ describe('stale conntrack flows', () => {
     b.takeDelta();
     set(5354);
     assert.deepEqual(
-      staleFlows(changesOfDelta(b.takeDelta()), b.ruleset).map((f) => [f.replySrc, f.replyPortSrc]),
+      staleFlows(portChangesOfDelta(b.takeDelta().entries.values())).map((f) => [f.replySrc, f.replyPortSrc]),
       [['10.244.1.1', 5353]],
     );
   });
@@ -111,18 +126,20 @@ describe('stale conntrack flows', () => {
   });
 
   it('on a first start (no table before) clears untranslated flows only, never translated ones', () => {
-    const after = compile(dns(['10.244.1.1']), CONFIG).ruleset;
-    const flows = staleFlows(changesBetween(emptyRuleset(), after), after);
+    const after = compile(dns(['10.244.1.1']), CONFIG);
+    const flows = staleFlows(portChangesOfFull(new Map(), after.entries));
     assert.equal(flows.length, 2);
     assert.ok(flows.every(untranslatedOnly), JSON.stringify(flows));
   });
 
   it('finds the same flows from kernel-versus-desired in a full sync', () => {
     const before = compile(dns(['10.244.1.1', '10.244.1.2']), CONFIG).ruleset;
-    const after = compile(dns(['10.244.1.1']), CONFIG).ruleset;
+    const after = compile(dns(['10.244.1.1']), CONFIG);
     assert.deepEqual(
-      new Set(staleFlows(changesBetween(before, after), after).map((f) => f.replySrc)),
+      new Set(staleFlows(portChangesOfFull(kernelPorts(before), after.entries)).map((f) => f.replySrc)),
       new Set(['10.244.1.2']),
     );
+    // In step: nothing is stale.
+    assert.deepEqual(staleFlows(portChangesOfFull(kernelPorts(after.ruleset), after.entries)), []);
   });
 });

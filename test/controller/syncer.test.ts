@@ -73,7 +73,7 @@ describe('syncer', () => {
       [],
       'nothing of the failed transaction landed',
     );
-    assert.equal(w.syncer.applied, undefined, 'the syncer forgot what it thought was applied');
+    assert.equal(w.syncer.current, undefined, 'the syncer forgot what it thought was applied');
     await w.clock.advance(1000);
     assert.equal(w.fake.applied.length, 3);
     w.matchesStore();

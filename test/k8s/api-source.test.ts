@@ -11,7 +11,7 @@ import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import { ExecBackend } from '../../src/nft/exec.js';
 import { FakeBackend } from '../../src/nft/fake.js';
-import type { NftBackend } from '../../src/nft/backend.js';
+import type { NftBackend, NftReader } from '../../src/nft/backend.js';
 import { compareRulesets, emptyRuleset, type Ruleset, tableKey } from '../../src/nft/ruleset.js';
 import { parseManifests } from '../../src/k8s/manifests.js';
 import type { SourceSink } from '../../src/k8s/source.js';
@@ -44,7 +44,7 @@ function expected(...objects: object[]): Ruleset {
   return compile(state, parseProxyConfig({ nodeName: 'n1', clusterCIDRs: CIDRS })).ruleset;
 }
 
-async function readRuleset(nft: NftBackend): Promise<Ruleset> {
+async function readRuleset(nft: NftReader): Promise<Ruleset> {
   const r = emptyRuleset();
   for (const f of ['ip', 'ip6'] as const) {
     const t = await nft.listTable(f, 'nftproxy');

@@ -97,7 +97,7 @@ describe('incremental ruleset builder', () => {
       fc.asyncProperty(fc.array(arbSpec, { minLength: 1, maxLength: 25 }), async (steps) => {
         const builder = new RulesetBuilder(CONFIG, []);
         const fake = new FakeBackend();
-        await fake.apply(diffRulesets(undefined, builder.ruleset).tx);
+        await fake.apply(diffRulesets(undefined, builder.ruleset()).tx);
         builder.takeDelta();
         const current = new Map<string, { svc: Service; slices: EndpointSlice[] }>();
         for (const step of steps) {
@@ -106,12 +106,12 @@ describe('incremental ruleset builder', () => {
           else current.delete(step.name);
           const key = serviceKey('default', step.name);
           builder.setService(key, o && proxied(o.svc) ? compileService(o.svc, o.slices) : undefined);
-          await fake.apply(deltaTransaction(builder.takeDelta(), builder.ruleset).tx);
+          await fake.apply(deltaTransaction(builder.takeDelta(), builder, fake).tx);
 
           const state: ClusterState = cluster(...[...current.values()].flatMap((x) => [x.svc, ...x.slices]));
           const full = compile(state, CONFIG);
-          assert.deepEqual(compareRulesets(full.ruleset, withoutUnusedPickChains(builder.ruleset)), []);
-          assert.deepEqual(compareRulesets(builder.ruleset, fake.snapshot()), []);
+          assert.deepEqual(compareRulesets(full.ruleset, withoutUnusedPickChains(builder.ruleset())), []);
+          assert.deepEqual(compareRulesets(builder.ruleset(), fake.snapshot()), []);
           assert.deepEqual(builder.diagnostics(), full.diagnostics);
           assert.deepEqual(builder.entries(), full.entries);
         }
@@ -125,7 +125,7 @@ describe('incremental ruleset builder', () => {
     const set = (eps: string[]) => {
       const svc = service('s', { clusterIP: '10.96.0.9', ports: [{ port: 80 }] });
       b.setService('default/s', compileService(svc, [slice('s', [{ port: 80 }], eps)]));
-      return deltaTransaction(b.takeDelta(), b.ruleset);
+      return deltaTransaction(b.takeDelta(), b, new FakeBackend());
     };
     set(['10.244.1.1', '10.244.1.2']);
     assert.deepEqual(set(['10.244.1.1', '10.244.1.2']).tx.commands, []);
@@ -148,7 +148,7 @@ describe('incremental ruleset builder', () => {
     b.setService('default/b', svc('b', '10.244.1.2'));
     b.setService('default/a', svc('a', '10.244.1.1'));
     const backend = () =>
-      b.ruleset.tables.get('ip nftproxy')!.sets.get('backends')!.elems.get('192.168.99.1 . tcp . #80 . #0');
+      b.ruleset().tables.get('ip nftproxy')!.sets.get('backends')!.elems.get('192.168.99.1 . tcp . #80 . #0');
     assert.deepEqual(backend(), [{ concat: ['192.168.99.1', 'tcp', 80, 0] }, { concat: ['10.244.1.1', 80] }]);
     assert.equal(b.diagnostics().length, 1);
     b.setService('default/a', undefined);

@@ -291,7 +291,7 @@ describe('packet flows', () => {
       set(['10.244.1.10']);
       set(['10.244.1.11']); // used to throw: the second claim of one address
       assert.deepEqual(b.diagnostics(), []);
-      const t = new Tracer(b.ruleset, { localAddresses: [NODE_IP] });
+      const t = new Tracer(b.ruleset(), { localAddresses: [NODE_IP] });
       assertReaches(
         t.trace({ saddr: OUTSIDE, daddr: '192.168.99.33', dport: 80, protocol: 'tcp', entry: 'external' }),
         ['10.244.1.11:80'],

@@ -15,7 +15,6 @@ import { ClusterStore } from '../../src/k8s/store.js';
 import { MemorySource } from '../support/memory-source.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
 import { FakeBackend } from '../../src/nft/fake.js';
-import type { Ruleset } from '../../src/nft/ruleset.js';
 import type { Logger } from '../../src/telemetry/log.js';
 import {
   EXPOSITION_CONTENT_TYPE,
@@ -367,38 +366,12 @@ describe('ProxyMetrics', () => {
     assert.deepEqual([value('internal'), value('external')], [0, 2], 'a full sync replaces every service');
   });
 
-  it('counts elements and chains of the applied ruleset, syncs by type and result, bytes sent', () => {
+  it('reports the elements and chains programmed, syncs by type and result, bytes sent', () => {
     const m = new ProxyMetrics({ since: 0 });
-    const ruleset = {
-      tables: new Map([
-        [
-          'ip nftproxy',
-          {
-            table: { family: 'ip', name: 'nftproxy' },
-            chains: new Map([
-              ['a', {}],
-              ['b', {}],
-            ]),
-            sets: new Map([
-              [
-                's',
-                {
-                  elems: new Map([
-                    ['1', 1],
-                    ['2', 2],
-                  ]),
-                },
-              ],
-              ['t', { elems: new Map([['3', 3]]) }],
-            ]),
-          },
-        ],
-      ]),
-    } as unknown as Ruleset;
     m.syncSucceeded(result({ full: true, bytes: 300, staleFlows: 2 }), {
       at: 1,
       mark: 0,
-      ruleset,
+      programmedCounts: { elements: 3, chains: 2 },
       localGaps: new Map(),
       conntrack: true,
     });

@@ -221,7 +221,11 @@ describe('tracing a sync', () => {
     const w = world((fake) => ({ conntrack, affinity: new AffinityCleaner(fake) }));
     w.store.upsert({
       kind: 'Service',
-      object: service('dns', { clusterIP: '10.96.0.53', ports: [{ port: 53, protocol: 'UDP' }] }),
+      object: service('dns', {
+        clusterIP: '10.96.0.53',
+        sessionAffinity: 'ClientIP',
+        ports: [{ port: 53, protocol: 'UDP' }],
+      }),
     });
     w.store.upsert(slice('dns', ['10.244.2.1', '10.244.2.2'], undefined, 'UDP'));
     await w.syncer.sync(request(true)); // clears the untranslated flows of the new service IP
@@ -241,7 +245,8 @@ describe('tracing a sync', () => {
     assert.equal(parentOf(aff), root.spanContext().spanId);
     assert.equal(aff.attributes['nftproxy.affinity.entries_cleared'], 0);
 
-    // A new TCP service removes nothing and leaves no UDP flow: no cleanup spans.
+    // A new TCP service removes nothing, leaves no UDP flow and takes no affinity endpoint
+    // away: no cleanup spans.
     exporter.reset();
     const added = w.store.upsert({
       kind: 'Service',

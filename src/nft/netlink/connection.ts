@@ -6,12 +6,12 @@
 import { NftError, NftErrorKind } from '../errors.js';
 import {
   messageAttrs,
+  NLM_F_ACK,
   NLM_F_DUMP,
   NLM_F_DUMP_INTR,
   NLM_F_REQUEST,
   NLMSG_DONE,
   NLMSG_ERROR,
-  type NlMessage,
   NlWriter,
   parseError,
   parseMessages,
@@ -176,6 +176,35 @@ export class NetlinkConnection {
     }
   }
 
+  /**
+   * Runs a GET of one object and returns its attribute payload, or undefined when the
+   * kernel answers ENOENT.
+   */
+  get(msg: number, family: 'ip' | 'ip6', fill: (w: NlWriter) => void): Buffer | undefined {
+    const w = new NlWriter(512);
+    const seq = this.nextSeq(1);
+    const m = w.begin(msgType(msg), NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO[family]);
+    fill(w);
+    w.end(m);
+    this.drain();
+    this.sock.send(w.view());
+    let out: Buffer | undefined;
+    for (;;) {
+      const n = this.sock.receive(this.rbuf, true);
+      for (const r of parseMessages(this.rbuf, n)) {
+        if (r.seq !== seq) continue;
+        if (r.type !== NLMSG_ERROR) {
+          out = Buffer.from(messageAttrs(r));
+          continue;
+        }
+        const e = parseError(r);
+        if (e.errno === 0) return out;
+        if (e.errno === Errno.ENOENT) return undefined;
+        throw new NftError(kindOfErrno(e.errno), `netlink get failed: ${strerror(e.errno)}`, '', e.errno);
+      }
+    }
+  }
+
   /** Discards anything queued (answers to nothing we wait for). */
   private drain(): void {
     try {
@@ -189,9 +218,4 @@ export class NetlinkConnection {
   close(): void {
     this.sock.close();
   }
-}
-
-/** The messages of type `msg` in a receive buffer (exported for the monitor). */
-export function messagesOf(buf: Buffer, n: number): NlMessage[] {
-  return parseMessages(buf, n);
 }

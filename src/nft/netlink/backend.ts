@@ -1,0 +1,254 @@
+/**
+ * The netlink backend: nftproxy speaks nf_tables itself, over one long-lived socket, instead
+ * of starting `nft` for every transaction. A transaction is one batch (one datagram) that the
+ * kernel commits whole or not at all; reads are dumps.
+ *
+ * The encoder writes what nft 1.0.6 writes for the same commands (see batch.ts), so a
+ * ruleset loaded either way lists the same. Unlike nft 1.0.6, a rule added to an existing
+ * table may use an existing typeof map: nothing re-parses typeof expressions here.
+ */
+import type { ApplyStats, NftBackend } from '../backend.js';
+import type { TableDescription } from '../diff.js';
+import { NftError } from '../errors.js';
+import type { Command, Family, Rule, Transaction, TxObject } from '../ir.js';
+import { Attr, inSpan, Spans } from '../../telemetry/tracing.js';
+import { attrMap, attrStr, attrU32, messageAttrs, parseMessages, type Attr as NlAttr } from './attr.js';
+import { BatchEncoder } from './batch.js';
+import { NetlinkConnection } from './connection.js';
+import { ChainAttr, Msg, RuleAttr, SetAttr, SetElemListAttr, SetFlag, TableAttr } from './constants.js';
+import type { SetSpec } from './datatypes.js';
+import { chainKey, elementLines, ruleKey, setKey, specOfSetAttrs } from './decode.js';
+
+/** Options of the netlink backend. */
+export interface NetlinkBackendOptions {
+  /** A network namespace (name under /run/netns, or a path) to program instead of our own. */
+  netns?: string;
+}
+
+const key3 = (family: string, table: string, set: string) => `${family} ${table} ${set}`;
+
+/** The sets a rule looks up (`@name`). */
+function setRefs(x: unknown, out: Set<string>): void {
+  if (typeof x === 'string') {
+    if (x.startsWith('@')) out.add(x.slice(1));
+  } else if (Array.isArray(x)) {
+    for (const v of x) setRefs(v, out);
+  } else if (typeof x === 'object' && x !== null) {
+    for (const v of Object.values(x)) setRefs(v, out);
+    if ('affinityUpdate' in x) out.add((x as { affinityUpdate: { map: string } }).affinityUpdate.map);
+  }
+}
+
+/** Backend that writes nf_tables netlink batches itself. */
+export class NetlinkBackend implements NftBackend {
+  readonly name = 'netlink';
+  readonly typeofRulesNeedNewTable = false;
+  private conn: NetlinkConnection | undefined;
+  /** Layouts of sets the kernel holds, as last seen or written. */
+  private readonly specs = new Map<string, SetSpec>();
+
+  constructor(private readonly opts: NetlinkBackendOptions = {}) {}
+
+  private connection(): NetlinkConnection {
+    this.conn ??= new NetlinkConnection(this.opts.netns ? { netns: this.opts.netns } : {});
+    return this.conn;
+  }
+
+  /** The port id of our socket: the kernel's notifications of our commits carry it. */
+  get portId(): number {
+    return this.connection().portId;
+  }
+
+  close(): void {
+    this.conn?.close();
+    this.conn = undefined;
+  }
+
+  async apply(tx: Transaction): Promise<ApplyStats> {
+    if (tx.commands.length === 0) return { bytes: 0 };
+    const conn = this.connection();
+    this.learnSets(tx);
+    const batch = await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () =>
+      BatchEncoder.encode(
+        tx,
+        { spec: (f, t, s) => this.specs.get(key3(f, t, s)) },
+        conn.nextSeq(tx.commands.length * 2 + 1024),
+      ),
+    );
+    const bytes = batch.buf.length;
+    await inSpan(Spans.transaction, { [Attr.bytes]: bytes, [Attr.commands]: tx.commands.length }, (s) => {
+      const failures = conn.sendBatch(batch.buf, batch.messages);
+      if (failures.length) {
+        // What we knew of the tables involved may be wrong now; read it again when needed.
+        this.forget(tx);
+        s.setAttribute(Attr.exitCode, failures[0]!.errno);
+        NetlinkConnection.check(failures);
+      }
+      s.setAttribute(Attr.exitCode, 0);
+    });
+    for (const t of batch.deletedTables) {
+      for (const k of [...this.specs.keys()]) if (k.startsWith(`${t} `)) this.specs.delete(k);
+    }
+    for (const c of tx.commands) {
+      if ('delete' in c && ('set' in c.delete || 'map' in c.delete)) {
+        const s =
+          'set' in c.delete
+            ? c.delete.set
+            : (c.delete as { map: { family: Family; table: string; name: string } }).map;
+        this.specs.delete(key3(s.family, s.table, s.name));
+      }
+    }
+    for (const [k, spec] of batch.created) this.specs.set(k, spec);
+    return { bytes };
+  }
+
+  /** Makes sure the layouts of sets the transaction uses but does not create are known. */
+  private learnSets(tx: Transaction): void {
+    const created = new Set<string>();
+    const wanted = new Map<string, { family: Family; table: string }>();
+    for (const c of tx.commands) {
+      const o = Object.values(c)[0] as TxObject;
+      if (('set' in o || 'map' in o) && 'add' in c) {
+        const s = 'set' in o ? o.set : o.map;
+        created.add(key3(s.family, s.table, s.name));
+      } else if ('table' in o && 'delete' in c) {
+        for (const k of [...created])
+          if (k.startsWith(`${o.table.family} ${o.table.name} `)) created.delete(k);
+      } else if ('element' in o) {
+        const e = o.element;
+        const k = key3(e.family, e.table, e.name);
+        if (!created.has(k) && !this.specs.has(k)) wanted.set(k, { family: e.family, table: e.table });
+      } else if ('rule' in o) {
+        const r: Rule = o.rule;
+        const refs = new Set<string>();
+        setRefs(r.expr, refs);
+        for (const name of refs) {
+          const k = key3(r.family, r.table, name);
+          if (!created.has(k) && !this.specs.has(k)) wanted.set(k, { family: r.family, table: r.table });
+        }
+      }
+    }
+    const tables = new Map<string, { family: Family; table: string }>();
+    for (const t of wanted.values()) tables.set(`${t.family} ${t.table}`, t);
+    for (const t of tables.values()) this.readSets(t.family, t.table);
+  }
+
+  private forget(tx: Transaction): void {
+    const tables = new Set<string>();
+    for (const c of tx.commands) {
+      const o = Object.values(c)[0] as TxObject;
+      const v = Object.values(o)[0] as { family: Family; table?: string; name: string };
+      tables.add(`${v.family} ${'table' in o ? v.name : v.table} `);
+    }
+    for (const k of [...this.specs.keys()]) for (const t of tables) if (k.startsWith(t)) this.specs.delete(k);
+  }
+
+  /** Reads every set declaration of a table: canonical keys and layouts (remembered). */
+  private readSets(family: Family, table: string): Map<string, Map<number, NlAttr>> {
+    const out = new Map<string, Map<number, NlAttr>>();
+    for (const buf of this.connection().dump(Msg.GETSET, family, (w) => w.str(SetAttr.TABLE, table)) ?? []) {
+      const a = attrMap(buf);
+      if (attrStr(a.get(SetAttr.TABLE)) !== table) continue;
+      const name = attrStr(a.get(SetAttr.NAME))!;
+      out.set(name, a);
+      try {
+        this.specs.set(key3(family, table, name), specOfSetAttrs(a));
+      } catch {
+        // A set of datatypes we do not write (someone else's): never ours to fill.
+      }
+    }
+    return out;
+  }
+
+  async describeTable(family: Family, table: string): Promise<TableDescription | undefined> {
+    const conn = this.connection();
+    if (!conn.get(Msg.GETTABLE, family, (w) => w.str(TableAttr.NAME, table))) return undefined;
+    const d: TableDescription = { chains: new Map(), sets: new Map() };
+    for (const buf of conn.dump(Msg.GETCHAIN, family, (w) => w.str(ChainAttr.TABLE, table)) ?? []) {
+      const a = attrMap(buf);
+      if (attrStr(a.get(ChainAttr.TABLE)) !== table) continue;
+      d.chains.set(attrStr(a.get(ChainAttr.NAME))!, {
+        def: chainKey(a),
+        base: a.has(ChainAttr.HOOK),
+        rules: [],
+      });
+    }
+    for (const buf of conn.dump(Msg.GETRULE, family, (w) => w.str(RuleAttr.TABLE, table)) ?? []) {
+      const a = attrMap(buf);
+      if (attrStr(a.get(RuleAttr.TABLE)) !== table) continue;
+      const chain = d.chains.get(attrStr(a.get(RuleAttr.CHAIN))!);
+      chain?.rules.push(ruleKey(a.get(RuleAttr.EXPRESSIONS)?.data ?? Buffer.alloc(0)));
+    }
+    for (const [name, a] of this.readSets(family, table)) d.sets.set(name, describedSet(a));
+    return d;
+  }
+
+  async listElements(family: Family, table: string, set: string): Promise<string[] | undefined> {
+    const conn = this.connection();
+    let spec = this.specs.get(key3(family, table, set));
+    if (!spec) {
+      this.readSets(family, table);
+      spec = this.specs.get(key3(family, table, set));
+      if (!spec) return undefined;
+    }
+    const payloads = conn.dump(Msg.GETSETELEM, family, (w) => {
+      w.str(SetElemListAttr.TABLE, table);
+      w.str(SetElemListAttr.SET, set);
+    });
+    return payloads && elementLines(spec, payloads);
+  }
+
+  /**
+   * A desired table in the kernel's terms: its chains, rules and sets encoded as they would
+   * be sent, then read as the kernel's dumps are.
+   */
+  describe = (t: Parameters<NftBackend['describe']>[0]): TableDescription => {
+    const commands: Command[] = [];
+    for (const c of t.chains.values()) commands.push({ add: { chain: c.chain } });
+    for (const s of t.sets.values())
+      commands.push({ add: s.def.map === undefined ? { set: { ...s.def } } : { map: { ...s.def } } });
+    for (const c of t.chains.values())
+      for (const expr of c.rules)
+        commands.push({
+          add: { rule: { family: c.chain.family, table: c.chain.table, chain: c.chain.name, expr } },
+        });
+    const batch = BatchEncoder.encode({ commands }, { spec: () => undefined }, 1);
+    const d: TableDescription = { chains: new Map(), sets: new Map() };
+    for (const m of parseMessages(batch.buf)) {
+      const a = attrMap(messageAttrs(m));
+      switch (m.type & 0xff) {
+        case Msg.NEWCHAIN:
+          d.chains.set(attrStr(a.get(ChainAttr.NAME))!, {
+            def: chainKey(a),
+            base: a.has(ChainAttr.HOOK),
+            rules: [],
+          });
+          break;
+        case Msg.NEWRULE:
+          d.chains
+            .get(attrStr(a.get(RuleAttr.CHAIN))!)!
+            .rules.push(ruleKey(a.get(RuleAttr.EXPRESSIONS)!.data));
+          break;
+        case Msg.NEWSET:
+          d.sets.set(attrStr(a.get(SetAttr.NAME))!, describedSet(a));
+          break;
+      }
+    }
+    return d;
+  };
+}
+
+function describedSet(a: Map<number, NlAttr>): { def: string; dynamic: boolean; map: boolean } {
+  const flags = attrU32(a.get(SetAttr.FLAGS)) ?? 0;
+  return { def: setKey(a), dynamic: (flags & SetFlag.EVAL) !== 0, map: (flags & SetFlag.MAP) !== 0 };
+}
+
+/** Whether netlink can be used here (a netfilter netlink socket opens). */
+export function netlinkAvailable(netns?: string): string | undefined {
+  try {
+    new NetlinkConnection(netns ? { netns } : {}).close();
+    return undefined;
+  } catch (e) {
+    return e instanceof NftError || e instanceof Error ? e.message : String(e);
+  }
+}
