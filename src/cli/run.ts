@@ -16,7 +16,10 @@ import { ApiSource, loadKubeConfig } from '../k8s/api-source.js';
 import { ManifestSource } from '../k8s/manifest-source.js';
 import type { ClusterSource } from '../k8s/source.js';
 import type { Command as NftCommand } from '../nft/ir.js';
+import type { NftBackend } from '../nft/backend.js';
 import { ExecBackend } from '../nft/exec.js';
+import { NetlinkBackend, probeNetlink } from '../nft/netlink/backend.js';
+import { RulesetBuilder } from '../proxy/builder.js';
 import { NftError, NftErrorKind } from '../nft/errors.js';
 import { FAMILIES, TABLE } from '../proxy/names.js';
 import { ConfigError } from '../proxy/config.js';
@@ -44,6 +47,7 @@ interface RunFlags {
   healthzBindAddress?: string;
   metricsBindAddress?: string;
   netns?: string;
+  backend?: string;
   logLevel?: string;
   traceConsole?: boolean;
 }
@@ -66,17 +70,11 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
   } catch (e) {
     throw new ConfigError([e instanceof Error ? e.message : String(e)]);
   }
-  const nft = new ExecBackend({ command: inNetns(settings, 'nft') });
-  const caps = await nft.probe();
-  if (caps.missing.length) {
-    throw new NftError(
-      NftErrorKind.Unavailable,
-      `nft ${caps.version} or the kernel lacks what nftproxy needs:\n  ${caps.missing.map((m) => `${m.feature}: ${m.error}`).join('\n  ')}`,
-    );
-  }
+  const nft = await openBackend(settings);
   log.info('starting', {
     node: settings.proxy.nodeName,
-    nft: caps.version,
+    backend: nft.backend.name,
+    ...(nft.version ? { nft: nft.version } : {}),
     source: settings.manifests ? `manifests ${settings.manifests}` : 'kubernetes API',
     ...(settings.netns ? { netns: settings.netns } : {}),
   });
@@ -96,7 +94,7 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
   const operator: Operator = new Operator({
     settings,
     source: sourceFor(settings, log),
-    nft,
+    nft: nft.backend,
     conntrack: new ConntrackCleaner({ command: inNetns(settings, 'conntrack'), log }),
     log,
     ...(serviceHealth ? { serviceHealth } : {}),
@@ -114,7 +112,40 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
   if (tracing.enabled) log.info('tracing every sync', { exporters: tracing.exporters });
   await operator.start();
   await done;
+  nft.backend.close?.();
   await tracing.shutdown();
+}
+
+/**
+ * The backend the settings ask for, checked: the kernel (and, for the nft backend, the nft
+ * binary) must take everything nftproxy writes, or the operator does not start.
+ */
+async function openBackend(settings: Settings): Promise<{ backend: NftBackend; version?: string }> {
+  if (settings.backend === 'netlink') {
+    const backend = new NetlinkBackend(settings.netns ? { netns: settings.netns } : {});
+    const skeletons = new RulesetBuilder(settings.proxy, []);
+    const refused = await probeNetlink(
+      backend,
+      skeletons.tableKeys().map((tk) => skeletons.skeleton(tk)),
+    );
+    if (refused) {
+      backend.close();
+      throw new NftError(
+        NftErrorKind.Unavailable,
+        `the kernel refuses nftproxy's tables over netlink: ${refused} (try --backend nft to see what nft says)`,
+      );
+    }
+    return { backend };
+  }
+  const backend = new ExecBackend({ command: inNetns(settings, 'nft') });
+  const caps = await backend.probe();
+  if (caps.missing.length) {
+    throw new NftError(
+      NftErrorKind.Unavailable,
+      `nft ${caps.version} or the kernel lacks what nftproxy needs:\n  ${caps.missing.map((m) => `${m.feature}: ${m.error}`).join('\n  ')}`,
+    );
+  }
+  return { backend, version: caps.version };
 }
 
 /** The `run` command. */
@@ -147,6 +178,10 @@ export function runCommand(): Command {
     )
     .option('--metrics-bind-address <host:port>', '/metrics (default 127.0.0.1:10249; empty disables)')
     .option('--netns <name>', 'program this network namespace instead of the current one (tests, demos)')
+    .option(
+      '--backend <netlink|nft>',
+      'how to write to the kernel: nf_tables netlink from nftproxy itself, or the nft binary (default netlink)',
+    )
     .option('--log-level <level>', 'debug, info, warn or error (default info)')
     .option(
       '--trace-console',
@@ -162,6 +197,7 @@ export function runCommand(): Command {
         ...(f.manifests !== undefined ? { manifests: f.manifests } : {}),
         ...(f.kubeconfig !== undefined ? { kubeconfig: f.kubeconfig } : {}),
         ...(f.netns !== undefined ? { netns: f.netns } : {}),
+        ...(f.backend !== undefined ? { backend: f.backend } : {}),
         ...(f.syncPeriod !== undefined ? { syncPeriod: f.syncPeriod } : {}),
         ...(f.fullSyncPeriod !== undefined ? { fullSyncPeriod: f.fullSyncPeriod } : {}),
         ...(f.minSyncInterval !== undefined ? { minSyncInterval: f.minSyncInterval } : {}),

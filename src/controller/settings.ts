@@ -25,6 +25,8 @@ export interface SettingsInput {
   kubeconfig?: string;
   /** Program this network namespace instead of the current one (tests and demos). */
   netns?: string;
+  /** How to write to the kernel: `netlink` (nf_tables netlink, the default) or `nft` (the nft binary). */
+  backend?: string;
   /** How often to check that our tables are intact (also the health period). */
   syncPeriod?: string;
   /** How often to recompile everything and reconcile against the kernel (0: never). */
@@ -44,6 +46,7 @@ export interface Settings {
   manifests?: string;
   kubeconfig?: string;
   netns?: string;
+  backend: Backend;
   syncPeriodMs: number;
   fullSyncPeriodMs: number;
   minSyncIntervalMs: number;
@@ -52,8 +55,13 @@ export interface Settings {
   logLevel: LogLevel;
 }
 
+/** How nftproxy writes to the kernel. */
+export const Backends = ['netlink', 'nft'] as const;
+export type Backend = (typeof Backends)[number];
+
 /** Defaults: kube-proxy's where they exist. */
 export const DEFAULTS = {
+  backend: 'netlink',
   syncPeriod: '30s',
   fullSyncPeriod: '1h',
   minSyncInterval: '100ms',
@@ -73,6 +81,7 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   manifests: 'string',
   kubeconfig: 'string',
   netns: 'string',
+  backend: 'string',
   syncPeriod: 'string',
   fullSyncPeriod: 'string',
   minSyncInterval: 'string',
@@ -170,6 +179,9 @@ export function resolveSettings(
     problems.push(
       `logLevel: want one of ${Object.keys(LogLevel).join(', ')}, got ${JSON.stringify(logLevel)}`,
     );
+  const backend = pick('backend') ?? DEFAULTS.backend;
+  if (!(Backends as readonly string[]).includes(backend))
+    problems.push(`backend: want one of ${Backends.join(', ')}, got ${JSON.stringify(backend)}`);
   const manifests = pick('manifests');
   const kubeconfig = pick('kubeconfig');
   if (manifests && kubeconfig) problems.push('manifests and kubeconfig: choose one source');
@@ -197,6 +209,7 @@ export function resolveSettings(
     ...(manifests ? { manifests } : {}),
     ...(kubeconfig ? { kubeconfig } : {}),
     ...(pick('netns') ? { netns: pick('netns')! } : {}),
+    backend: backend as Backend,
     syncPeriodMs,
     fullSyncPeriodMs,
     minSyncIntervalMs,

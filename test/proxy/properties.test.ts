@@ -16,128 +16,19 @@ import {
   rulesetToJson,
 } from '../../src/nft/ruleset.js';
 import type { ClusterState } from '../../src/k8s/types.js';
-import { cluster, type EndpointSpec, node, type PortSpec, service, slice } from '../support/cluster.js';
+import {
+  arbCluster,
+  build,
+  clusterIP,
+  type GenService,
+  NODE_IP,
+  NODE_IP6,
+  podIP,
+} from '../support/random-cluster.js';
 
-const NODE_IP = '192.168.50.1';
-const NODE_IP6 = 'fd00:50::1';
 const POD = '10.244.250.1';
 const POD6 = 'fd00:244::fa01';
 const CONFIG = parseProxyConfig({ nodeName: 'node1', clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/64'] });
-const PROTOCOLS = ['TCP', 'UDP', 'SCTP'] as const;
-
-interface GenPort {
-  protocol: (typeof PROTOCOLS)[number];
-  port: number;
-  target: number;
-}
-interface GenEndpoint {
-  pod: number;
-  ready?: boolean;
-  serving?: boolean;
-  terminating?: boolean;
-}
-interface GenSlice {
-  v6: boolean;
-  /** Which service ports (by index) the slice carries, and the target port for each. */
-  ports: { index: number; target: number }[];
-  endpoints: GenEndpoint[];
-}
-interface GenService {
-  type: 'ClusterIP' | 'NodePort' | 'LoadBalancer';
-  dual: boolean;
-  ports: GenPort[];
-  external: boolean;
-  slices: GenSlice[];
-}
-
-const arbEndpoint: fc.Arbitrary<GenEndpoint> = fc.record(
-  {
-    pod: fc.integer({ min: 1, max: 40 }),
-    ready: fc.boolean(),
-    serving: fc.boolean(),
-    terminating: fc.boolean(),
-  },
-  { requiredKeys: ['pod'] },
-);
-
-const arbService: fc.Arbitrary<GenService> = fc
-  .record({
-    type: fc.constantFrom('ClusterIP' as const, 'NodePort' as const, 'LoadBalancer' as const),
-    dual: fc.boolean(),
-    ports: fc.uniqueArray(
-      fc.record({
-        protocol: fc.constantFrom(...PROTOCOLS),
-        port: fc.integer({ min: 1, max: 200 }),
-        target: fc.integer({ min: 1000, max: 1010 }),
-      }),
-      { minLength: 1, maxLength: 3, selector: (p) => `${p.protocol}/${p.port}` },
-    ),
-    external: fc.boolean(),
-    sliceSeeds: fc.array(
-      fc.record({
-        v6: fc.boolean(),
-        portMask: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
-        targetShift: fc.integer({ min: 0, max: 1 }),
-        endpoints: fc.array(arbEndpoint, { maxLength: 6 }),
-      }),
-      { maxLength: 3 },
-    ),
-  })
-  .map(({ sliceSeeds, ...s }) => ({
-    ...s,
-    slices: sliceSeeds.map((seed) => ({
-      v6: seed.v6,
-      ports: s.ports.flatMap((p, index) =>
-        seed.portMask[index] ? [{ index, target: p.target + seed.targetShift }] : [],
-      ),
-      endpoints: seed.endpoints,
-    })),
-  }));
-
-const arbCluster = fc.array(arbService, { minLength: 1, maxLength: 8 });
-
-const podIP = (n: number, v6: boolean) =>
-  v6 ? `fd00:244::${n.toString(16)}` : `10.244.${Math.floor(n / 10)}.${(n % 10) + 10}`;
-const clusterIP = (i: number, v6: boolean) => (v6 ? `fd00:96::${(i + 1).toString(16)}` : `10.96.0.${i + 1}`);
-
-function build(gen: GenService[]): ClusterState {
-  let nodePort = 30000;
-  const objects = [node('node1', [NODE_IP, NODE_IP6])];
-  gen.forEach((g, i) => {
-    const name = `s${i}`;
-    const ports: PortSpec[] = g.ports.map((p, j) => ({
-      name: `p${j}`,
-      port: p.port,
-      protocol: p.protocol,
-      ...(g.type !== 'ClusterIP' ? { nodePort: ++nodePort } : {}),
-    }));
-    objects.push(
-      service(name, {
-        type: g.type,
-        clusterIPs: g.dual ? [clusterIP(i, false), clusterIP(i, true)] : [clusterIP(i, false)],
-        ...(g.external ? { externalIPs: [`192.168.99.${i + 1}`] } : {}),
-        ports,
-      }) as never,
-    );
-    for (const s of g.slices) {
-      const endpoints: EndpointSpec[] = s.endpoints.map(({ pod, ...e }) => ({ ip: podIP(pod, s.v6), ...e }));
-      objects.push(
-        slice(
-          name,
-          s.ports.map(({ index, target }) => ({
-            name: `p${index}`,
-            port: target,
-            protocol: g.ports[index]!.protocol,
-          })),
-          endpoints,
-          { addressType: s.v6 ? 'IPv6' : 'IPv4' },
-        ) as never,
-      );
-    }
-  });
-  return cluster(...objects);
-}
-
 /** The endpoints Kubernetes says a service port should reach, computed from scratch. */
 function expected(g: GenService, portIndex: number, v6: boolean): string[] {
   const ready = new Set<string>();

@@ -110,3 +110,115 @@ export async function nftBatch(netns: string, script: string): Promise<MnlMessag
   });
   return batchOf(parseMnlDebug(r.all ?? ''));
 }
+
+/** One message of a batch as the comparison sees it. */
+interface Entry {
+  group: string;
+  attrs: Buffer;
+}
+
+function str(attrs: Buffer, type: number): string | undefined {
+  let p = 0;
+  while (p + 4 <= attrs.length) {
+    const len = attrs.readUInt16LE(p);
+    const t = attrs.readUInt16LE(p + 2) & 0x3fff;
+    if (len < 4) break;
+    if (t === type) return attrs.toString('utf8', p + 4, p + len).replace(/\0+$/, '');
+    p += (len + 3) & ~3;
+  }
+  return undefined;
+}
+
+/** The object a message is about: `family msg name` (rules and elements by chain or set). */
+function groupOf(type: number, family: number, attrs: Buffer): string {
+  const m = type & 0xff;
+  // NEWRULE/DELRULE: chain (2); set element and set messages: set (2); chains: name (3).
+  const name = m === 3 || m === 5 ? str(attrs, 3) : m === 0 || m === 2 ? str(attrs, 1) : str(attrs, 2);
+  return `${family} ${m} ${name}`;
+}
+
+/** The elements of a NEWSETELEM/DELSETELEM message, each without its list index. */
+function elementsOf(attrs: Buffer): string[] {
+  const out: string[] = [];
+  let p = 0;
+  while (p + 4 <= attrs.length) {
+    const len = attrs.readUInt16LE(p);
+    const t = attrs.readUInt16LE(p + 2) & 0x3fff;
+    if (len < 4) break;
+    if (t === 3) {
+      let q = p + 4;
+      while (q + 4 <= p + len) {
+        const l = attrs.readUInt16LE(q);
+        if (l < 4) break;
+        out.push(attrs.toString('hex', q + 4, q + l));
+        q += (l + 3) & ~3;
+      }
+    }
+    p += (len + 3) & ~3;
+  }
+  return out;
+}
+
+/**
+ * Compares the messages of nft's batch with ours (the attributes after nfgenmsg), object by
+ * object in order. nft also sends the elements of a one-field interval set a second time, at
+ * the set's creation; for those sets the elements are compared as a set instead. Returns the
+ * differences, empty when equal.
+ */
+export function compareBatches(
+  theirs: MnlMessage[],
+  ours: { type: number; family: number; attrs: Buffer }[],
+  intervalSets: Set<string>,
+  opts: { withoutSetIds?: boolean } = {},
+): string[] {
+  const groups = new Map<string, { t: Entry[]; o: Entry[] }>();
+  const put = (side: 't' | 'o', type: number, family: number, raw: Buffer) => {
+    const m = type & 0xff;
+    // NFTA_SET_ELEM_LIST_SET_ID: nft numbers even the sets it read from the kernel.
+    const attrs = opts.withoutSetIds && (m === 12 || m === 14) ? withoutAttr(raw, 4) : raw;
+    const group = groupOf(type, family, attrs);
+    let g = groups.get(group);
+    if (!g) groups.set(group, (g = { t: [], o: [] }));
+    g[side].push({ group, attrs });
+  };
+  for (const m of theirs) put('t', m.type, m.extra[0]!, m.attrs);
+  for (const m of ours) put('o', m.type, m.family, m.attrs);
+  const out: string[] = [];
+  for (const [group, g] of groups) {
+    const [, msg, name] = group.split(' ');
+    if ((msg === '12' || msg === '14') && intervalSets.has(name!)) {
+      const a = new Set(g.t.flatMap((e) => elementsOf(e.attrs)));
+      const b = new Set(g.o.flatMap((e) => elementsOf(e.attrs)));
+      if (a.size !== b.size || [...a].some((x) => !b.has(x))) out.push(`${group}: interval elements differ`);
+      continue;
+    }
+    if (g.t.length !== g.o.length)
+      out.push(`${group}: nft sent ${g.t.length} messages, nftproxy ${g.o.length}`);
+    for (let i = 0; i < Math.min(g.t.length, g.o.length); i++) {
+      if (!g.t[i]!.attrs.equals(g.o[i]!.attrs))
+        out.push(
+          `${group} #${i}:\n  nft      ${hexStart(g.t[i]!.attrs)}\n  nftproxy ${hexStart(g.o[i]!.attrs)}`,
+        );
+    }
+  }
+  return out;
+}
+
+/** The first bytes of a message as hex (messages run to 64 KiB). */
+function hexStart(b: Buffer): string {
+  return b.length > 96 ? `${b.subarray(0, 96).toString('hex')}... (${b.length} bytes)` : b.toString('hex');
+}
+
+/** The attributes without those of one type (top level). */
+function withoutAttr(attrs: Buffer, type: number): Buffer {
+  const parts: Buffer[] = [];
+  let p = 0;
+  while (p + 4 <= attrs.length) {
+    const len = attrs.readUInt16LE(p);
+    if (len < 4) break;
+    const next = p + ((len + 3) & ~3);
+    if ((attrs.readUInt16LE(p + 2) & 0x3fff) !== type) parts.push(attrs.subarray(p, next));
+    p = next;
+  }
+  return Buffer.concat(parts);
+}

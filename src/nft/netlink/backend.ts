@@ -8,9 +8,10 @@
  * table may use an existing typeof map: nothing re-parses typeof expressions here.
  */
 import type { ApplyStats, NftBackend } from '../backend.js';
-import type { TableDescription } from '../diff.js';
+import { createTable, emptyStats, type TableDescription } from '../diff.js';
 import { NftError } from '../errors.js';
 import type { Command, Family, Rule, Transaction, TxObject } from '../ir.js';
+import type { TableState } from '../ruleset.js';
 import { Attr, inSpan, Spans } from '../../telemetry/tracing.js';
 import { attrMap, attrStr, attrU32, messageAttrs, parseMessages, type Attr as NlAttr } from './attr.js';
 import { BatchEncoder } from './batch.js';
@@ -236,6 +237,36 @@ export class NetlinkBackend implements NftBackend {
     }
     return d;
   };
+}
+
+/**
+ * Checks that the kernel takes every chain, rule and set of these tables: creates each under
+ * another name and deletes it again, in one batch (nothing stays; the kernel validates every
+ * message before it commits). Returns what it refused, or undefined.
+ */
+export async function probeNetlink(
+  backend: NetlinkBackend,
+  tables: TableState[],
+): Promise<string | undefined> {
+  const name = 'nftproxy-probe';
+  const commands: Command[] = [];
+  for (const t of tables) {
+    const renamed: TableState = {
+      table: { ...t.table, name },
+      chains: new Map(
+        [...t.chains].map(([n, c]) => [n, { chain: { ...c.chain, table: name }, rules: c.rules }]),
+      ),
+      sets: new Map([...t.sets].map(([n, st]) => [n, { def: { ...st.def, table: name }, elems: new Map() }])),
+    };
+    commands.push(...createTable({ skeleton: renamed, lines: new Map() }, emptyStats()));
+    commands.push({ delete: { table: renamed.table } });
+  }
+  try {
+    await backend.apply({ commands });
+    return undefined;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
 }
 
 function describedSet(a: Map<number, NlAttr>): { def: string; dynamic: boolean; map: boolean } {

@@ -374,8 +374,8 @@ class ElementWriter {
   private open(): void {
     const n = this.counts.length;
     this.counts.push(0);
+    // libnftnl numbers the list entries of one command on across its messages.
     this.cur = this.enc.openElementMessage(this.op, this.el, this.id, () => this.counts[n]!);
-    this.index = 0;
   }
 
   private close(): void {
@@ -395,7 +395,9 @@ class ElementWriter {
     const w = this.w;
     const at = w.pos;
     const write = () => {
-      const e = w.nest(++this.index);
+      // The entry's attribute type is its number, kept to 16 bits with the nested flag. An
+      // entry that did not fit used up its number (as in libnftnl).
+      const e = w.nest(++this.index & 0x7fff);
       body();
       w.endNest(e);
     };
@@ -425,31 +427,41 @@ class ElementWriter {
       const line = block.slice(start, nl);
       start = nl + 1;
       if (!line) continue;
-      const { key, data } = splitLine(line);
-      this.element(() => {
-        if (spec.interval) {
-          const { start: s, end: e } = encodeIntervalKey(spec.key, key);
-          this.value(SetElemAttr.KEY, s);
-          this.value(SetElemAttr.KEY_END, e);
-        } else {
-          this.value(SetElemAttr.KEY, encodeFields(spec.key, key, 'key'));
-        }
-        if (this.op === 'delete' || !(spec.data || spec.verdict)) return;
-        if (data === undefined)
-          throw NftError.invalid(`element of map ${spec.name} without data: ${JSON.stringify(line)}`);
-        if (spec.verdict) {
-          const v = parseVerdict(data);
-          const d = this.w.nest(SetElemAttr.DATA);
-          const vn = this.w.nest(DataAttr.VERDICT);
-          this.w.u32(VerdictAttr.CODE, v.code);
-          if (v.chain !== undefined) this.w.str(VerdictAttr.CHAIN, v.chain);
-          this.w.endNest(vn);
-          this.w.endNest(d);
-        } else {
-          this.value(SetElemAttr.DATA, encodeFields(spec.data!, data.split(' . '), 'map data'));
-        }
-      });
+      try {
+        this.line(line);
+      } catch (e) {
+        if (!(e instanceof NftError)) throw e;
+        throw NftError.invalid(`set ${spec.name}: ${e.message}: in element ${JSON.stringify(line)}`);
+      }
     }
+  }
+
+  private line(line: string): void {
+    const { spec } = this;
+    const { key, data } = splitLine(line);
+    this.element(() => {
+      if (spec.interval) {
+        const { start: s, end: e } = encodeIntervalKey(spec.key, key);
+        this.value(SetElemAttr.KEY, s);
+        this.value(SetElemAttr.KEY_END, e);
+      } else {
+        this.value(SetElemAttr.KEY, encodeFields(spec.key, key, 'key'));
+      }
+      if (this.op === 'delete' || !(spec.data || spec.verdict)) return;
+      if (data === undefined)
+        throw NftError.invalid(`element of map ${spec.name} without data: ${JSON.stringify(line)}`);
+      if (spec.verdict) {
+        const v = parseVerdict(data);
+        const d = this.w.nest(SetElemAttr.DATA);
+        const vn = this.w.nest(DataAttr.VERDICT);
+        this.w.u32(VerdictAttr.CODE, v.code);
+        if (v.chain !== undefined) this.w.str(VerdictAttr.CHAIN, v.chain);
+        this.w.endNest(vn);
+        this.w.endNest(d);
+      } else {
+        this.value(SetElemAttr.DATA, encodeFields(spec.data!, data.split(' . '), 'map data'));
+      }
+    });
   }
 
   /**
