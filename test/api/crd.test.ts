@@ -699,7 +699,8 @@ describe('ProxyPolicy: the CRD and validateProxyPolicy agree', () => {
         }),
         { numRuns: 3000 },
       );
-      assert.ok(accepted > 300, `${accepted} accepted`);
+      // About 335 of 3000 are valid (sd 18): the bound only checks that valid inputs come up at all.
+      assert.ok(accepted > 200, `${accepted} accepted`);
     });
 
     it('accepts exactly the label keys and values Kubernetes accepts', () => {
@@ -734,7 +735,8 @@ describe('ProxyPolicy: the CRD and validateProxyPolicy agree', () => {
         ),
         { numRuns: 3000 },
       );
-      assert.ok(accepted > 300, `${accepted} accepted`);
+      // About 335 of 3000 are valid (sd 18): the bound only checks that valid inputs come up at all.
+      assert.ok(accepted > 200, `${accepted} accepted`);
     });
 
     it('never throws on random mutations of valid policies, and agrees with the CRD on every one', () => {
