@@ -12,7 +12,6 @@
  */
 import { execa } from 'execa';
 import { silentLogger, type Logger } from '../telemetry/log.js';
-import { Maps } from '../proxy/names.js';
 import type { DispatchEntry } from '../proxy/service.js';
 
 /** A filter for `conntrack -D`: flows matching all given fields. */
@@ -67,69 +66,6 @@ export function portStateOf(e: DispatchEntry): PortState {
   };
 }
 
-/** The key of an address in the kernel's element lines: `VIP . proto . port` or `proto . port`. */
-export function portKey(p: Pick<PortState, 'address' | 'protocol' | 'port'>): string {
-  return p.address !== undefined ? `${p.address} . ${p.protocol} . ${p.port}` : `${p.protocol} . ${p.port}`;
-}
-
-/** The sets whose kernel lines tell the port states of UDP and SCTP addresses. */
-export const PORT_SETS: ReadonlySet<string> = new Set([
-  Maps.backends,
-  Maps.nodeportBackends,
-  Maps.serviceIPs,
-  Maps.serviceNodeports,
-]);
-
-/**
- * Collects the port states of UDP and SCTP addresses from the kernel's element lines of
- * `PORT_SETS` (a full sync reads them anyway): backends lines give the endpoints, dispatch
- * lines say an address forwards. Other protocols are skipped.
- */
-export class KernelPorts {
-  /** By `family key` (`ipv4 10.96.0.10 . udp . 53`). */
-  readonly states = new Map<string, PortState>();
-
-  constructor(private readonly family: 'ipv4' | 'ipv6') {}
-
-  add(set: string, lines: Iterable<string>): void {
-    const nodeport = set === Maps.nodeportBackends || set === Maps.serviceNodeports;
-    const backends = set === Maps.backends || set === Maps.nodeportBackends;
-    for (const line of lines) {
-      const colon = line.indexOf(' : ');
-      if (colon < 0) continue;
-      const key = line.slice(0, colon).split(' . ');
-      const protocol = key[nodeport ? 0 : 1]!;
-      if (!CONNLESS.has(protocol)) continue;
-      const address = nodeport ? undefined : key[0]!;
-      const port = Number(key[nodeport ? 1 : 2]);
-      const state = this.state(address, protocol, port);
-      if (backends) {
-        const [ip, epPort] = line.slice(colon + 3).split(' . ');
-        state.endpoints.add(`${ip}|${epPort}`);
-      } else {
-        state.forwarding = true;
-      }
-    }
-  }
-
-  private state(address: string | undefined, protocol: string, port: number): PortState {
-    const k = `${this.family} ${portKey({ address, protocol, port })}`;
-    let s = this.states.get(k);
-    if (!s) {
-      s = {
-        family: this.family,
-        protocol,
-        ...(address !== undefined ? { address } : {}),
-        port,
-        endpoints: new Set(),
-        forwarding: false,
-      };
-      this.states.set(k, s);
-    }
-    return s;
-  }
-}
-
 /**
  * The flows to delete after a change of what addresses forward to: for each UDP or SCTP
  * address, the flows translated to an endpoint it no longer has, and, when it just started
@@ -179,21 +115,53 @@ export function portChangesOfDelta(
   return out;
 }
 
-/** The changes between the kernel's port states and the programmed entries, for a full sync. */
-export function portChangesOfFull(
-  kernel: Map<string, PortState>,
-  entries: Iterable<DispatchEntry>,
-): PortChange[] {
-  const after = new Map<string, PortState>();
+/**
+ * The stale flows among those conntrack holds, against the programmed entries (a full sync,
+ * when what the kernel forwarded before is not known): UDP and SCTP flows to an address we
+ * program that were translated to an endpoint it no longer has, or that were not translated
+ * although it forwards now. Flows to addresses we do not program are left alone.
+ */
+export function staleFlowsInTable(flows: Iterable<Flow>, entries: Iterable<DispatchEntry>): StaleFlow[] {
+  const states = new Map<string, PortState>();
   for (const e of entries) {
     if (!CONNLESS.has(e.protocol)) continue;
     const st = portStateOf(e);
-    after.set(`${st.family} ${portKey(st)}`, st);
+    states.set(`${st.family} ${st.protocol} ${st.address ?? '*'} ${st.port}`, st);
   }
-  const out: PortChange[] = [];
-  for (const [k, b] of kernel) out.push({ before: b, ...(after.has(k) ? { after: after.get(k)! } : {}) });
-  for (const [k, a] of after) if (!kernel.has(k)) out.push({ after: a });
-  return out;
+  const out = new Map<string, StaleFlow>();
+  for (const f of flows) {
+    if (!CONNLESS.has(f.protocol) || f.original.dport === undefined) continue;
+    const port = f.original.dport;
+    const vip = states.get(`${f.family} ${f.protocol} ${f.original.dst} ${port}`);
+    const st = vip ?? states.get(`${f.family} ${f.protocol} * ${port}`);
+    if (!st) continue;
+    const protocol = f.protocol as StaleFlow['protocol'];
+    const untranslated = f.reply.src === f.original.dst;
+    let stale: StaleFlow | undefined;
+    if (untranslated) {
+      if (st.forwarding)
+        stale = vip
+          ? {
+              family: f.family,
+              protocol,
+              origDst: f.original.dst,
+              origDstPort: port,
+              replySrc: f.original.dst,
+            }
+          : { family: f.family, protocol, origDstPort: port, replyPortSrc: port };
+    } else if (f.reply.sport !== undefined && !st.endpoints.has(`${f.reply.src}|${f.reply.sport}`)) {
+      stale = {
+        family: f.family,
+        protocol,
+        ...(vip ? { origDst: f.original.dst } : {}),
+        origDstPort: port,
+        replySrc: f.reply.src,
+        replyPortSrc: f.reply.sport,
+      };
+    }
+    if (stale) out.set(JSON.stringify(stale), stale);
+  }
+  return [...out.values()];
 }
 
 /** Deletes conntrack flows with the conntrack tool. */
@@ -237,6 +205,15 @@ export class ConntrackCleaner {
     };
     await Promise.all(Array.from({ length: Math.min(8, flows.length) }, worker));
     return { failed };
+  }
+
+  /** The UDP and SCTP flows conntrack holds, both families. */
+  async list(): Promise<Flow[]> {
+    const out: Flow[] = [];
+    for (const family of ['ipv4', 'ipv6'] as const)
+      for (const protocol of ['udp', 'sctp'])
+        out.push(...(await listFlows(this.command, { family, protocol })));
+    return out;
   }
 }
 

@@ -34,14 +34,11 @@ import { silentLogger, type Logger } from '../telemetry/log.js';
 import { Attr, inSpan, recordFailure, Spans, tracer } from '../telemetry/tracing.js';
 import {
   type ConntrackCleaner,
-  KernelPorts,
-  type PortChange,
   portChangesOfDelta,
-  portChangesOfFull,
-  type PortState,
-  PORT_SETS,
   portStateOf,
+  type StaleFlow,
   staleFlows,
+  staleFlowsInTable,
 } from './conntrack.js';
 import type { AffinityCleaner } from './affinity.js';
 import type { SyncRequest } from './queue.js';
@@ -88,7 +85,8 @@ export interface SyncerOptions {
 /** What the stages of a sync produced. */
 interface Outcome {
   diff: Diff;
-  changes: PortChange[];
+  /** The conntrack flows the sync made stale. */
+  flows: StaleFlow[];
   services: string[];
   bytes: number;
   /** Whether an affinity address lost an endpoint (its entries may be stale). */
@@ -165,11 +163,10 @@ export class Syncer {
     endpointChanges: EndpointChange[],
     started: number,
   ): Promise<SyncResult> {
-    const { diff, changes, services, bytes, affinityLost } = full
+    const { diff, flows, services, bytes, affinityLost } = full
       ? await this.full()
       : await this.partial(req.dirty);
     this.store.forgetEndpointChanges(endpointChanges);
-    const flows = staleFlows(changes);
     const conntrack = this.opts.conntrack;
     if (flows.length && conntrack)
       await inSpan(Spans.conntrack, { [Attr.flowsCleared]: flows.length }, () => conntrack.clear(flows));
@@ -204,6 +201,7 @@ export class Syncer {
       elementsAdded: diff.stats.elementsAdded,
       elementsDeleted: diff.stats.elementsDeleted,
       tablesReplaced: diff.stats.tablesReplaced,
+      ...(diff.stats.setsRewritten ? { setsRewritten: diff.stats.setsRewritten } : {}),
       ...(diff.stats.replaceReasons.length ? { replaceReasons: diff.stats.replaceReasons } : {}),
       staleFlows: flows.length,
       ...(staleAffinity ? { staleAffinity } : {}),
@@ -292,8 +290,6 @@ export class Syncer {
     for (const d of builder.diagnostics()) this.log.warn(formatDiagnostic(d));
 
     const stats = emptyStats();
-    const kernelPorts = new Map<string, PortState>();
-    const watchPorts = this.opts.conntrack !== undefined;
     // The kernel is read one table, then one set at a time, and compared as it is read, so
     // no more than one set's elements are held at once.
     const planned = await inSpan(Spans.readKernel, {}, async (s) => {
@@ -306,7 +302,7 @@ export class Syncer {
           out.push(createTable(desired, stats));
           continue;
         }
-        const r = await this.planTable(tk, desired, kernel, stats, watchPorts ? kernelPorts : undefined);
+        const r = await this.planTable(tk, desired, kernel, stats);
         setsRead += r.setsRead;
         out.push(r.commands);
       }
@@ -321,10 +317,14 @@ export class Syncer {
     const commands = diff.tx.commands;
     const { bytes } = commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
     this.builder = builder;
+    // What the kernel forwarded before is not known (large sets are rewritten, not read):
+    // conntrack itself says which UDP and SCTP flows no longer fit.
+    const conntrack = this.opts.conntrack;
+    const flows = conntrack ? staleFlowsInTable(await conntrack.list(), builder.entries()) : [];
     return {
       diff,
       bytes,
-      changes: watchPorts ? portChangesOfFull(kernelPorts, builder.entries()) : [],
+      flows,
       services: [...builder.serviceKeys()],
       affinityLost: true,
     };
@@ -332,38 +332,32 @@ export class Syncer {
 
   /**
    * Plans one existing table: chains and sets from its description, then each set's
-   * elements, read one set at a time. Records the kernel's port states on the way.
+   * elements: read and compared one set at a time, or, for a set larger than the backend
+   * reads cheaply, emptied and refilled in the same transaction.
    */
   private async planTable(
     tk: string,
     desired: DesiredTable,
     kernel: TableDescription,
     stats: DiffStats,
-    ports: Map<string, PortState> | undefined,
   ): Promise<{ commands: Command[]; setsRead: number }> {
     const { family } = desired.skeleton.table;
-    const kp = ports ? new KernelPorts(family === 'ip6' ? 'ipv6' : 'ipv4') : undefined;
     const plan = new TablePlan(desired, kernel, this.nft, stats);
-    let setsRead = 0;
-    const read = async (set: string): Promise<string[]> => {
-      setsRead++;
-      return (await this.nft.listElements(family, TABLE, set)) ?? [];
-    };
-    let commands: Command[];
     if (plan.replaceReason) {
       stats.replaceReasons.push(`${tk}: ${plan.replaceReason}`);
-      if (kp) for (const set of PORT_SETS) if (kernel.sets.has(set)) kp.add(set, await read(set));
-      commands = createTable(desired, stats);
-    } else {
-      for (const set of plan.setsToCompare) {
-        const lines = await read(set);
-        if (kp && PORT_SETS.has(set)) kp.add(set, lines);
-        plan.compareSet(set, new Set(lines));
-      }
-      commands = plan.commands();
+      return { commands: createTable(desired, stats), setsRead: 0 };
     }
-    if (kp && ports) for (const [k, v] of kp.states) ports.set(k, v);
-    return { commands, setsRead };
+    let setsRead = 0;
+    for (const set of plan.setsToCompare) {
+      const count = kernel.sets.get(set)?.count;
+      if (count !== undefined && count > this.nft.readLimit) {
+        plan.rewriteSet(set, count);
+        continue;
+      }
+      setsRead++;
+      plan.compareSet(set, new Set((await this.nft.listElements(family, TABLE, set)) ?? []));
+    }
+    return { commands: plan.commands(), setsRead };
   }
 
   private async partial(dirty: Set<string>): Promise<Outcome> {
@@ -383,7 +377,7 @@ export class Syncer {
       const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
       return {
         diff,
-        changes: portChangesOfDelta(delta.entries.values()),
+        flows: staleFlows(portChangesOfDelta(delta.entries.values())),
         services: keys,
         bytes,
         affinityLost: affinityLost(delta),

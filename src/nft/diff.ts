@@ -26,6 +26,8 @@ export interface DiffStats {
   chainsFlushed: number;
   elementsAdded: number;
   elementsDeleted: number;
+  /** Sets emptied and refilled whole in place (too large to read cheaply). */
+  setsRewritten: number;
   /** Why tables were replaced rather than updated, when they were. */
   replaceReasons: string[];
 }
@@ -46,6 +48,7 @@ export function emptyStats(): DiffStats {
     chainsFlushed: 0,
     elementsAdded: 0,
     elementsDeleted: 0,
+    setsRewritten: 0,
     replaceReasons: [],
   };
 }
@@ -53,7 +56,8 @@ export function emptyStats(): DiffStats {
 /** A table's chains, rules and set declarations as comparable strings. */
 export interface TableDescription {
   chains: Map<string, { def: string; base: boolean; rules: string[] }>;
-  sets: Map<string, { def: string; dynamic: boolean; map: boolean }>;
+  /** `count`: how many elements the kernel holds, when the backend knows it without reading them. */
+  sets: Map<string, { def: string; dynamic: boolean; map: boolean; count?: number }>;
 }
 
 /** How a backend describes tables, and what it can change in place. */
@@ -66,6 +70,12 @@ export interface Describer {
    * ("conflicting protocols specified: ip vs. th"); the table is replaced instead.
    */
   readonly typeofRulesNeedNewTable: boolean;
+  /**
+   * Sets with more elements than this are emptied and refilled in a full sync rather than
+   * read: reading is quadratic in the kernel (each dump round walks past what it already
+   * sent), writing is linear.
+   */
+  readonly readLimit: number;
 }
 
 /** The desired state of one table: its skeleton and its element lines by set. */
@@ -102,7 +112,11 @@ export function describeIR(t: TableState): TableDescription {
 }
 
 /** The IR describer, for backends that compare IR listings. */
-export const irDescriber: Describer = { describe: describeIR, typeofRulesNeedNewTable: true };
+export const irDescriber: Describer = {
+  describe: describeIR,
+  typeofRulesNeedNewTable: true,
+  readLimit: Infinity,
+};
 
 const elements = (
   op: 'add' | 'delete',
@@ -269,6 +283,20 @@ export class TablePlan {
     if (adds.length) this.addElems.push(elements('add', s.def, adds));
     this.stats.elementsDeleted += dels.length;
     this.stats.elementsAdded += adds.length;
+  }
+
+  /**
+   * Empties a set and refills it with the desired elements, without reading it (`count`:
+   * how many elements the kernel holds, for the figures).
+   */
+  rewriteSet(name: string, count: number): void {
+    const s = this.desired.skeleton.sets.get(name)!;
+    const blocks = this.desired.lines.get(name) ?? [];
+    this.flushSets.push({ flush: setObject(s.def) });
+    if (blocks.length) this.addElems.push(elements('add', s.def, blocks));
+    this.stats.elementsDeleted += count;
+    this.stats.elementsAdded += lineCount(blocks);
+    this.stats.setsRewritten++;
   }
 
   /**

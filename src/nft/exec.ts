@@ -101,6 +101,10 @@ export class ExecBackend implements NftBackend, NftReader {
   /** nft 1.0.6 cannot add a rule that uses an existing typeof map (see diff.ts). */
   readonly typeofRulesNeedNewTable = true;
   readonly describe = describeIR;
+  /** nft lists a whole table at once (see describeTable): no set is too large to read. */
+  readonly readLimit = Infinity;
+  /** Element lines of the table `describeTable` listed last, by set, until asked for. */
+  private listed: { table: string; sets: Map<string, string[]> } | undefined;
   private readonly command: string[];
   private readonly timeoutMs: number;
   private readonly protocolsFile: string;
@@ -132,6 +136,7 @@ export class ExecBackend implements NftBackend, NftReader {
   }
 
   async apply(tx: Transaction): Promise<ApplyStats> {
+    this.listed = undefined;
     if (tx.commands.length === 0) return { bytes: 0 };
     const script = await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () =>
       renderTransaction(tx),
@@ -153,13 +158,26 @@ export class ExecBackend implements NftBackend, NftReader {
     await this.nft(['-f', '-'], script);
   }
 
+  /**
+   * Lists the whole table once (nft 1.0.6 fetches every element of a table even to list one
+   * of its sets) and keeps its elements for the `listElements` calls of the same full sync.
+   */
   async describeTable(family: Family, table: string): Promise<TableDescription | undefined> {
-    // Terse: without elements, which nft then does not fetch either.
-    const t = await this.listJson(['-t', 'list', 'table', family, table], family, table);
-    return t && describeIR(t);
+    this.listed = undefined;
+    const t = await this.listTable(family, table);
+    if (!t) return undefined;
+    const sets = new Map<string, string[]>();
+    for (const [name, s] of t.sets) sets.set(name, [...s.elems.values()].map(elemLine));
+    this.listed = { table: tableKey(family, table), sets };
+    return describeIR(t);
   }
 
   async listElements(family: Family, table: string, set: string): Promise<string[] | undefined> {
+    const cached = this.listed?.table === tableKey(family, table) ? this.listed.sets.get(set) : undefined;
+    if (cached) {
+      this.listed!.sets.delete(set);
+      return cached;
+    }
     const s = await this.listSet(family, table, set);
     return s && [...s.elems.values()].map(elemLine);
   }

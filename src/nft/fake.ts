@@ -40,7 +40,11 @@ export class FakeBackend implements NftBackend, NftReader {
    * `typeofRulesNeedNewTable`: behave like nft 1.0.6 (the default), which must replace a
    * table to add a rule using an existing typeof map, or like the netlink backend.
    */
-  constructor(readonly typeofRulesNeedNewTable = true) {}
+  constructor(
+    readonly typeofRulesNeedNewTable = true,
+    /** Sets larger than this are rewritten, not read, in a full sync (as the netlink backend does). */
+    readonly readLimit = Infinity,
+  ) {}
 
   private state: Ruleset = emptyRuleset();
   /** Every transaction passed to `apply`, successful or not. */
@@ -68,7 +72,10 @@ export class FakeBackend implements NftBackend, NftReader {
 
   async describeTable(family: Family, table: string): Promise<TableDescription | undefined> {
     const t = this.state.tables.get(tableKey(family, table));
-    return t && describeIR(t);
+    if (!t) return undefined;
+    const d = describeIR(t);
+    for (const [name, s] of t.sets) d.sets.get(name)!.count = s.elems.size;
+    return d;
   }
 
   async listElements(family: Family, table: string, set: string): Promise<string[] | undefined> {

@@ -3,18 +3,15 @@
  */
 import assert from 'node:assert/strict';
 import {
-  KernelPorts,
-  PORT_SETS,
+  type Flow,
   portChangesOfDelta,
-  portChangesOfFull,
   staleFlows,
+  staleFlowsInTable,
 } from '../../src/controller/conntrack.js';
 import { RulesetBuilder } from '../../src/proxy/builder.js';
 import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import { compileService } from '../../src/proxy/service.js';
-import { elemLine } from '../../src/nft/lines.js';
-import type { Ruleset } from '../../src/nft/ruleset.js';
 import { cluster, service, slice } from '../support/cluster.js';
 
 const CONFIG = parseProxyConfig({ nodeName: 'n1', clusterCIDRs: ['10.244.0.0/16'] });
@@ -40,12 +37,16 @@ function flowsOf(eps1: string[], eps2: string[], protocol: 'UDP' | 'TCP' = 'UDP'
   return staleFlows(portChangesOfDelta(b.takeDelta().entries.values()));
 }
 
-/** The kernel's port states as a full sync reads them, from a ruleset standing in for the kernel. */
-function kernelPorts(r: Ruleset) {
-  const kp = new KernelPorts('ipv4');
-  const t = r.tables.get('ip nftproxy')!;
-  for (const set of PORT_SETS) kp.add(set, [...t.sets.get(set)!.elems.values()].map(elemLine));
-  return kp.states;
+/** A UDP flow as conntrack lists it: client to `dst:dport`, answered by `replySrc:replyPort`. */
+function flow(dst: string, dport: number, replySrc: string, replyPort: number, protocol = 'udp'): Flow {
+  return {
+    family: 'ipv4',
+    protocol,
+    timeout: 30,
+    original: { src: '10.244.9.9', dst, sport: 40000, dport },
+    reply: { src: replySrc, dst: '10.244.9.9', sport: replyPort, dport: 40000 },
+    flags: [],
+  };
 }
 
 /** Every filter matches only untranslated flows: replies from the address or port itself. */
@@ -125,21 +126,60 @@ describe('stale conntrack flows', () => {
     assert.ok(flows.every(untranslatedOnly));
   });
 
-  it('on a first start (no table before) clears untranslated flows only, never translated ones', () => {
-    const after = compile(dns(['10.244.1.1']), CONFIG);
-    const flows = staleFlows(portChangesOfFull(new Map(), after.entries));
-    assert.equal(flows.length, 2);
-    assert.ok(flows.every(untranslatedOnly), JSON.stringify(flows));
+  it('in a full sync, finds in conntrack the flows that no longer fit what is programmed', () => {
+    const { entries } = compile(dns(['10.244.1.1']), CONFIG);
+    const flows = [
+      flow('10.96.0.53', 53, '10.96.0.53', 40000), // sent before the rule existed: untranslated
+      flow('10.96.0.53', 53, '10.244.1.1', 5353), // to the endpoint: fine
+      flow('10.96.0.53', 53, '10.244.1.2', 5353), // to an endpoint that went
+      flow('10.96.0.53', 53, '10.244.1.1', 5354), // to the right pod, a port it no longer serves
+      flow('192.168.50.1', 30053, '192.168.50.1', 40000), // the NodePort, untranslated
+      flow('192.168.50.1', 30053, '10.244.1.1', 5353), // the NodePort, to the endpoint
+      flow('10.96.0.99', 53, '10.96.0.99', 40000), // not an address of ours: left alone
+      flow('10.96.0.53', 53, '10.244.1.2', 5353, 'tcp'), // TCP: left alone
+    ];
+    assert.deepEqual(
+      new Set(staleFlowsInTable(flows, entries).map((f) => JSON.stringify(f))),
+      new Set(
+        [
+          { family: 'ipv4', protocol: 'udp', origDst: '10.96.0.53', origDstPort: 53, replySrc: '10.96.0.53' },
+          {
+            family: 'ipv4',
+            protocol: 'udp',
+            origDst: '10.96.0.53',
+            origDstPort: 53,
+            replySrc: '10.244.1.2',
+            replyPortSrc: 5353,
+          },
+          {
+            family: 'ipv4',
+            protocol: 'udp',
+            origDst: '10.96.0.53',
+            origDstPort: 53,
+            replySrc: '10.244.1.1',
+            replyPortSrc: 5354,
+          },
+          { family: 'ipv4', protocol: 'udp', origDstPort: 30053, replyPortSrc: 30053 },
+        ].map((f) => JSON.stringify(f)),
+      ),
+    );
+    assert.ok(
+      staleFlowsInTable(flows, entries)
+        .filter((f) => f.replySrc === f.origDst || f.replyPortSrc === f.origDstPort)
+        .every(untranslatedOnly),
+    );
   });
 
-  it('finds the same flows from kernel-versus-desired in a full sync', () => {
-    const before = compile(dns(['10.244.1.1', '10.244.1.2']), CONFIG).ruleset;
-    const after = compile(dns(['10.244.1.1']), CONFIG);
-    assert.deepEqual(
-      new Set(staleFlows(portChangesOfFull(kernelPorts(before), after.entries)).map((f) => f.replySrc)),
-      new Set(['10.244.1.2']),
+  it('in a full sync with no endpoints left, keeps no translated flow and clears no untranslated one', () => {
+    const { entries } = compile(dns([]), CONFIG);
+    const stale = staleFlowsInTable(
+      [flow('10.96.0.53', 53, '10.244.1.1', 5353), flow('10.96.0.53', 53, '10.96.0.53', 40000)],
+      entries,
     );
-    // In step: nothing is stale.
-    assert.deepEqual(staleFlows(portChangesOfFull(kernelPorts(after.ruleset), after.entries)), []);
+    // Rejected now: the untranslated flow stays (nothing would translate it); the translated one goes.
+    assert.deepEqual(
+      stale.map((f) => f.replySrc),
+      ['10.244.1.1'],
+    );
   });
 });

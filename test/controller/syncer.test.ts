@@ -17,9 +17,8 @@ import { ManualClock } from '../support/clock.js';
 
 const CONFIG = parseProxyConfig({ nodeName: 'n1', clusterCIDRs: ['10.244.0.0/16'] });
 
-function world() {
+function world(fake = new FakeBackend()) {
   const store = new ClusterStore('n1');
-  const fake = new FakeBackend();
   const syncer = new Syncer(store, CONFIG, fake);
   const clock = new ManualClock();
   const queue = new SyncQueue((req) => syncer.sync(req).then(() => undefined), {
@@ -124,6 +123,35 @@ describe('syncer', () => {
     w.queue.requestFull('drift');
     await w.clock.advance(100);
     assert.equal(await w.syncer.drifted(), false);
+    w.matchesStore();
+  });
+
+  it('rewrites a set larger than the backend reads cheaply instead of reading it, and converges', async () => {
+    const w = world(new FakeBackend(true, 4));
+    for (let i = 0; i < 6; i++) w.put(`s${i}`, `10.96.0.${i + 1}`, [`10.244.1.${i + 1}`]);
+    await w.fake.apply(diffRulesets(undefined, compile(w.store.state(), CONFIG).ruleset).tx);
+    w.put('s0', '10.96.0.1', ['10.244.1.99']);
+    let reads = 0;
+    const list = w.fake.listElements.bind(w.fake);
+    w.fake.listElements = (f, t, set) => (reads++, list(f, t, set));
+    const r = await w.syncer.sync({ full: true, dirty: new Set(), reasons: new Set(['start']), queuedAt: 0 });
+    w.matchesStore();
+    // service-ips, backends, cluster-ips and hairpin hold 6 elements each: rewritten, not read.
+    assert.equal(r.diff.setsRewritten, 4);
+    const flushed = w.fake.applied
+      .at(-1)!
+      .commands.filter((c) => 'flush' in c)
+      .map((c) => Object.values((c as { flush: object }).flush)[0] as { name: string })
+      .map((x) => x.name);
+    assert.deepEqual(flushed.sort(), ['backends', 'cluster-ips', 'hairpin', 'service-ips']);
+    assert.ok(reads > 0, 'small sets are still read');
+    const again = await w.syncer.sync({
+      full: true,
+      dirty: new Set(),
+      reasons: new Set(['periodic']),
+      queuedAt: 0,
+    });
+    assert.equal(again.diff.setsRewritten, 4, 'large sets are rewritten at every full sync');
     w.matchesStore();
   });
 

@@ -278,6 +278,7 @@ const result = (over: Partial<SyncResult>): SyncResult => ({
     chainsAdded: 0,
     chainsDeleted: 0,
     chainsFlushed: 0,
+    setsRewritten: 0,
     elementsAdded: 0,
     elementsDeleted: 0,
     replaceReasons: [],

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { SpanStatusCode, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { AffinityCleaner } from '../../src/controller/affinity.js';
-import { ConntrackCleaner, type StaleFlow } from '../../src/controller/conntrack.js';
+import { ConntrackCleaner, type Flow, type StaleFlow } from '../../src/controller/conntrack.js';
 import { Syncer, type SyncerOptions } from '../../src/controller/syncer.js';
 import type { SyncRequest } from '../../src/controller/queue.js';
 import { parseResource } from '../../src/k8s/parse.js';
@@ -72,9 +72,14 @@ const hrMs = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
 /** A conntrack cleaner that records the flows it was asked to delete. */
 class RecordingConntrack extends ConntrackCleaner {
   readonly flows: StaleFlow[] = [];
+  /** What a full sync finds in conntrack: nothing (the machine's own table is not read). */
+  readonly table: Flow[] = [];
   override async clear(flows: StaleFlow[]): Promise<{ failed: number }> {
     this.flows.push(...flows);
     return { failed: 0 };
+  }
+  override async list(): Promise<Flow[]> {
+    return this.table;
   }
 }
 

@@ -28,6 +28,12 @@ export interface NetlinkBackendOptions {
 
 const key3 = (family: string, table: string, set: string) => `${family} ${table} ${set}`;
 
+/** Sets up to this many elements are read in full syncs; larger ones are rewritten. */
+export const READ_LIMIT = 32768;
+
+/** NFTA_SET_COUNT (kernel 6.x): elements in the set, reported with its declaration. */
+const SET_COUNT = 20;
+
 /** The sets a rule looks up (`@name`). */
 function setRefs(x: unknown, out: Set<string>): void {
   if (typeof x === 'string') {
@@ -44,6 +50,12 @@ function setRefs(x: unknown, out: Set<string>): void {
 export class NetlinkBackend implements NftBackend {
   readonly name = 'netlink';
   readonly typeofRulesNeedNewTable = false;
+  /**
+   * A dump of a set costs the kernel time quadratic in its size (each 32 KiB round walks past
+   * the elements already sent): 275,000 backends take 9 s to read and 3 s to rewrite. Larger
+   * sets are rewritten in a full sync.
+   */
+  readonly readLimit = READ_LIMIT;
   private conn: NetlinkConnection | undefined;
   /** Layouts of sets the kernel holds, as last seen or written. */
   private readonly specs = new Map<string, SetSpec>();
@@ -269,9 +281,20 @@ export async function probeNetlink(
   }
 }
 
-function describedSet(a: Map<number, NlAttr>): { def: string; dynamic: boolean; map: boolean } {
+function describedSet(a: Map<number, NlAttr>): {
+  def: string;
+  dynamic: boolean;
+  map: boolean;
+  count?: number;
+} {
   const flags = attrU32(a.get(SetAttr.FLAGS)) ?? 0;
-  return { def: setKey(a), dynamic: (flags & SetFlag.EVAL) !== 0, map: (flags & SetFlag.MAP) !== 0 };
+  const count = attrU32(a.get(SET_COUNT));
+  return {
+    def: setKey(a),
+    dynamic: (flags & SetFlag.EVAL) !== 0,
+    map: (flags & SetFlag.MAP) !== 0,
+    ...(count !== undefined ? { count } : {}),
+  };
 }
 
 /** Whether netlink can be used here (a netfilter netlink socket opens). */

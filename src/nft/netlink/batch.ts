@@ -36,12 +36,12 @@ import {
   VerdictAttr,
 } from './constants.js';
 import {
-  encodeFields,
   encodeIntervalKey,
+  type Layout,
   parseVerdict,
   type SetSpec,
   specOfDef,
-  splitLine,
+  writeTextFields,
 } from './datatypes.js';
 import { Linearizer } from './linearize.js';
 import { setUserdata, tableUserdata } from './udata.js';
@@ -357,7 +357,7 @@ function allLines(blocks: string[]): string[] {
 class ElementWriter {
   private cur: { msg: number; nest: number } | undefined;
   private index = 0;
-  private counts: number[] = [];
+  private readonly counts: number[] = [];
 
   constructor(
     private readonly enc: BatchEncoder,
@@ -417,51 +417,83 @@ class ElementWriter {
     this.w.endNest(n);
   }
 
+  /** A DATA nest with a VALUE of `l` read from `text[start, end)`, written in place. */
+  private textValue(type: number, l: Layout, text: string, start: number, end: number): void {
+    const w = this.w;
+    const n = w.nest(type);
+    const v = w.open(DataAttr.VALUE);
+    w.ensure(l.len + 4);
+    writeTextFields(l, text, start, end, w.buf, w.pos);
+    w.pos += l.len;
+    w.close(v);
+    w.endNest(n);
+  }
+
   /** Elements of a non-interval set or a concatenation with intervals, one per line. */
   lines(block: string): void {
-    const { spec } = this;
     let start = 0;
     while (start < block.length) {
       let nl = block.indexOf('\n', start);
       if (nl < 0) nl = block.length;
-      const line = block.slice(start, nl);
-      start = nl + 1;
-      if (!line) continue;
-      try {
-        this.line(line);
-      } catch (e) {
-        if (!(e instanceof NftError)) throw e;
-        throw NftError.invalid(`set ${spec.name}: ${e.message}: in element ${JSON.stringify(line)}`);
+      if (nl > start) {
+        try {
+          this.line(block, start, nl);
+        } catch (e) {
+          if (!(e instanceof NftError)) throw e;
+          throw NftError.invalid(
+            `set ${this.spec.name}: ${e.message}: in element ${JSON.stringify(block.slice(start, nl))}`,
+          );
+        }
       }
+      start = nl + 1;
     }
   }
 
-  private line(line: string): void {
-    const { spec } = this;
-    const { key, data } = splitLine(line);
-    this.element(() => {
-      if (spec.interval) {
-        const { start: s, end: e } = encodeIntervalKey(spec.key, key);
-        this.value(SetElemAttr.KEY, s);
-        this.value(SetElemAttr.KEY_END, e);
-      } else {
-        this.value(SetElemAttr.KEY, encodeFields(spec.key, key, 'key'));
-      }
-      if (this.op === 'delete' || !(spec.data || spec.verdict)) return;
-      if (data === undefined)
-        throw NftError.invalid(`element of map ${spec.name} without data: ${JSON.stringify(line)}`);
+  /** One element from `text[start, end)`, moving to a new message if it does not fit. */
+  private line(text: string, start: number, end: number): void {
+    if (!this.cur) this.open();
+    const w = this.w;
+    const at = w.pos;
+    this.writeLine(text, start, end);
+    if (w.pos - this.cur!.nest > MAX_NEST) {
+      w.pos = at;
+      this.close();
+      this.open();
+      this.writeLine(text, start, end);
+    }
+    this.counts[this.counts.length - 1]!++;
+  }
+
+  private writeLine(text: string, start: number, end: number): void {
+    const { spec, w } = this;
+    const colon = text.indexOf(' : ', start);
+    const keyEnd = colon >= 0 && colon < end ? colon : end;
+    // The entry's attribute type is its number, kept to 16 bits with the nested flag. An
+    // entry that did not fit used up its number (as in libnftnl).
+    const e = w.nest(++this.index & 0x7fff);
+    if (spec.interval) {
+      const { start: s, end: x } = encodeIntervalKey(spec.key, text.slice(start, keyEnd).split(' . '));
+      this.value(SetElemAttr.KEY, s);
+      this.value(SetElemAttr.KEY_END, x);
+    } else {
+      this.textValue(SetElemAttr.KEY, spec.key, text, start, keyEnd);
+    }
+    if (this.op === 'add' && (spec.data || spec.verdict)) {
+      if (keyEnd === end) throw NftError.invalid(`element of map ${spec.name} without data`);
+      const dataStart = keyEnd + 3;
       if (spec.verdict) {
-        const v = parseVerdict(data);
-        const d = this.w.nest(SetElemAttr.DATA);
-        const vn = this.w.nest(DataAttr.VERDICT);
-        this.w.u32(VerdictAttr.CODE, v.code);
-        if (v.chain !== undefined) this.w.str(VerdictAttr.CHAIN, v.chain);
-        this.w.endNest(vn);
-        this.w.endNest(d);
+        const v = parseVerdict(text.slice(dataStart, end));
+        const d = w.nest(SetElemAttr.DATA);
+        const vn = w.nest(DataAttr.VERDICT);
+        w.u32(VerdictAttr.CODE, v.code);
+        if (v.chain !== undefined) w.str(VerdictAttr.CHAIN, v.chain);
+        w.endNest(vn);
+        w.endNest(d);
       } else {
-        this.value(SetElemAttr.DATA, encodeFields(spec.data!, data.split(' . '), 'map data'));
+        this.textValue(SetElemAttr.DATA, spec.data!, text, dataStart, end);
       }
-    });
+    }
+    w.endNest(e);
   }
 
   /**

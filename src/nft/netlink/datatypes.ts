@@ -52,6 +52,8 @@ export interface Layout {
   type: number;
   /** Total length in bytes, fields padded to 4 bytes when concatenated. */
   len: number;
+  /** Byte offset of each field. */
+  offsets: number[];
 }
 
 /** How a set's elements look as bytes. */
@@ -74,7 +76,13 @@ export function layoutOf(fields: Datatype[]): Layout {
   let type = 0;
   for (const f of fields) type = (type << TYPE_BITS) | f.id;
   const len = fields.length === 1 ? fields[0]!.len : fields.reduce((n, f) => n + round4(f.len), 0);
-  return { fields, type: type >>> 0, len };
+  const offsets: number[] = [];
+  let at = 0;
+  for (const f of fields) {
+    offsets.push(at);
+    at += round4(f.len);
+  }
+  return { fields, type: type >>> 0, len, offsets };
 }
 
 function datatype(name: string): Datatype {
@@ -275,14 +283,7 @@ export function readValue(t: Datatype, b: Uint8Array, at: number): string {
 
 /** Offsets of each field of a layout within its bytes. */
 export function fieldOffsets(l: Layout): number[] {
-  if (l.fields.length === 1) return [0];
-  const out: number[] = [];
-  let at = 0;
-  for (const f of l.fields) {
-    out.push(at);
-    at += round4(f.len);
-  }
-  return out;
+  return l.offsets;
 }
 
 /**
@@ -420,4 +421,116 @@ export function parseVerdict(text: string): { code: number; chain?: string } {
     default:
       throw bad('verdict', text);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// The hot paths: hundreds of thousands of elements per full sync. No intermediate strings or
+// arrays: text is read by index, bytes are written in place.
+
+const SEP = ' . ';
+
+/**
+ * Writes the fields of `l` from `text[start, end)` (fields joined by ` . `) into `out` at
+ * `at`, zero-padded; throws NftError for text that does not fit.
+ */
+export function writeTextFields(
+  l: Layout,
+  text: string,
+  start: number,
+  end: number,
+  out: Uint8Array,
+  at: number,
+): void {
+  out.fill(0, at, at + l.len);
+  let pos = start;
+  const n = l.fields.length;
+  for (let i = 0; i < n; i++) {
+    const stop = i + 1 < n ? text.indexOf(SEP, pos) : end;
+    if (stop < 0 || stop > end) throw bad('element', text.slice(start, end));
+    if (i + 1 === n && text.indexOf(SEP, pos) >= 0 && text.indexOf(SEP, pos) < end)
+      throw bad('element', text.slice(start, end));
+    writeFieldText(l.fields[i]!, text, pos, stop, out, at + l.offsets[i]!);
+    pos = stop + SEP.length;
+  }
+}
+
+/** One field from `text[start, end)`. */
+function writeFieldText(
+  t: Datatype,
+  text: string,
+  start: number,
+  end: number,
+  out: Uint8Array,
+  at: number,
+): void {
+  switch (t.id) {
+    case 7: {
+      // IPv4: four decimal octets.
+      let part = 0;
+      let n = 0;
+      let digits = 0;
+      for (let i = start; i <= end; i++) {
+        const ch = i < end ? text.charCodeAt(i) : 46;
+        if (ch === 46) {
+          if (!digits || n > 255 || part > 3) throw bad('IPv4 address', text.slice(start, end));
+          out[at + part++] = n;
+          n = 0;
+          digits = 0;
+        } else if (ch >= 48 && ch <= 57 && digits < 3) {
+          n = n * 10 + ch - 48;
+          digits++;
+        } else throw bad('IPv4 address', text.slice(start, end));
+      }
+      if (part !== 4) throw bad('IPv4 address', text.slice(start, end));
+      return;
+    }
+    case 13: {
+      const v = uintAt(text, start, end, 0xffff);
+      out[at] = v >> 8;
+      out[at + 1] = v & 0xff;
+      return;
+    }
+    case 12: {
+      const c = text.charCodeAt(start);
+      const len = end - start;
+      // The names nft prints; anything else must be a number.
+      if (len === 3 && c === 116 && text.startsWith('tcp', start)) out[at] = 6;
+      else if (len === 3 && c === 117 && text.startsWith('udp', start)) out[at] = 17;
+      else if (len === 4 && c === 115 && text.startsWith('sctp', start)) out[at] = 132;
+      else writeValue(t, text.slice(start, end), out, at);
+      return;
+    }
+    case 4:
+    case 19: {
+      const v = uintAt(text, start, end, 0xffffffff);
+      out[at] = v & 0xff;
+      out[at + 1] = (v >>> 8) & 0xff;
+      out[at + 2] = (v >>> 16) & 0xff;
+      out[at + 3] = v >>> 24;
+      return;
+    }
+    default:
+      writeValue(t, text.slice(start, end), out, at);
+  }
+}
+
+function uintAt(text: string, start: number, end: number, max: number): number {
+  if (start >= end || end - start > 10) throw bad('number', text.slice(start, end));
+  let v = 0;
+  for (let i = start; i < end; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch < 48 || ch > 57) throw bad('number', text.slice(start, end));
+    v = v * 10 + ch - 48;
+  }
+  if (v > max) throw bad('number', text.slice(start, end));
+  return v;
+}
+
+/** The text of the fields of `l` in `b` from `at`, as nft prints them. */
+export function readTextFields(l: Layout, b: Uint8Array, at: number): string {
+  const f = l.fields;
+  if (f.length === 1) return readValue(f[0]!, b, at);
+  let out = readValue(f[0]!, b, at + l.offsets[0]!);
+  for (let i = 1; i < f.length; i++) out += SEP + readValue(f[i]!, b, at + l.offsets[i]!);
+  return out;
 }

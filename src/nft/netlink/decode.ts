@@ -25,7 +25,7 @@ import {
   SetFieldAttr,
   VerdictAttr,
 } from './constants.js';
-import { decodeFields, intervalText, type SetSpec, specOfKernel, verdictText } from './datatypes.js';
+import { intervalText, readTextFields, type SetSpec, specOfKernel, verdictText } from './datatypes.js';
 
 const hex = (a: Attr | undefined) => (a ? a.data.toString('hex') : '');
 const hexU32 = (n: number) => n.toString(16).padStart(8, '0');
@@ -156,68 +156,91 @@ export function specOfSetAttrs(attrs: Map<number, Attr>): SetSpec {
   });
 }
 
-function valueOf(a: Attr | undefined): Buffer | undefined {
-  return a ? attrMap(a.data).get(DataAttr.VALUE)?.data : undefined;
-}
+const u16 = (b: Buffer, p: number) => b[p]! | (b[p + 1]! << 8);
 
-/** The data text of a map element. */
-function elementData(spec: SetSpec, a: Attr | undefined): string | undefined {
-  if (!a || !(spec.verdict || spec.data)) return undefined;
-  const m = attrMap(a.data);
-  const verdict = m.get(DataAttr.VERDICT);
-  if (verdict) {
-    const vm = attrMap(verdict.data);
-    return verdictText(attrU32(vm.get(VerdictAttr.CODE)) ?? 0, attrStr(vm.get(VerdictAttr.CHAIN)));
+/** Where the payload of attribute `type` lies within `b[start, end)`: [start, end], or undefined. */
+function find(b: Buffer, start: number, end: number, type: number): [number, number] | undefined {
+  for (let p = start; p + 4 <= end;) {
+    const len = u16(b, p);
+    if (len < 4) return undefined;
+    if ((u16(b, p + 2) & 0x3fff) === type) return [p + 4, p + len];
+    p += (len + 3) & ~3;
   }
-  const v = m.get(DataAttr.VALUE);
-  return v ? decodeFields(spec.data!, v.data) : undefined;
+  return undefined;
 }
 
-/** The elements of a set dump (NEWSETELEM payloads) as element lines. */
+/** A NUL-terminated string in `b[start, end)`. */
+function cstr(b: Buffer, start: number, end: number): string {
+  let nul = start;
+  while (nul < end && b[nul] !== 0) nul++;
+  return b.toString('utf8', start, nul);
+}
+
+/** The VALUE payload inside a DATA nest at `[start, end)`. */
+function valueIn(b: Buffer, range: [number, number] | undefined): [number, number] | undefined {
+  return range && find(b, range[0], range[1], DataAttr.VALUE);
+}
+
+/**
+ * The elements of a set dump (NEWSETELEM payloads) as element lines. Read in place, without
+ * an object per attribute: a dump of a large map is hundreds of thousands of elements.
+ */
 export function elementLines(spec: SetSpec, payloads: Buffer[]): string[] {
   const out: string[] = [];
   const rb: { key: Buffer; end: boolean; open: boolean }[] = [];
   const rbtree = spec.interval && spec.key.fields.length === 1;
-  for (const p of payloads) {
-    const list = attrMap(p).get(SetElemListAttr.ELEMENTS);
+  for (const b of payloads) {
+    const list = find(b, 0, b.length, SetElemListAttr.ELEMENTS);
     if (!list) continue;
-    for (const el of parseAttrs(list.data)) {
-      const m = attrMap(el.data);
-      const key = valueOf(m.get(SetElemAttr.KEY));
+    for (let p = list[0]; p + 4 <= list[1];) {
+      const len = u16(b, p);
+      if (len < 4) break;
+      const es = p + 4;
+      const ee = p + len;
+      p += (len + 3) & ~3;
+      const key = valueIn(b, find(b, es, ee, SetElemAttr.KEY));
       if (!key) continue;
       if (rbtree) {
-        const flags = attrU32(m.get(SetElemAttr.FLAGS)) ?? 0;
-        const ud = m.get(SetElemAttr.USERDATA)?.data;
-        rb.push({
-          key,
-          end: (flags & SET_ELEM_INTERVAL_END) !== 0,
-          open: !!ud && ud.length >= 6 && ud[0] === 1 && ud[2] === 1,
-        });
+        const f = find(b, es, ee, SetElemAttr.FLAGS);
+        const flags = f ? b.readUInt32BE(f[0]) : 0;
+        const ud = find(b, es, ee, SetElemAttr.USERDATA);
+        const open = !!ud && ud[1] - ud[0] >= 6 && b[ud[0]] === 1 && b[ud[0] + 2] === 1;
+        rb.push({ key: b.subarray(key[0], key[1]), end: (flags & SET_ELEM_INTERVAL_END) !== 0, open });
         continue;
       }
       let keyText: string;
       if (spec.interval) {
-        const keyEnd = valueOf(m.get(SetElemAttr.KEY_END)) ?? key;
-        const offs = fieldOffsetsOf(spec);
-        keyText = spec.key.fields.map((f, i) => intervalText(f, key, keyEnd, offs[i]!)).join(' . ');
+        const keyEnd = valueIn(b, find(b, es, ee, SetElemAttr.KEY_END)) ?? key;
+        const start = b.subarray(key[0], key[1]);
+        const last = b.subarray(keyEnd[0], keyEnd[1]);
+        keyText = spec.key.fields
+          .map((f, i) => intervalText(f, start, last, spec.key.offsets[i]!))
+          .join(' . ');
       } else {
-        keyText = decodeFields(spec.key, key);
+        keyText = readTextFields(spec.key, b, key[0]);
       }
-      const data = elementData(spec, m.get(SetElemAttr.DATA));
-      out.push(data === undefined ? keyText : `${keyText} : ${data}`);
+      if (!(spec.verdict || spec.data)) {
+        out.push(keyText);
+        continue;
+      }
+      const data = find(b, es, ee, SetElemAttr.DATA);
+      if (!data) {
+        out.push(keyText);
+        continue;
+      }
+      const verdict = find(b, data[0], data[1], DataAttr.VERDICT);
+      if (verdict) {
+        const code = find(b, verdict[0], verdict[1], VerdictAttr.CODE);
+        const chain = find(b, verdict[0], verdict[1], VerdictAttr.CHAIN);
+        const name = chain ? cstr(b, chain[0], chain[1]) : undefined;
+        out.push(`${keyText} : ${verdictText(code ? b.readUInt32BE(code[0]) : 0, name)}`);
+        continue;
+      }
+      const v = find(b, data[0], data[1], DataAttr.VALUE);
+      out.push(v && spec.data ? `${keyText} : ${readTextFields(spec.data, b, v[0])}` : keyText);
     }
   }
   if (rbtree) out.push(...rbtreeLines(spec, rb));
-  return out;
-}
-
-function fieldOffsetsOf(spec: SetSpec): number[] {
-  const out: number[] = [];
-  let at = 0;
-  for (const f of spec.key.fields) {
-    out.push(at);
-    at += (f.len + 3) & ~3;
-  }
   return out;
 }
 
