@@ -15,6 +15,7 @@ import { loadManifestDir } from '../src/k8s/manifests.js';
 import { formatDiagnostic } from '../src/k8s/types.js';
 import { compile } from '../src/proxy/compile.js';
 import { parseProxyConfig } from '../src/proxy/config.js';
+import { unitEndpoints } from '../src/proxy/service.js';
 import { readLiveRuleset, servicesOf } from '../src/cli/live.js';
 import { formatStatus } from '../src/cli/status.js';
 import {
@@ -98,8 +99,9 @@ async function main(): Promise<number> {
     say(bold('1. The cluster (demo/manifests)'));
     for (const e of result.entries) {
       const where = e.kind === 'nodePort' ? `NodePort ${e.port}` : `${e.address}:${e.port}`;
-      const eps = e.backends.length
-        ? e.backends.map((b) => formatHostPort(b.ip, b.port)).join(' ')
+      const backends = [...unitEndpoints(e)].map((ep) => ep.split('|') as [string, string]);
+      const eps = backends.length
+        ? backends.map(([ip, port]) => formatHostPort(ip, Number(port))).join(' ')
         : 'no endpoints: refused';
       say(`  ${e.service.padEnd(18)} ${e.kind.padEnd(10)} ${`${where}/${e.protocol}`.padEnd(22)} -> ${eps}`);
     }

@@ -111,7 +111,7 @@ export function ownerOfEntry(entry: DispatchEntry): Owner {
   if (entry.policy) details.push(`ProxyPolicy ${entry.policy}`);
   if (entry.affinityTimeout) details.push(`ClientIP affinity ${entry.affinityTimeout}s`);
   if (entry.topology !== 'none') details.push(`topology hints for this ${entry.topology}`);
-  if (entry.localBackends) details.push('externalTrafficPolicy Local');
+  if (entry.localEndpoints !== undefined) details.push('externalTrafficPolicy Local');
   return { service: `${entry.service}${port} (${entry.kind})`, scheduler: entry.scheduler, details };
 }
 

@@ -12,7 +12,7 @@
  */
 import { execa } from 'execa';
 import { silentLogger, type Logger } from '../telemetry/log.js';
-import type { DispatchEntry } from '../proxy/service.js';
+import { type DispatchUnit, unitEndpoints } from '../proxy/service.js';
 
 /** A filter for `conntrack -D`: flows matching all given fields. */
 export interface StaleFlow {
@@ -51,11 +51,10 @@ export interface PortChange {
 
 const CONNLESS = new Set(['udp', 'sctp']);
 
-/** The port state of a programmed dispatch entry. */
-export function portStateOf(e: DispatchEntry): PortState {
-  const endpoints = new Set<string>();
-  for (const b of e.backends) endpoints.add(`${b.ip}|${b.port}`);
-  for (const b of e.localBackends ?? []) endpoints.add(`${b.ip}|${b.port}`);
+/** The port state of a programmed dispatch unit. */
+export function portStateOf(u: DispatchUnit): PortState {
+  const e = u;
+  const endpoints = unitEndpoints(u);
   return {
     family: e.family === 'ip6' ? 'ipv6' : 'ipv4',
     protocol: e.protocol,
@@ -102,7 +101,7 @@ export function staleFlows(changes: Iterable<PortChange>): StaleFlow[] {
 
 /** The port changes of a builder delta's entry changes (UDP and SCTP only). */
 export function portChangesOfDelta(
-  changes: Iterable<{ before?: DispatchEntry; after?: DispatchEntry }>,
+  changes: Iterable<{ before?: DispatchUnit; after?: DispatchUnit }>,
 ): PortChange[] {
   const out: PortChange[] = [];
   for (const { before, after } of changes) {
@@ -121,11 +120,11 @@ export function portChangesOfDelta(
  * program that were translated to an endpoint it no longer has, or that were not translated
  * although it forwards now. Flows to addresses we do not program are left alone.
  */
-export function staleFlowsInTable(flows: Iterable<Flow>, entries: Iterable<DispatchEntry>): StaleFlow[] {
+export function staleFlowsInTable(flows: Iterable<Flow>, units: Iterable<DispatchUnit>): StaleFlow[] {
   const states = new Map<string, PortState>();
-  for (const e of entries) {
-    if (!CONNLESS.has(e.protocol)) continue;
-    const st = portStateOf(e);
+  for (const u of units) {
+    if (!CONNLESS.has(u.protocol)) continue;
+    const st = portStateOf(u);
     states.set(`${st.family} ${st.protocol} ${st.address ?? '*'} ${st.port}`, st);
   }
   const out = new Map<string, StaleFlow>();

@@ -320,7 +320,7 @@ export class Syncer {
     // What the kernel forwarded before is not known (large sets are rewritten, not read):
     // conntrack itself says which UDP and SCTP flows no longer fit.
     const conntrack = this.opts.conntrack;
-    const flows = conntrack ? staleFlowsInTable(await conntrack.list(), builder.entries()) : [];
+    const flows = conntrack ? staleFlowsInTable(await conntrack.list(), builder.units()) : [];
     return {
       diff,
       bytes,

@@ -27,13 +27,18 @@ import {
 import { type Diagnostic, objectRef } from '../k8s/types.js';
 import { ipsOf, type ProxyConfig } from './config.js';
 import { FAMILY_INFO } from './family.js';
-import { affinityChainName, FAMILIES, precreatedPicks, pickChainName, TABLE } from './names.js';
+import { affinityChainName, FAMILIES, precreatedPicks, pickChainName, Sets, TABLE } from './names.js';
 import {
   compareServiceKeys,
   type DispatchEntry,
   type DispatchUnit,
   type ServiceContribution,
   sharedLine,
+  unitBlocks,
+  unitEndpoints,
+  unitLabel,
+  unitLineCounts,
+  unitLines,
 } from './service.js';
 import { affinityChain, pickChain, staticTable } from './table.js';
 
@@ -47,10 +52,10 @@ export interface BuilderStats {
   endpoints: number;
 }
 
-/** What programming changed for one claimed address: the entry before and after (absent: none). */
+/** What programming changed for one claimed address: the unit before and after (absent: none). */
 export interface EntryChange {
-  before?: DispatchEntry;
-  after?: DispatchEntry;
+  before?: DispatchUnit;
+  after?: DispatchUnit;
 }
 
 /** The changes since the last `takeDelta`. */
@@ -59,7 +64,7 @@ export interface RulesetDelta {
   elements: Map<string, Map<string, Map<string, number>>>;
   /** Chains added, by table key. */
   chainsAdded: Map<string, Set<string>>;
-  /** Programmed dispatch entries that changed, by claim. */
+  /** Programmed units that changed, by `table key . claim`. */
   entries: Map<string, EntryChange>;
 }
 
@@ -68,10 +73,12 @@ export function emptyDelta(): RulesetDelta {
   return { elements: new Map(), chainsAdded: new Map(), entries: new Map() };
 }
 
+/** Who claims an address: its owner (first in namespace/name order) and any rivals. */
 interface Claim {
-  /** The service that owns the claim (first in namespace/name order). */
   owner: string;
-  units: Map<string, DispatchUnit>;
+  unit: DispatchUnit;
+  /** Other services claiming it, rarely any. */
+  rivals?: Map<string, DispatchUnit>;
 }
 
 interface Table {
@@ -84,13 +91,14 @@ interface Table {
   shared: Map<string, Map<string, number>>;
   /** Elements programmed, by set (metrics). */
   counts: Map<string, number>;
+  /** Claims on this table's addresses, by claim key. */
+  claims: Map<string, Claim>;
 }
 
 /** Builds and maintains the desired ruleset for one node. */
 export class RulesetBuilder implements DesiredSource {
   private readonly tables = new Map<string, Table>();
   private readonly contributions = new Map<string, ServiceContribution>();
-  private readonly claims = new Map<string, Claim>();
   private delta: RulesetDelta = emptyDelta();
   /**
    * Whether changes are recorded for `takeDelta`. Off while building a whole ruleset at
@@ -114,6 +122,7 @@ export class RulesetBuilder implements DesiredSource {
         staticLines: lines,
         shared: new Map(),
         counts,
+        claims: new Map(),
       });
     }
   }
@@ -162,7 +171,7 @@ export class RulesetBuilder implements DesiredSource {
     for (const [key, c] of this.contributions) {
       for (const unit of c.units) {
         if (tableKey(unit.family, TABLE) !== tk || !this.owns(key, unit)) continue;
-        for (const o of unit.owned) add(o.set, o.lines);
+        for (const [set, block] of unitBlocks(unit)) add(set, block);
       }
     }
     for (const [set, counts] of t.shared) for (const k of counts.keys()) add(set, sharedLine(set, k));
@@ -219,9 +228,14 @@ export class RulesetBuilder implements DesiredSource {
 
   /** The programmed dispatch entries, by service (namespace/name order). */
   entries(): DispatchEntry[] {
-    const out: DispatchEntry[] = [];
+    return this.units();
+  }
+
+  /** The programmed dispatch units, by service (namespace/name order). */
+  units(): DispatchUnit[] {
+    const out: DispatchUnit[] = [];
     for (const key of [...this.contributions.keys()].sort(compareServiceKeys)) {
-      for (const unit of this.contributions.get(key)!.units) if (this.owns(key, unit)) out.push(unit.entry);
+      for (const unit of this.contributions.get(key)!.units) if (this.owns(key, unit)) out.push(unit);
     }
     return out;
   }
@@ -245,14 +259,14 @@ export class RulesetBuilder implements DesiredSource {
       if (!c) continue;
       out.push(...c.diagnostics);
       for (const unit of c.units) {
-        const owner = this.claims.get(unit.claim)!.owner;
+        const owner = this.claimOf(unit)!.owner;
         if (owner === key) continue;
         const [ns, name] = key.split('/') as [string, string];
         const [ons, oname] = owner.split('/') as [string, string];
         out.push({
           severity: 'error',
           object: objectRef('Service', { namespace: ns, name }),
-          message: `${unit.label} is already used by ${objectRef('Service', { namespace: ons, name: oname })}; not programmed for this service`,
+          message: `${unitLabel(unit)} is already used by ${objectRef('Service', { namespace: ons, name: oname })}; not programmed for this service`,
         });
       }
     }
@@ -268,11 +282,10 @@ export class RulesetBuilder implements DesiredSource {
     for (const [key, c] of this.contributions) {
       for (const unit of c.units) {
         if (unit.affinityTimeout === undefined || !this.owns(key, unit)) continue;
-        const e = unit.entry;
+        const e = unit;
         let fam = out.get(e.family);
         if (!fam) out.set(e.family, (fam = new Map()));
-        const eps = new Set([...e.backends, ...(e.localBackends ?? [])].map((b) => `${b.ip}|${b.port}`));
-        fam.set(`${e.address ?? '*'}|${e.protocol}|${e.port}`, eps);
+        fam.set(`${e.address ?? '*'}|${e.protocol}|${e.port}`, unitEndpoints(unit));
       }
     }
     return out;
@@ -286,9 +299,9 @@ export class RulesetBuilder implements DesiredSource {
       for (const unit of c.units) {
         if (!this.owns(key, unit)) continue;
         any = true;
-        if (unit.entry.verdict === 'forward') {
+        if (unit.verdict === 'forward') {
           s.dispatchEntries++;
-          s.endpoints += unit.entry.backends.length;
+          s.endpoints += unit.endpoints;
         }
       }
       if (any) s.services++;
@@ -302,91 +315,96 @@ export class RulesetBuilder implements DesiredSource {
     return t;
   }
 
+  private claimOf(unit: DispatchUnit): Claim | undefined {
+    return this.tables.get(tableKey(unit.family, TABLE))!.claims.get(unit.claim);
+  }
+
   private owns(key: string, unit: DispatchUnit): boolean {
-    return this.claims.get(unit.claim)?.owner === key;
+    return this.claimOf(unit)?.owner === key;
   }
 
   private claim(key: string, unit: DispatchUnit): void {
-    const c = this.claims.get(unit.claim);
+    const claims = this.tables.get(tableKey(unit.family, TABLE))!.claims;
+    const c = claims.get(unit.claim);
     if (!c) {
-      this.claims.set(unit.claim, { owner: key, units: new Map([[key, unit]]) });
+      claims.set(unit.claim, { owner: key, unit });
       this.program(unit);
       return;
     }
-    c.units.set(key, unit);
     if (compareServiceKeys(key, c.owner) < 0) {
-      this.unprogram(c.units.get(c.owner)!);
+      (c.rivals ??= new Map()).set(c.owner, c.unit);
+      this.unprogram(c.unit);
       c.owner = key;
+      c.unit = unit;
       this.program(unit);
+    } else {
+      (c.rivals ??= new Map()).set(key, unit);
     }
   }
 
   private release(key: string, unit: DispatchUnit): void {
-    const c = this.claims.get(unit.claim)!;
-    c.units.delete(key);
-    if (c.owner === key) {
-      this.unprogram(unit);
-      let next: string | undefined;
-      for (const k of c.units.keys()) if (next === undefined || compareServiceKeys(k, next) < 0) next = k;
-      if (next === undefined) {
-        this.claims.delete(unit.claim);
-        return;
-      }
-      c.owner = next;
-      this.program(c.units.get(next)!);
+    const claims = this.tables.get(tableKey(unit.family, TABLE))!.claims;
+    const c = claims.get(unit.claim)!;
+    if (c.owner !== key) {
+      c.rivals?.delete(key);
+      return;
     }
+    this.unprogram(unit);
+    let next: string | undefined;
+    for (const k of c.rivals?.keys() ?? [])
+      if (next === undefined || compareServiceKeys(k, next) < 0) next = k;
+    if (next === undefined) {
+      claims.delete(unit.claim);
+      return;
+    }
+    c.owner = next;
+    c.unit = c.rivals!.get(next)!;
+    c.rivals!.delete(next);
+    if (!c.rivals!.size) delete c.rivals;
+    this.program(c.unit);
   }
 
   private program(unit: DispatchUnit): void {
     const tk = tableKey(unit.family, TABLE);
     const t = this.table(tk);
     const fi = FAMILY_INFO[unit.family];
-    for (const pick of unit.picks) this.ensureChain(tk, t, pickChainName(pick), () => pickChain(fi, pick));
+    for (const pick of [unit.pick, unit.localPick])
+      if (pick) this.ensureChain(tk, t, pickChainName(pick), () => pickChain(fi, pick));
     const timeout = unit.affinityTimeout;
     if (timeout !== undefined)
       this.ensureChain(tk, t, affinityChainName(timeout), () => affinityChain(fi, timeout));
-    for (const o of unit.owned) {
-      t.counts.set(o.set, (t.counts.get(o.set) ?? 0) + o.count);
-      if (this.recording) this.recordBlock(tk, o.set, o.lines, 1);
-    }
-    for (const { set, keys } of unit.shared) {
-      let counts = t.shared.get(set);
-      if (!counts) t.shared.set(set, (counts = new Map()));
-      for (const k of keys) {
-        const n = counts.get(k) ?? 0;
-        counts.set(k, n + 1);
-        if (n === 0) {
-          t.counts.set(set, (t.counts.get(set) ?? 0) + 1);
-          if (this.recording) this.record(tk, set, sharedLine(set, k), 1);
-        }
-      }
-    }
-    if (this.recording) this.recordEntry(unit.claim, 'after', unit.entry);
+    unitLineCounts(unit, (set, n) => t.counts.set(set, (t.counts.get(set) ?? 0) + n));
+    if (this.recording) unitLines(unit, (set, line) => this.record(tk, set, line, 1));
+    this.share(tk, t, Sets.hairpin, unit.hairpin, 1);
+    if (unit.clusterIP !== undefined) this.share(tk, t, Sets.clusterIPs, [unit.clusterIP], 1);
+    if (this.recording) this.recordEntry(tk, unit, 'after');
   }
 
   private unprogram(unit: DispatchUnit): void {
     const tk = tableKey(unit.family, TABLE);
     const t = this.table(tk);
-    for (const o of unit.owned) {
-      t.counts.set(o.set, (t.counts.get(o.set) ?? 0) - o.count);
-      if (this.recording) this.recordBlock(tk, o.set, o.lines, -1);
-    }
-    for (const { set, keys } of unit.shared) {
-      const counts = t.shared.get(set)!;
-      for (const k of keys) {
-        const n = counts.get(k)!;
-        if (n > 1) {
-          counts.set(k, n - 1);
-          continue;
-        }
-        counts.delete(k);
-        t.counts.set(set, (t.counts.get(set) ?? 0) - 1);
-        if (this.recording) this.record(tk, set, sharedLine(set, k), -1);
-      }
-    }
-    if (this.recording) this.recordEntry(unit.claim, 'before', unit.entry);
+    unitLineCounts(unit, (set, n) => t.counts.set(set, (t.counts.get(set) ?? 0) - n));
+    if (this.recording) unitLines(unit, (set, line) => this.record(tk, set, line, -1));
+    this.share(tk, t, Sets.hairpin, unit.hairpin, -1);
+    if (unit.clusterIP !== undefined) this.share(tk, t, Sets.clusterIPs, [unit.clusterIP], -1);
+    if (this.recording) this.recordEntry(tk, unit, 'before');
     // Pick chains stay until the next full sync: a service oscillating around a size must
     // not add and remove a chain every time (with nft 1.0.6 that replaces the table).
+  }
+
+  /** Counts shared keys up or down; their lines appear at the first and go with the last. */
+  private share(tk: string, t: Table, set: string, keys: readonly string[], sign: 1 | -1): void {
+    let counts = t.shared.get(set);
+    if (!counts) t.shared.set(set, (counts = new Map()));
+    for (const k of keys) {
+      const n = (counts.get(k) ?? 0) + sign;
+      if (n > 0) counts.set(k, n);
+      else counts.delete(k);
+      if ((sign > 0 && n === 1) || (sign < 0 && n === 0)) {
+        t.counts.set(set, (t.counts.get(set) ?? 0) + sign);
+        if (this.recording) this.record(tk, set, sharedLine(set, k), sign);
+      }
+    }
   }
 
   /** Adds a chain the first time a unit needs it. */
@@ -399,11 +417,6 @@ export class RulesetBuilder implements DesiredSource {
     added.add(name);
   }
 
-  private recordBlock(tk: string, set: string, block: string, sign: 1 | -1): void {
-    if (!block.includes('\n')) return this.record(tk, set, block, sign);
-    for (const line of block.split('\n')) this.record(tk, set, line, sign);
-  }
-
   private record(tk: string, set: string, line: string, sign: 1 | -1): void {
     let sets = this.delta.elements.get(tk);
     if (!sets) this.delta.elements.set(tk, (sets = new Map()));
@@ -413,17 +426,18 @@ export class RulesetBuilder implements DesiredSource {
   }
 
   /**
-   * Records what a claim had programmed before this delta (the first unprogrammed entry) and
-   * after it (the last programmed one).
+   * Records what a claim had programmed before this delta (the first unit unprogrammed) and
+   * after it (the last one programmed).
    */
-  private recordEntry(claim: string, side: 'before' | 'after', entry: DispatchEntry): void {
+  private recordEntry(tk: string, unit: DispatchUnit, side: 'before' | 'after'): void {
+    const claim = `${tk} ${unit.claim}`;
     const known = this.delta.entries.get(claim);
     if (side === 'before') {
-      if (!known) this.delta.entries.set(claim, { before: entry });
-      else if (known.after === entry) delete known.after;
+      if (!known) this.delta.entries.set(claim, { before: unit });
+      else if (known.after === unit) delete known.after;
       return;
     }
-    if (known) known.after = entry;
-    else this.delta.entries.set(claim, { after: entry });
+    if (known) known.after = unit;
+    else this.delta.entries.set(claim, { after: unit });
   }
 }

@@ -21,7 +21,7 @@ import { type BuilderStats, RulesetBuilder } from './builder.js';
 import {
   compareServiceKeys,
   compileService,
-  type DispatchEntry,
+  type DispatchUnit,
   proxied,
   type ServiceContribution,
   serviceKey,
@@ -42,8 +42,8 @@ export interface CompileResult {
   ruleset: Ruleset;
   diagnostics: Diagnostic[];
   stats: CompileStats;
-  /** Every programmed dispatch entry, by service. */
-  entries: DispatchEntry[];
+  /** Every programmed dispatch unit (entry and what its lines are made of), by service. */
+  entries: DispatchUnit[];
 }
 
 /** This node's IPs: from the settings, else from its Node object. */
@@ -130,7 +130,7 @@ export function compile(state: ClusterState, config: ProxyConfig): CompileResult
     ruleset: builder.ruleset(),
     diagnostics: builder.diagnostics(),
     stats: { ...builder.stats(), skipped: source.skipped },
-    entries: builder.entries(),
+    entries: builder.units(),
   };
 }
 

@@ -17,7 +17,7 @@ import {
 import { type CIDR, intersectCIDRs, normalizeCIDRs, parseCIDR } from '../net/ip.js';
 import type { PolicyObject, Scheduler } from '../api/types.js';
 import { ipsOf } from './config.js';
-import { type Backend, categorizeEndpoints, type EndpointCategories, type NodeInfo } from './endpoints.js';
+import { categorizeEndpoints, type EndpointCategories, type NodeInfo } from './endpoints.js';
 import { FAMILY_INFO, PROTO } from './family.js';
 import {
   affinityChainName,
@@ -28,7 +28,6 @@ import {
   Maps,
   pickChainName,
   type PickSpec,
-  type Pool,
   PRECREATED_PICK_SLOTS,
   Sets,
 } from './names.js';
@@ -47,12 +46,15 @@ export interface DispatchEntry {
   service: string;
   portName: string;
   /**
-   * The endpoints this address forwards to (for externalTrafficPolicy Local: those that pods
-   * and the node itself reach). Empty: see `verdict`.
+   * How many endpoints this address forwards to (for externalTrafficPolicy Local: those that
+   * pods and the node itself reach). 0: see `verdict`. Which ones is in the unit's lines.
    */
-  backends: Backend[];
-  /** externalTrafficPolicy Local, external addresses: what clients outside the cluster reach. */
-  localBackends?: Backend[];
+  endpoints: number;
+  /**
+   * externalTrafficPolicy Local, external addresses: how many endpoints clients outside the
+   * cluster reach (this node's).
+   */
+  localEndpoints?: number;
   /** `forward`, or what new connections get when there is no endpoint to forward to. */
   verdict: 'forward' | 'reject' | 'drop';
   /** ProxyPolicy scheduler in force. */
@@ -67,51 +69,188 @@ export interface DispatchEntry {
   topology: EndpointCategories['topology'];
 }
 
-/**
- * Elements of one named set or map of the unit's family table, as element lines (the
- * canonical nft text of each element) joined by `\n`: one string per set, not per element.
- */
-export interface SetLines {
-  set: string;
-  lines: string;
-  /** How many lines. */
-  count: number;
-}
-
-/**
- * Elements several units may write (a pod behind two services is one hairpin pair), as the
- * keys their lines are made of (`sharedLine`): the endpoint addresses of hairpin pairs, the
- * ClusterIP of `cluster-ips`. Reference-counted by key.
- */
-export interface SharedKeys {
-  set: string;
-  keys: readonly string[];
-}
-
 /** The line of a shared element from its key. */
 export function sharedLine(set: string, key: string): string {
   return set === Sets.hairpin ? `${key} . ${key}` : key;
 }
 
 /**
- * Everything one address (or NodePort) of one service port puts in a table. Units are the
- * grain of conflict handling: two services cannot own the same VIP:port or NodePort.
+ * Everything one address (or NodePort) of one service port puts in a table: its dispatch
+ * entry and what its element lines are made of. Units are the grain of conflict handling:
+ * two services cannot own the same VIP:port or NodePort. Kept compact, one object each, since
+ * the operator holds one per address and port of the cluster: the lines are generated from
+ * these fields when needed (`unitLines`), never stored.
  */
-export interface DispatchUnit {
-  family: Family;
-  /** Conflict key: `ip service 10.0.0.1 . tcp . 80` or `ip nodeport tcp . 30080`. */
+export interface DispatchUnit extends DispatchEntry {
+  /**
+   * Conflict key within the family's table, also the key every line starts with:
+   * `10.0.0.1 . tcp . 80`, `tcp . 30080`.
+   */
   claim: string;
-  /** For messages: `10.0.0.1:80/TCP`, `NodePort 30080/TCP`. */
-  label: string;
-  /** Elements only this unit writes: their keys start with its address and port. */
-  owned: SetLines[];
-  /** Elements other units may write too (hairpin pairs, cluster IPs): reference-counted. */
-  shared: SharedKeys[];
-  entry: DispatchEntry;
-  /** The pick chains the unit's dispatch entries jump to. */
-  picks: PickSpec[];
-  /** The affinity recording chain it needs (seconds), when affinity is on. */
-  affinityTimeout?: number;
+  /** The pick chain of the dispatch entry, and the local pool's (externalTrafficPolicy Local). */
+  pick?: PickSpec;
+  localPick?: PickSpec;
+  /** The backend in each slot of the pick, `ip . port` joined by `\n` ('' without slots). */
+  slotLines: string;
+  /** The same for the local pool, when `localEndpoints` is set. */
+  localSlotLines?: string;
+  /** Its traffic is masqueraded (`masquerade-*` set), or exempt (`no-masquerade-services`). */
+  masquerade?: 'always' | 'never';
+  /** Source ranges (canonical CIDR text): allowed, when restricted; refused. */
+  allow?: readonly string[];
+  deny?: readonly string[];
+  /**
+   * Elements other units may write too, reference-counted by key: the endpoint addresses of
+   * the hairpin pairs (one array for all units of a service port), and the ClusterIP of a
+   * ClusterIP unit (`cluster-ips`).
+   */
+  hairpin: readonly string[];
+  clusterIP?: string;
+}
+
+/** Receives a unit's element lines: the set and one line. */
+export type LineSink = (set: string, line: string) => void;
+
+/**
+ * The element lines a unit owns, set by set, each set's lines together, generated from its
+ * fields (deterministic: the same unit always gives the same lines in the same order).
+ */
+export function unitLines(u: DispatchUnit, emit: LineSink): void {
+  const dkind: DispatchKind = u.kind === 'nodePort' ? 'nodeport' : 'service';
+  const sets = DISPATCH_SETS[dkind];
+  const key = u.claim;
+  const slotsOf = (block: string, base: number) => {
+    let slot = base;
+    let start = 0;
+    while (start < block.length) {
+      let nl = block.indexOf('\n', start);
+      if (nl < 0) nl = block.length;
+      emit(sets.backends, `${key} . ${slot++} : ${block.slice(start, nl)}`);
+      start = nl + 1;
+    }
+  };
+  if (u.pick) {
+    emit(sets.dispatch, `${key} : goto ${pickChainName(u.pick)}`);
+    slotsOf(u.slotLines, 0);
+  } else {
+    emit(sets.noEndpoints, `${key} : ${u.verdict === 'drop' ? 'drop' : `goto ${Chains.reject}`}`);
+  }
+  if (u.localSlotLines !== undefined) {
+    const localSet = dkind === 'service' ? Maps.localServiceIPs : Maps.localServiceNodeports;
+    if (u.localPick) {
+      emit(localSet, `${key} : goto ${pickChainName(u.localPick)}`);
+      slotsOf(u.localSlotLines, LOCAL_SLOT_BASE);
+    } else {
+      emit(localSet, `${key} : drop`);
+    }
+  }
+  if (u.masquerade === 'always') emit(sets.masquerade, key);
+  if (u.masquerade === 'never') emit(Sets.noMasqueradeServices, key);
+  if (u.affinityTimeout !== undefined) {
+    const [guard, timeouts] =
+      dkind === 'service'
+        ? [Sets.affinityServices, Maps.affinityTimeouts]
+        : [Sets.affinityNodeports, Maps.affinityNodeportTimeouts];
+    emit(guard, key);
+    emit(timeouts, `${key} : goto ${affinityChainName(u.affinityTimeout)}`);
+  }
+  const fw = FIREWALL_SETS[dkind];
+  if (u.allow) {
+    emit(fw.guard, key);
+    for (const c of u.allow) emit(fw.allow, `${key} . ${c}`);
+  }
+  for (const c of u.deny ?? []) emit(fw.deny, `${key} . ${c}`);
+}
+
+/** The lines of a unit as blocks by set (lines joined by `\n`), in generation order. */
+export function unitBlocks(u: DispatchUnit): [set: string, block: string][] {
+  const out: [string, string][] = [];
+  let set: string | undefined;
+  let lines: string[] = [];
+  unitLines(u, (s, line) => {
+    if (s !== set) {
+      if (set !== undefined) out.push([set, lines.join('\n')]);
+      set = s;
+      lines = [];
+    }
+    lines.push(line);
+  });
+  if (set !== undefined) out.push([set, lines.join('\n')]);
+  return out;
+}
+
+/** How many lines a unit puts in each set, without making them. */
+export function unitLineCounts(u: DispatchUnit, add: (set: string, n: number) => void): void {
+  const dkind: DispatchKind = u.kind === 'nodePort' ? 'nodeport' : 'service';
+  const sets = DISPATCH_SETS[dkind];
+  if (u.pick) {
+    add(sets.dispatch, 1);
+    add(sets.backends, lineCount(u.slotLines));
+  } else {
+    add(sets.noEndpoints, 1);
+  }
+  if (u.localSlotLines !== undefined) {
+    add(dkind === 'service' ? Maps.localServiceIPs : Maps.localServiceNodeports, 1);
+    if (u.localPick) add(sets.backends, lineCount(u.localSlotLines));
+  }
+  if (u.masquerade === 'always') add(sets.masquerade, 1);
+  if (u.masquerade === 'never') add(Sets.noMasqueradeServices, 1);
+  if (u.affinityTimeout !== undefined) {
+    add(dkind === 'service' ? Sets.affinityServices : Sets.affinityNodeports, 1);
+    add(dkind === 'service' ? Maps.affinityTimeouts : Maps.affinityNodeportTimeouts, 1);
+  }
+  const fw = FIREWALL_SETS[dkind];
+  if (u.allow) {
+    add(fw.guard, 1);
+    add(fw.allow, u.allow.length);
+  }
+  if (u.deny?.length) add(fw.deny, u.deny.length);
+}
+
+/** For messages: `10.0.0.1:80/TCP`, `NodePort 30080/TCP`. */
+export function unitLabel(u: DispatchUnit): string {
+  const proto = u.protocol.toUpperCase();
+  return u.address === undefined
+    ? `NodePort ${u.port}/${proto}`
+    : `${formatHostPort(u.address, u.port)}/${proto}`;
+}
+
+/** How many lines a block holds. */
+export function lineCount(block: string): number {
+  let n = block ? 1 : 0;
+  for (let i = block.indexOf('\n'); i >= 0; i = block.indexOf('\n', i + 1)) n++;
+  return n;
+}
+
+/**
+ * The endpoints (`ip|port`) a unit forwards to, in either pool: what stale flows and
+ * affinity entries are checked against. Computed when asked, for the few units that need it.
+ */
+export function unitEndpoints(u: DispatchUnit): Set<string> {
+  const out = new Set<string>();
+  for (const block of [u.slotLines, u.localSlotLines ?? '']) {
+    if (!block) continue;
+    for (const line of block.split('\n')) out.add(line.replace(' . ', '|'));
+  }
+  return out;
+}
+
+/**
+ * The string as one flat sequence of bytes: V8 keeps the result of a template literal (or a
+ * join of one part) as a rope of its parts, 120 bytes for a 20-character key where the flat
+ * string takes 40. For ASCII text held for the life of a unit.
+ */
+export function flat(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
+}
+
+/** One shared PickSpec per distinct pick: every unit with the same pick holds the same object. */
+const PICKS = new Map<string, PickSpec>();
+function pickSpec(p: PickSpec): PickSpec {
+  const name = pickChainName(p);
+  let known = PICKS.get(name);
+  if (!known) PICKS.set(name, (known = Object.freeze({ ...p })));
+  return known;
 }
 
 /** What one service contributes to the ruleset. */
@@ -211,6 +350,7 @@ export function compileService(
   const externalLocal =
     svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;
   const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
+  const service = flat(`${svc.metadata.namespace}/${svc.metadata.name}`);
 
   for (const family of FAMILIES) {
     const fi = FAMILY_INFO[family];
@@ -229,104 +369,84 @@ export function compileService(
       const proto = PROTO[sp.protocol];
       const cat = categorizeEndpoints(sp, familySlices, ctx.node);
       // A pod reaching itself through the service is masqueraded (endpoint . endpoint pairs).
-      const hairpin: SharedKeys = {
-        set: Sets.hairpin,
-        keys: [...new Set([...cat.cluster, ...cat.local].map((b) => b.ip))],
-      };
-      const clusterIPs: SharedKeys = { set: Sets.clusterIPs, keys: [clusterIP] };
-      const service = `${svc.metadata.namespace}/${svc.metadata.name}`;
+      const hairpin = [...new Set([...cat.cluster, ...cat.local].map((b) => b.ip))];
 
       /** A unit dispatching on `key` (`VIP . proto . port`, or `proto . NodePort`). */
       const unit = (
         dkind: DispatchKind,
         ekind: DispatchEntry['kind'],
         key: string,
-        label: string,
         address: string | undefined,
       ): DispatchUnit => {
         const external = ekind !== 'clusterIP';
-        const sets = DISPATCH_SETS[dkind];
-        const owned: SetLines[] = [];
-        const own = (set: string, lines: string[]) => {
-          if (lines.length) owned.push({ set, lines: lines.join('\n'), count: lines.length });
-        };
-        const picks: PickSpec[] = [];
         // Internal traffic (ClusterIP) with policy Local uses this node's endpoints only.
         const backends = !external && internalLocal ? cat.local : cat.cluster;
         const table = slotTable(backends, behaviour, exactUpTo);
-        const entry: DispatchEntry = {
+        const slotText = (t: SlotTable) => flat(t.slots.map((b) => `${b.ip} . ${b.port}`).join('\n'));
+        // Every field present, in one order: one object shape for every unit of the cluster.
+        const u: DispatchUnit = {
           family,
           kind: ekind,
-          ...(address ? { address } : {}),
+          address,
           protocol: proto,
           port: ekind === 'nodePort' ? sp.nodePort! : sp.port,
           service,
           portName: sp.name,
-          backends,
+          endpoints: backends.length,
+          localEndpoints: undefined,
           verdict: 'forward',
           scheduler: behaviour.scheduler,
           slots: table.slots.length,
+          affinityTimeout: undefined,
+          policy: behaviour.policy,
           topology: cat.topology,
-          ...(behaviour.policy ? { policy: behaviour.policy } : {}),
-        };
-        const pickLines = (t: SlotTable, pool: Pool): string[] => {
-          const base = pool === 'local' ? LOCAL_SLOT_BASE : 0;
-          return t.slots.map((b, slot) => `${key} . ${base + slot} : ${b.ip} . ${b.port}`);
+          claim: key,
+          pick: undefined,
+          localPick: undefined,
+          slotLines: slotText(table),
+          localSlotLines: undefined,
+          masquerade: undefined,
+          allow: undefined,
+          deny: undefined,
+          hairpin,
+          clusterIP: ekind === 'clusterIP' ? clusterIP : undefined,
         };
         if (table.slots.length) {
-          const pick: PickSpec = {
+          u.pick = pickSpec({
             kind: dkind,
             scheduler: table.scheduler,
             slots: table.slots.length,
             pool: 'cluster',
-          };
-          picks.push(pick);
-          own(sets.dispatch, [`${key} : goto ${pickChainName(pick)}`]);
-          own(sets.backends, pickLines(table, 'cluster'));
+          });
         } else {
           // Kubernetes drops, not rejects, when endpoints exist but none is usable from here
           // (internalTrafficPolicy Local without local endpoints); no endpoints at all: reject.
-          entry.verdict = !external && internalLocal && cat.cluster.length ? 'drop' : 'reject';
-          own(sets.noEndpoints, [`${key} : ${entry.verdict === 'drop' ? 'drop' : `goto ${Chains.reject}`}`]);
+          u.verdict = !external && internalLocal && cat.cluster.length ? 'drop' : 'reject';
         }
         if (external && externalLocal && table.slots.length) {
           // Clients outside the cluster reach this node's endpoints only, with their own
           // source address; none here: drop (the load balancer's health check steers away).
           const local = slotTable(cat.local, behaviour, exactUpTo);
-          entry.localBackends = cat.local;
-          const localSet = dkind === 'service' ? Maps.localServiceIPs : Maps.localServiceNodeports;
-          if (local.slots.length) {
-            const pick: PickSpec = {
+          u.localEndpoints = cat.local.length;
+          u.localSlotLines = slotText(local);
+          if (local.slots.length)
+            u.localPick = pickSpec({
               kind: dkind,
               scheduler: local.scheduler,
               slots: local.slots.length,
               pool: 'local',
-            };
-            picks.push(pick);
-            own(localSet, [`${key} : goto ${pickChainName(pick)}`]);
-            own(sets.backends, pickLines(local, 'local'));
-          } else {
-            own(localSet, [`${key} : drop`]);
-          }
+            });
         }
         // Masquerade: `auto` is Kubernetes' rule (external traffic unless policy Local;
         // ClusterIP traffic from outside the cluster CIDRs is marked by a static rule).
-        const masq =
+        if (
           behaviour.masquerade === 'always' ||
-          (behaviour.masquerade === 'auto' && external && !externalLocal);
-        if (masq) own(sets.masquerade, [key]);
-        if (behaviour.masquerade === 'never' && dkind === 'service') own(Sets.noMasqueradeServices, [key]);
-        let affinityTimeout: number | undefined;
-        if (behaviour.affinityTimeout !== undefined && table.slots.length) {
-          affinityTimeout = behaviour.affinityTimeout;
-          entry.affinityTimeout = affinityTimeout;
-          const [guard, timeouts] =
-            dkind === 'service'
-              ? [Sets.affinityServices, Maps.affinityTimeouts]
-              : [Sets.affinityNodeports, Maps.affinityNodeportTimeouts];
-          own(guard, [key]);
-          own(timeouts, [`${key} : goto ${affinityChainName(affinityTimeout)}`]);
-        }
+          (behaviour.masquerade === 'auto' && external && !externalLocal)
+        )
+          u.masquerade = 'always';
+        else if (behaviour.masquerade === 'never' && dkind === 'service') u.masquerade = 'never';
+        if (behaviour.affinityTimeout !== undefined && table.slots.length)
+          u.affinityTimeout = behaviour.affinityTimeout;
         if (external) {
           // Source ranges, before DNAT: the service's own for load balancer IPs, and the
           // policy's for every external address. Both lists must let a source through.
@@ -335,52 +455,19 @@ export function compileService(
           if (restrict && !policyAllowAll) allow = intersectCIDRs(lbRanges, policyAllow!);
           else if (restrict) allow = lbRanges;
           else if (!policyAllowAll) allow = policyAllow;
-          const fw = FIREWALL_SETS[dkind];
-          if (allow) {
-            own(fw.guard, [key]);
-            own(
-              fw.allow,
-              allow.map((c) => `${key} . ${cidrText(c)}`),
-            );
-          }
-          own(
-            fw.deny,
-            deny.map((c) => `${key} . ${cidrText(c)}`),
-          );
+          if (allow) u.allow = allow.map(cidrText);
+          if (deny.length) u.deny = deny.map(cidrText);
         }
-        return {
-          family,
-          claim: `${family} ${dkind} ${key}`,
-          label,
-          owned,
-          shared: ekind === 'clusterIP' ? [hairpin, clusterIPs] : [hairpin],
-          entry,
-          picks,
-          ...(affinityTimeout !== undefined ? { affinityTimeout } : {}),
-        };
+        return u;
       };
       const vipUnit = (vip: string, ekind: DispatchEntry['kind']) =>
-        unit(
-          'service',
-          ekind,
-          `${vip} . ${proto} . ${sp.port}`,
-          `${formatHostPort(vip, sp.port)}/${sp.protocol}`,
-          vip,
-        );
+        unit('service', ekind, flat(`${vip} . ${proto} . ${sp.port}`), vip);
       out.units.push(vipUnit(clusterIP, 'clusterIP'));
       for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
       for (const vip of ipsOf(svc.loadBalancerIPs, fi.version))
         out.units.push(vipUnit(vip, 'loadBalancerIP'));
       if (hasNodePorts && sp.nodePort) {
-        out.units.push(
-          unit(
-            'nodeport',
-            'nodePort',
-            `${proto} . ${sp.nodePort}`,
-            `NodePort ${sp.nodePort}/${sp.protocol}`,
-            undefined,
-          ),
-        );
+        out.units.push(unit('nodeport', 'nodePort', flat(`${proto} . ${sp.nodePort}`), undefined));
       }
     }
   }
@@ -388,12 +475,13 @@ export function compileService(
   // ingress IP (or its ClusterIP), or two ports with one NodePort, count once.
   const claimed = new Set<string>();
   out.units = out.units.filter((u) => {
-    if (!claimed.has(u.claim)) {
-      claimed.add(u.claim);
+    const k = `${u.family} ${u.claim}`;
+    if (!claimed.has(k)) {
+      claimed.add(k);
       return true;
     }
-    if (u.entry.kind === 'nodePort')
-      warn('spec.ports', `${u.label} is used by two ports; programmed for the first`);
+    if (u.kind === 'nodePort')
+      warn('spec.ports', `${unitLabel(u)} is used by two ports; programmed for the first`);
     return false;
   });
   const families = new Set(svc.clusterIPs.map(versionOf));

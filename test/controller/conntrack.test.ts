@@ -127,7 +127,7 @@ describe('stale conntrack flows', () => {
   });
 
   it('in a full sync, finds in conntrack the flows that no longer fit what is programmed', () => {
-    const { entries } = compile(dns(['10.244.1.1']), CONFIG);
+    const entries = compile(dns(['10.244.1.1']), CONFIG).builder.units();
     const flows = [
       flow('10.96.0.53', 53, '10.96.0.53', 40000), // sent before the rule existed: untranslated
       flow('10.96.0.53', 53, '10.244.1.1', 5353), // to the endpoint: fine
@@ -171,7 +171,7 @@ describe('stale conntrack flows', () => {
   });
 
   it('in a full sync with no endpoints left, keeps no translated flow and clears no untranslated one', () => {
-    const { entries } = compile(dns([]), CONFIG);
+    const entries = compile(dns([]), CONFIG).builder.units();
     const stale = staleFlowsInTable(
       [flow('10.96.0.53', 53, '10.244.1.1', 5353), flow('10.96.0.53', 53, '10.96.0.53', 40000)],
       entries,
