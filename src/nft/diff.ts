@@ -428,6 +428,9 @@ export interface ElementDelta {
 
 /** The desired state a delta applies to. */
 export interface DesiredSource {
+  /** A table's chains and set declarations: cheap. */
+  skeleton(tableKey: string): TableState;
+  /** A table with all its element lines: costly, only when the table must be written whole. */
   desired(tableKey: string): DesiredTable;
 }
 
@@ -440,8 +443,7 @@ export function deltaTransaction(delta: ElementDelta, current: DesiredSource, de
   const stats = emptyStats();
   const commands: Command[] = [];
   for (const key of new Set([...delta.elements.keys(), ...delta.chainsAdded.keys()])) {
-    const d = current.desired(key);
-    const t = d.skeleton;
+    const t = current.skeleton(key);
     const newChains = [...(delta.chainsAdded.get(key) ?? [])].filter((name) => t.chains.has(name));
     const typeofUse =
       describer.typeofRulesNeedNewTable &&
@@ -450,7 +452,7 @@ export function deltaTransaction(delta: ElementDelta, current: DesiredSource, de
       );
     if (typeofUse) {
       stats.replaceReasons.push(`${key}: new rule in ${typeofUse} refers to a typeof map (nft 1.0.6)`);
-      commands.push(...createTable(d, stats));
+      commands.push(...createTable(current.desired(key), stats));
       continue;
     }
     const addChains: Command[] = [];

@@ -73,14 +73,6 @@ export function emptyDelta(): RulesetDelta {
   return { elements: new Map(), chainsAdded: new Map(), entries: new Map() };
 }
 
-/** Who claims an address: its owner (first in namespace/name order) and any rivals. */
-interface Claim {
-  owner: string;
-  unit: DispatchUnit;
-  /** Other services claiming it, rarely any. */
-  rivals?: Map<string, DispatchUnit>;
-}
-
 interface Table {
   family: Family;
   /** Chains with rules, set declarations; no elements. */
@@ -91,14 +83,20 @@ interface Table {
   shared: Map<string, Map<string, number>>;
   /** Elements programmed, by set (metrics). */
   counts: Map<string, number>;
-  /** Claims on this table's addresses, by claim key. */
-  claims: Map<string, Claim>;
+  /**
+   * The unit that owns each claimed address (its service is first in namespace/name order),
+   * by claim key; and, for the rare contested ones, the other services' units.
+   */
+  claims: Map<string, DispatchUnit>;
+  rivals: Map<string, Map<string, DispatchUnit>>;
 }
 
 /** Builds and maintains the desired ruleset for one node. */
 export class RulesetBuilder implements DesiredSource {
   private readonly tables = new Map<string, Table>();
-  private readonly contributions = new Map<string, ServiceContribution>();
+  /** Every service's units, and its diagnostics when it has any. */
+  private readonly contributions = new Map<string, readonly DispatchUnit[]>();
+  private readonly problems = new Map<string, Diagnostic[]>();
   private delta: RulesetDelta = emptyDelta();
   /**
    * Whether changes are recorded for `takeDelta`. Off while building a whole ruleset at
@@ -123,6 +121,7 @@ export class RulesetBuilder implements DesiredSource {
         shared: new Map(),
         counts,
         claims: new Map(),
+        rivals: new Map(),
       });
     }
   }
@@ -132,9 +131,15 @@ export class RulesetBuilder implements DesiredSource {
    * removes it (deleted, or no longer proxied).
    */
   setService(key: string, contribution: ServiceContribution | undefined): void {
-    for (const unit of this.contributions.get(key)?.units ?? []) this.release(key, unit);
-    if (contribution) this.contributions.set(key, contribution);
+    const units = contribution?.units ?? [];
+    // Ownership goes by the units' service, which must be the key they are set under.
+    if (units.some((u) => u.service !== key))
+      throw new Error(`units of ${units.find((u) => u.service !== key)!.service} set as ${key}`);
+    for (const unit of this.contributions.get(key) ?? []) this.release(key, unit);
+    if (contribution) this.contributions.set(key, contribution.units);
     else this.contributions.delete(key);
+    if (contribution?.diagnostics.length) this.problems.set(key, contribution.diagnostics);
+    else this.problems.delete(key);
     for (const unit of contribution?.units ?? []) this.claim(key, unit);
   }
 
@@ -168,8 +173,8 @@ export class RulesetBuilder implements DesiredSource {
       l.push(block);
     };
     for (const [set, lines] of t.staticLines) for (const l of lines) add(set, l);
-    for (const [key, c] of this.contributions) {
-      for (const unit of c.units) {
+    for (const [key, units] of this.contributions) {
+      for (const unit of units) {
         if (tableKey(unit.family, TABLE) !== tk || !this.owns(key, unit)) continue;
         for (const [set, block] of unitBlocks(unit)) add(set, block);
       }
@@ -235,7 +240,7 @@ export class RulesetBuilder implements DesiredSource {
   units(): DispatchUnit[] {
     const out: DispatchUnit[] = [];
     for (const key of [...this.contributions.keys()].sort(compareServiceKeys)) {
-      for (const unit of this.contributions.get(key)!.units) if (this.owns(key, unit)) out.push(unit);
+      for (const unit of this.contributions.get(key)!) if (this.owns(key, unit)) out.push(unit);
     }
     return out;
   }
@@ -255,11 +260,11 @@ export class RulesetBuilder implements DesiredSource {
   diagnostics(keys?: Iterable<string>): Diagnostic[] {
     const out: Diagnostic[] = [];
     for (const key of [...(keys ?? this.contributions.keys())].sort(compareServiceKeys)) {
-      const c = this.contributions.get(key);
-      if (!c) continue;
-      out.push(...c.diagnostics);
-      for (const unit of c.units) {
-        const owner = this.claimOf(unit)!.owner;
+      const units = this.contributions.get(key);
+      if (!units) continue;
+      out.push(...(this.problems.get(key) ?? []));
+      for (const unit of units) {
+        const owner = this.claimOf(unit)!.service;
         if (owner === key) continue;
         const [ns, name] = key.split('/') as [string, string];
         const [ons, oname] = owner.split('/') as [string, string];
@@ -279,8 +284,8 @@ export class RulesetBuilder implements DesiredSource {
    */
   affinityTargets(): Map<Family, Map<string, Set<string>>> {
     const out = new Map<Family, Map<string, Set<string>>>();
-    for (const [key, c] of this.contributions) {
-      for (const unit of c.units) {
+    for (const [key, units] of this.contributions) {
+      for (const unit of units) {
         if (unit.affinityTimeout === undefined || !this.owns(key, unit)) continue;
         const e = unit;
         let fam = out.get(e.family);
@@ -294,9 +299,9 @@ export class RulesetBuilder implements DesiredSource {
   /** Counts over the programmed units. */
   stats(): BuilderStats {
     const s: BuilderStats = { services: 0, dispatchEntries: 0, endpoints: 0 };
-    for (const [key, c] of this.contributions) {
+    for (const [key, units] of this.contributions) {
       let any = false;
-      for (const unit of c.units) {
+      for (const unit of units) {
         if (!this.owns(key, unit)) continue;
         any = true;
         if (unit.verdict === 'forward') {
@@ -315,53 +320,54 @@ export class RulesetBuilder implements DesiredSource {
     return t;
   }
 
-  private claimOf(unit: DispatchUnit): Claim | undefined {
+  private claimOf(unit: DispatchUnit): DispatchUnit | undefined {
     return this.tables.get(tableKey(unit.family, TABLE))!.claims.get(unit.claim);
   }
 
   private owns(key: string, unit: DispatchUnit): boolean {
-    return this.claimOf(unit)?.owner === key;
+    return this.claimOf(unit)?.service === key;
   }
 
   private claim(key: string, unit: DispatchUnit): void {
-    const claims = this.tables.get(tableKey(unit.family, TABLE))!.claims;
-    const c = claims.get(unit.claim);
-    if (!c) {
-      claims.set(unit.claim, { owner: key, unit });
+    const t = this.tables.get(tableKey(unit.family, TABLE))!;
+    const owner = t.claims.get(unit.claim);
+    if (!owner) {
+      t.claims.set(unit.claim, unit);
       this.program(unit);
       return;
     }
-    if (compareServiceKeys(key, c.owner) < 0) {
-      (c.rivals ??= new Map()).set(c.owner, c.unit);
-      this.unprogram(c.unit);
-      c.owner = key;
-      c.unit = unit;
+    let rivals = t.rivals.get(unit.claim);
+    if (!rivals) t.rivals.set(unit.claim, (rivals = new Map()));
+    if (compareServiceKeys(key, owner.service) < 0) {
+      rivals.set(owner.service, owner);
+      this.unprogram(owner);
+      t.claims.set(unit.claim, unit);
       this.program(unit);
     } else {
-      (c.rivals ??= new Map()).set(key, unit);
+      rivals.set(key, unit);
     }
   }
 
   private release(key: string, unit: DispatchUnit): void {
-    const claims = this.tables.get(tableKey(unit.family, TABLE))!.claims;
-    const c = claims.get(unit.claim)!;
-    if (c.owner !== key) {
-      c.rivals?.delete(key);
+    const t = this.tables.get(tableKey(unit.family, TABLE))!;
+    const rivals = t.rivals.get(unit.claim);
+    if (t.claims.get(unit.claim)?.service !== key) {
+      rivals?.delete(key);
+      if (rivals?.size === 0) t.rivals.delete(unit.claim);
       return;
     }
     this.unprogram(unit);
     let next: string | undefined;
-    for (const k of c.rivals?.keys() ?? [])
-      if (next === undefined || compareServiceKeys(k, next) < 0) next = k;
+    for (const k of rivals?.keys() ?? []) if (next === undefined || compareServiceKeys(k, next) < 0) next = k;
     if (next === undefined) {
-      claims.delete(unit.claim);
+      t.claims.delete(unit.claim);
       return;
     }
-    c.owner = next;
-    c.unit = c.rivals!.get(next)!;
-    c.rivals!.delete(next);
-    if (!c.rivals!.size) delete c.rivals;
-    this.program(c.unit);
+    const successor = rivals!.get(next)!;
+    rivals!.delete(next);
+    if (rivals!.size === 0) t.rivals.delete(unit.claim);
+    t.claims.set(unit.claim, successor);
+    this.program(successor);
   }
 
   private program(unit: DispatchUnit): void {
