@@ -149,6 +149,7 @@ export class Operator {
       diagnostics: (ds) => {
         for (const d of ds) this.log[d.severity === 'error' ? 'error' : 'warn'](formatDiagnostic(d));
       },
+      keys: (kind) => this.store.keysOf(kind),
     };
     this.log.info('waiting for the cluster state', { node: settings.proxy.nodeName });
     if (this.stopped) return;

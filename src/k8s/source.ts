@@ -13,6 +13,12 @@ export interface SourceSink {
   remove(kind: StoreKind, namespace: string, name: string): void;
   /** Problems with objects; those objects are treated as absent. */
   diagnostics(ds: Diagnostic[]): void;
+  /**
+   * The keys (`namespace/name`; `/name` for cluster-scoped objects) of every object of a
+   * kind the sink holds: what a relist compares with to find what went away. Without it, a
+   * source remembers the keys itself.
+   */
+  keys?(kind: StoreKind): Iterable<string>;
 }
 
 /**

@@ -66,7 +66,11 @@ async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000)
   }
 }
 
-function operatorFor(api: FakeApiServer, nft: NftBackend, opts: { watchdogMs?: number } = {}) {
+function operatorFor(
+  api: FakeApiServer,
+  nft: NftBackend,
+  opts: { watchdogMs?: number; pageSize?: number } = {},
+) {
   const settings = resolveSettings({
     nodeName: 'n1',
     clusterCIDRs: CIDRS,
@@ -80,6 +84,7 @@ function operatorFor(api: FakeApiServer, nft: NftBackend, opts: { watchdogMs?: n
     kubeConfig: api.kubeConfig(),
     backoff: { initialMs: 50, maxMs: 1000 },
     watchdogMs: opts.watchdogMs ?? 60_000,
+    ...(opts.pageSize ? { pageSize: opts.pageSize } : {}),
   });
   return new Operator({ settings, source, nft, backoff: { initialMs: 50, maxMs: 500 } });
 }
@@ -162,6 +167,23 @@ describe('API source (client-node against a stand-in API server)', function () {
         'never replaced or flushed a table',
       );
     }
+  });
+
+  it('lists in pages, and a relist across pages removes exactly what went away', async () => {
+    const services = Array.from({ length: 23 }, (_, i) =>
+      svc(`s${String(i).padStart(2, '0')}`, `10.96.1.${i + 1}`),
+    );
+    for (const s of services) api.apply(s);
+    op = operatorFor(api, fake, { pageSize: 5 });
+    await op.start();
+    await eventually(matches(...services));
+    assert.ok(api.pages >= 5, `23 services in pages of 5: ${api.pages} pages`);
+    await api.down();
+    api.delete('Service', 'default', 's07');
+    api.delete('Service', 'default', 's22');
+    api.compact();
+    await api.up();
+    await eventually(matches(...services.filter((s) => !['s07', 's22'].includes(s.metadata.name))));
   });
 
   it('restarts a watch that went silent, and leaves no watch open when stopped', async () => {

@@ -131,6 +131,8 @@ export class FakeApiServer {
    * `patch KIND/status`, `create Event`.
    */
   readonly requests: string[] = [];
+  /** List pages served (lists asked with a limit). */
+  pages = 0;
   /** Delay of list responses (a slow API server). */
   listDelayMs = 0;
   /** Delay of GET responses, which hold the object as it was when asked (to force races). */
@@ -246,7 +248,16 @@ export class FakeApiServer {
     return this.watchers.size;
   }
 
+  /** Keys of a kind in namespace/name order, kept until an object of the kind changes. */
+  private readonly sorted = new Map<string, string[]>();
+  private sortedKeys(kind: string): string[] {
+    let keys = this.sorted.get(kind);
+    if (!keys) this.sorted.set(kind, (keys = [...this.objects.get(kind)!.keys()].sort()));
+    return keys;
+  }
+
   private emit(e: Event): void {
+    this.sorted.delete(e.kind);
     this.history.push(e);
     for (const w of this.watchers) {
       if (w.kind === e.kind && !w.silent && w.matches(e.object))
@@ -332,13 +343,38 @@ export class FakeApiServer {
         .end(JSON.stringify({ kind: 'Status', code: 503, message: 'unavailable' }));
       return;
     }
-    const items = [...this.objects.get(kind.kind)!.values()].filter(matches);
-    const body = JSON.stringify({
-      kind: `${kind.kind}List`,
-      apiVersion: kind.apiVersion,
-      metadata: { resourceVersion: String(this.rv) },
-      items,
-    });
+    // Chunked lists, as the real server does: `limit`, and a `continue` token naming the last
+    // object sent (ordered by namespace/name).
+    const limit = Number(url.searchParams.get('limit') || '0');
+    const after = url.searchParams.get('continue');
+    const metadata: Record<string, string> = { resourceVersion: String(this.rv) };
+    let items: Obj[];
+    if (limit > 0) {
+      const sorted = this.sortedKeys(kind.kind);
+      let i = 0;
+      if (after) {
+        const last = Buffer.from(after, 'base64').toString();
+        let lo = 0;
+        let hi = sorted.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (sorted[mid]! <= last) lo = mid + 1;
+          else hi = mid;
+        }
+        i = lo;
+      }
+      const store = this.objects.get(kind.kind)!;
+      items = [];
+      for (; i < sorted.length && items.length < limit; i++) {
+        const o = store.get(sorted[i]!);
+        if (o && matches(o)) items.push(o);
+      }
+      if (i < sorted.length) metadata.continue = Buffer.from(sorted[i - 1]!).toString('base64');
+      this.pages++;
+    } else {
+      items = [...this.objects.get(kind.kind)!.values()].filter(matches);
+    }
+    const body = JSON.stringify({ kind: `${kind.kind}List`, apiVersion: kind.apiVersion, metadata, items });
     setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(body), this.listDelayMs);
   }
 
