@@ -16,7 +16,9 @@ import {
 import { validateProxyPolicy } from '../api/validate.js';
 import {
   AddressType,
+  Annotations,
   type Diagnostic,
+  type EndpointConditions,
   type Endpoint,
   type EndpointPort,
   type EndpointSlice,
@@ -49,6 +51,15 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const quote = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : String(JSON.stringify(v)));
 
+/**
+ * A string of its own. V8's JSON.parse returns strings of 13 characters or more as slices of
+ * the text it parsed: keeping one pod name keeps the whole list page it came in (MBs). What
+ * the store keeps is copied out.
+ */
+function own(s: string): string {
+  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
+}
+
 /** Collects field errors for one object. */
 class Reader {
   readonly problems: { field: string; message: string }[] = [];
@@ -72,7 +83,7 @@ class Reader {
 
   str(v: unknown, field: string): string | undefined {
     if (v === undefined || v === null) return undefined;
-    return typeof v === 'string' ? v : this.bad(field, `must be a string, got ${quote(v)}`);
+    return typeof v === 'string' ? own(v) : this.bad(field, `must be a string, got ${quote(v)}`);
   }
 
   bool(v: unknown, field: string, dflt: boolean): boolean {
@@ -112,7 +123,7 @@ class Reader {
     const o = this.obj(v, field);
     const out: Record<string, string> = {};
     for (const [k, val] of Object.entries(o ?? {})) {
-      if (typeof val === 'string') out[k] = val;
+      if (typeof val === 'string') out[own(k)] = own(val);
       else this.bad(`${field}.${k}`, `must be a string, got ${quote(val)}`);
     }
     return out;
@@ -122,6 +133,45 @@ class Reader {
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const IANA_SVC_NAME = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+/**
+ * The one copy of strings that repeat across many objects (node names, zones): a cluster of
+ * 50,000 EndpointSlices names a few hundred nodes 275,000 times. Bounded: values that do not
+ * repeat would otherwise fill it.
+ */
+const INTERNED = new Map<string, string>();
+function intern(s: string | undefined): string | undefined {
+  if (s === undefined) return undefined;
+  const known = INTERNED.get(s);
+  if (known !== undefined) return known;
+  if (INTERNED.size >= 65536) INTERNED.clear();
+  INTERNED.set(s, s);
+  return s;
+}
+
+/** Endpoint conditions, one shared frozen object per combination. */
+const CONDITIONS = new Map<number, EndpointConditions>();
+function conditionsOf(ready: boolean, serving: boolean, terminating: boolean): EndpointConditions {
+  const k = (ready ? 1 : 0) | (serving ? 2 : 0) | (terminating ? 4 : 0);
+  let c = CONDITIONS.get(k);
+  if (!c) CONDITIONS.set(k, (c = Object.freeze({ ready, serving, terminating })));
+  return c;
+}
+
+/** One frozen copy of each list of slice ports: most slices of a cluster have the same few. */
+const PORT_LISTS = new Map<string, readonly EndpointPort[]>();
+function internPorts(ports: EndpointPort[]): readonly EndpointPort[] {
+  const k = ports.map((p) => `${p.name}\u0000${p.protocol}\u0000${p.port ?? ''}`).join('\u0001');
+  const known = PORT_LISTS.get(k);
+  if (known) return known;
+  if (PORT_LISTS.size >= 65536) PORT_LISTS.clear();
+  const frozen = Object.freeze(ports.map((p) => Object.freeze({ ...p })));
+  PORT_LISTS.set(k, frozen);
+  return frozen;
+}
+
+/** The labels or annotations of objects that need none kept (shared, frozen). */
+const NONE: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 function readMeta(r: Reader, raw: Obj, namespaced: boolean): ObjectMeta {
   const m = r.obj(raw.metadata, 'metadata') ?? {};
@@ -134,13 +184,11 @@ function readMeta(r: Reader, raw: Obj, namespaced: boolean): ObjectMeta {
     namespace = r.str(m.namespace, 'metadata.namespace') || 'default';
     if (!DNS_LABEL.test(namespace)) r.bad('metadata.namespace', `not a valid namespace: ${quote(namespace)}`);
   }
-  const uid = r.str(m.uid, 'metadata.uid');
-  const resourceVersion = r.str(m.resourceVersion, 'metadata.resourceVersion');
+  // uid and resourceVersion are not kept: nothing reads them, and an object that changed
+  // only its resourceVersion is then equal to what the store holds (no sync for it).
   return {
     namespace,
     name: name ?? '',
-    ...(uid ? { uid } : {}),
-    ...(resourceVersion ? { resourceVersion } : {}),
     labels: r.stringMap(m.labels, 'metadata.labels'),
     annotations: r.stringMap(m.annotations, 'metadata.annotations'),
   };
@@ -189,7 +237,8 @@ function readServicePorts(r: Reader, spec: Obj, type: ServiceType): ServicePort[
 
 /** Parses a v1 Service. */
 function parseService(raw: Obj, r: Reader): Service {
-  const metadata = readMeta(r, raw, true);
+  // Labels select policies; annotations are not read.
+  const metadata = { ...readMeta(r, raw, true), annotations: NONE };
   const spec = r.obj(raw.spec, 'spec') ?? {};
   const type = r.oneOf(spec.type, 'spec.type', Object.values(ServiceType), ServiceType.ClusterIP);
   const service: Service = {
@@ -332,15 +381,14 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
       return void r.bad(`${f}.addresses[0]`, `${quote(addrs[0])} is not an ${addressType} address`);
     }
     const c = r.obj(o.conditions, `${f}.conditions`) ?? {};
-    const ready = r.bool(c.ready, `${f}.conditions.ready`, true);
-    const conditions = {
-      ready,
+    const conditions = conditionsOf(
+      r.bool(c.ready, `${f}.conditions.ready`, true),
       // Unset serving means true, as kube-proxy reads it (not "same as ready").
-      serving: r.bool(c.serving, `${f}.conditions.serving`, true),
-      terminating: r.bool(c.terminating, `${f}.conditions.terminating`, false),
-    };
-    const nodeName = r.str(o.nodeName, `${f}.nodeName`);
-    const zone = r.str(o.zone, `${f}.zone`);
+      r.bool(c.serving, `${f}.conditions.serving`, true),
+      r.bool(c.terminating, `${f}.conditions.terminating`, false),
+    );
+    const nodeName = intern(r.str(o.nodeName, `${f}.nodeName`));
+    const zone = intern(r.str(o.zone, `${f}.zone`));
     const hostname = r.str(o.hostname, `${f}.hostname`);
     const ref = r.obj(o.targetRef, `${f}.targetRef`);
     const h = r.obj(o.hints, `${f}.hints`);
@@ -351,26 +399,31 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
         .filter((x): x is string => !!x);
     const hints = h ? { forZones: hintNames('forZones'), forNodes: hintNames('forNodes') } : undefined;
     if (!address) return;
+    // Every field, in one order: the store holds hundreds of thousands of these. Only the
+    // name of the target (normally a Pod) is kept: weights match on it.
     endpoints.push({
       address,
       conditions,
-      ...(nodeName ? { nodeName } : {}),
-      ...(zone ? { zone } : {}),
-      ...(hostname ? { hostname } : {}),
-      ...(hints ? { hints } : {}),
-      ...(ref
-        ? {
-            targetRef: {
-              ...(typeof ref.kind === 'string' ? { kind: ref.kind } : {}),
-              ...(typeof ref.namespace === 'string' ? { namespace: ref.namespace } : {}),
-              ...(typeof ref.name === 'string' ? { name: ref.name } : {}),
-            },
-          }
-        : {}),
+      nodeName: nodeName || undefined,
+      zone: zone || undefined,
+      hostname: hostname || undefined,
+      targetName: ref && typeof ref.name === 'string' ? own(ref.name) : undefined,
+      hints,
     });
   });
   if (addressType === AddressType.FQDN) return undefined;
-  return { metadata, serviceName, addressType, ports, endpoints };
+  // A slice's labels and annotations are read here and not kept, but for the change trigger
+  // time: the store holds tens of thousands of slices.
+  const stamp = metadata.annotations[Annotations.lastChangeTriggerTime];
+  const trigger = stamp === undefined ? NaN : Date.parse(stamp);
+  return {
+    metadata: { namespace: metadata.namespace, name: metadata.name, labels: NONE, annotations: NONE },
+    serviceName,
+    addressType,
+    ports: internPorts(ports),
+    endpoints,
+    ...(Number.isFinite(trigger) ? { triggerTime: trigger } : {}),
+  };
 }
 
 /** Parses a v1 Node. */

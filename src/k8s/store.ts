@@ -7,14 +7,7 @@ import { irEqual } from '../nft/ruleset.js';
 import type { PolicyObject } from '../api/types.js';
 import { policyFor, selects } from '../proxy/policy.js';
 import type { Parsed } from './parse.js';
-import {
-  Annotations,
-  type ClusterState,
-  type EndpointSlice,
-  Labels,
-  type Node,
-  type Service,
-} from './types.js';
+import { type ClusterState, type EndpointSlice, Labels, type Node, type Service } from './types.js';
 
 /** Kinds the store holds. */
 export type StoreKind = Parsed['kind'];
@@ -51,7 +44,8 @@ const NOTHING: Dirty = { services: [], node: false };
 export class ClusterStore {
   private readonly services = new Map<string, Service>();
   private readonly slices = new Map<string, EndpointSlice>();
-  private readonly slicesByService = new Map<string, Map<string, EndpointSlice>>();
+  /** The slices naming each service: an array, a service has few (usually one). */
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
   private readonly nodes = new Map<string, Node>();
   /** ProxyPolicies by namespace, then name. */
   private readonly policies = new Map<string, Map<string, PolicyObject>>();
@@ -79,12 +73,12 @@ export class ClusterStore {
       case 'EndpointSlice': {
         const old = this.slices.get(k);
         if (old && irEqual(old, p.object)) return NOTHING;
-        if (old) this.unindex(k, old);
+        if (old) this.unindex(old);
         this.slices.set(k, p.object);
         const svc = key(namespace, p.object.serviceName);
-        let bySvc = this.slicesByService.get(svc);
-        if (!bySvc) this.slicesByService.set(svc, (bySvc = new Map()));
-        bySvc.set(k, p.object);
+        const bySvc = this.slicesByService.get(svc);
+        if (bySvc) bySvc.push(p.object);
+        else this.slicesByService.set(svc, [p.object]);
         const services = [svc];
         if (old && old.serviceName !== p.object.serviceName) services.push(key(namespace, old.serviceName));
         for (const s of services) this.changed(s, k, p.object);
@@ -138,19 +132,18 @@ export class ClusterStore {
     const old = this.slices.get(k);
     if (!old) return NOTHING;
     this.slices.delete(k);
-    this.unindex(k, old);
+    this.unindex(old);
     const svc = key(namespace, old.serviceName);
     this.changed(svc, k);
     return { services: [svc], node: false };
   }
 
   private changed(service: string, slice: string, now?: EndpointSlice): void {
-    const stamp = now?.metadata.annotations[Annotations.lastChangeTriggerTime];
-    const triggerTime = stamp ? Date.parse(stamp) : NaN;
+    const triggerTime = now?.triggerTime;
     const change: EndpointChange = {
       service,
       slice,
-      ...(Number.isFinite(triggerTime) ? { triggerTime } : {}),
+      ...(triggerTime !== undefined ? { triggerTime } : {}),
       receivedAt: this.now(),
     };
     const list = this.pending.get(service);
@@ -178,11 +171,13 @@ export class ClusterStore {
     }
   }
 
-  private unindex(k: string, slice: EndpointSlice): void {
+  private unindex(slice: EndpointSlice): void {
     const svc = key(slice.metadata.namespace, slice.serviceName);
     const bySvc = this.slicesByService.get(svc);
-    bySvc?.delete(k);
-    if (bySvc?.size === 0) this.slicesByService.delete(svc);
+    if (!bySvc) return;
+    const i = bySvc.indexOf(slice);
+    if (i >= 0) bySvc.splice(i, 1);
+    if (bySvc.length === 0) this.slicesByService.delete(svc);
   }
 
   /** The service with this key, if known. */
@@ -191,8 +186,24 @@ export class ClusterStore {
   }
 
   /** The slices naming the service with this key. */
-  slicesOf(k: string): EndpointSlice[] {
-    return [...(this.slicesByService.get(k)?.values() ?? [])];
+  slicesOf(k: string): readonly EndpointSlice[] {
+    return this.slicesByService.get(k) ?? [];
+  }
+
+  /** The keys (`namespace/name`, or the name of a Node) of every object of a kind held. */
+  keysOf(kind: StoreKind): Iterable<string> {
+    switch (kind) {
+      case 'Service':
+        return this.services.keys();
+      case 'EndpointSlice':
+        return this.slices.keys();
+      case 'Node':
+        return [...this.nodes.keys()].map((n) => `/${n}`);
+      case 'ProxyPolicy':
+        return [...this.policies.values()].flatMap((m) =>
+          [...m.values()].map((p) => key(p.metadata.namespace, p.metadata.name)),
+        );
+    }
   }
 
   /** The valid ProxyPolicy governing a service, and the others that select it too. */

@@ -111,7 +111,10 @@ export interface EndpointConditions {
   terminating: boolean;
 }
 
-/** One endpoint (a pod) of a slice. */
+/**
+ * One endpoint (a pod) of a slice. The parser writes every field, undefined when absent: a
+ * store holds hundreds of thousands, and one shape for all of them is the compact one.
+ */
 export interface Endpoint {
   /** The first of `addresses`, the only one consumers may use. Canonical. */
   address: string;
@@ -119,7 +122,8 @@ export interface Endpoint {
   nodeName?: string;
   zone?: string;
   hostname?: string;
-  targetRef?: { kind?: string; namespace?: string; name?: string };
+  /** Name of the endpoint's target (`targetRef.name`, normally its Pod). */
+  targetName?: string;
   /** Topology hints the EndpointSlice controller set: zones and nodes that should use this endpoint. */
   hints?: { forZones: string[]; forNodes: string[] };
 }
@@ -130,8 +134,13 @@ export interface EndpointSlice {
   /** From the `kubernetes.io/service-name` label. */
   serviceName: string;
   addressType: 'IPv4' | 'IPv6';
-  ports: EndpointPort[];
+  ports: readonly EndpointPort[];
   endpoints: Endpoint[];
+  /**
+   * The `endpoints.kubernetes.io/last-change-trigger-time` annotation, epoch ms, when it holds
+   * a valid time: when the change that caused this version happened.
+   */
+  triggerTime?: number;
 }
 
 /** A v1 Node, reduced to what the proxy uses. */

@@ -110,7 +110,7 @@ export function categorizeEndpoints(
       if (ep.nodeName) b.nodeName = ep.nodeName;
       if (ep.zone) b.zone = ep.zone;
       if (ep.hostname) b.hostname = ep.hostname;
-      if (ep.targetRef?.name) b.targetName = ep.targetRef.name;
+      if (ep.targetName) b.targetName = ep.targetName;
       byKey.set(key, { b, ep });
     }
   }

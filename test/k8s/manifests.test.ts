@@ -96,6 +96,12 @@ endpoints:
     assert.deepEqual(sl.endpoints[0], {
       address: '10.244.1.1',
       conditions: { ready: true, serving: true, terminating: false },
+      // Every field is written, undefined when absent (one shape for all endpoints).
+      nodeName: undefined,
+      zone: undefined,
+      hostname: undefined,
+      targetName: undefined,
+      hints: undefined,
     });
     assert.deepEqual(sl.endpoints[1]!.conditions, { ready: false, serving: true, terminating: true });
     assert.equal(sl.endpoints[1]!.nodeName, 'n1');
