@@ -18,9 +18,22 @@ import {
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { NftError } from '../nft/errors.js';
 
-/** nftproxy's version, as traces report it: package.json's (two levels up from src/ and dist/). */
-export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string })
-  .version;
+/**
+ * nftproxy's version, as traces report it: that of the nearest package.json above this file
+ * (two levels up from src/ and dist/, three from a benchmark build).
+ */
+export const VERSION: string = (() => {
+  const require = createRequire(import.meta.url);
+  for (const up of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = require(up) as { name?: string; version?: string };
+      if (pkg.name === 'nftproxy' && pkg.version) return pkg.version;
+    } catch {
+      // not there
+    }
+  }
+  return 'unknown';
+})();
 
 /** Span names: one place, as the sync's stages. */
 export const Spans = {
