@@ -16,6 +16,7 @@ import { MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
 import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
 import { health, HealthServer } from './health.js';
+import { COLLECT_FROM_SERVICES, collectSoon } from './memory.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status.js';
@@ -103,6 +104,8 @@ export class Operator {
         });
         this.outcome = { ok: true };
         this.report();
+        // A full sync of a large cluster leaves its garbage resident until collected.
+        if (type === SyncType.full && this.store.counts().services >= COLLECT_FROM_SERVICES) collectSoon();
         deps.onSync?.(r);
       },
       {

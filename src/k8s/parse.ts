@@ -60,6 +60,17 @@ function own(s: string): string {
   return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
 }
 
+/** The empty list every object without one shares (frozen: nothing may add to it). */
+const EMPTY: never[] = Object.freeze([]) as unknown as never[];
+
+/**
+ * A list at its exact length. An array that grew by push has room for more (17 slots after
+ * the first push, ~150 bytes for one element); the store holds hundreds of thousands.
+ */
+function fit<T>(a: T[]): T[] {
+  return a.length === 0 ? EMPTY : a.slice();
+}
+
 /** Collects field errors for one object. */
 class Reader {
   readonly problems: { field: string; message: string }[] = [];
@@ -235,8 +246,18 @@ function readServicePorts(r: Reader, spec: Obj, type: ServiceType): ServicePort[
   return ports;
 }
 
-/** Parses a v1 Service. */
+/** Parses a v1 Service; its lists at their exact length. */
 function parseService(raw: Obj, r: Reader): Service {
+  const s = readService(raw, r);
+  s.clusterIPs = fit(s.clusterIPs);
+  s.ports = fit(s.ports);
+  s.externalIPs = fit(s.externalIPs);
+  s.loadBalancerIPs = fit(s.loadBalancerIPs);
+  s.loadBalancerSourceRanges = fit(s.loadBalancerSourceRanges);
+  return s;
+}
+
+function readService(raw: Obj, r: Reader): Service {
   // Labels select policies; annotations are not read.
   const metadata = { ...readMeta(r, raw, true), annotations: NONE };
   const spec = r.obj(raw.spec, 'spec') ?? {};
@@ -421,7 +442,7 @@ function parseEndpointSlice(raw: Obj, r: Reader): EndpointSlice | undefined {
     serviceName,
     addressType,
     ports: internPorts(ports),
-    endpoints,
+    endpoints: fit(endpoints),
     ...(Number.isFinite(trigger) ? { triggerTime: trigger } : {}),
   };
 }
