@@ -45,3 +45,8 @@ export function collectSoon(delayMs = 500, above = COLLECT_ABOVE): NodeJS.Timeou
 export function canCollect(): boolean {
   return collector() !== undefined;
 }
+
+/** Collects garbage now, if the heap holds more than `above` bytes. */
+export function collectNow(above = COLLECT_ABOVE): void {
+  if (process.memoryUsage().heapUsed >= above) collector()?.();
+}

@@ -16,7 +16,7 @@ import { MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
 import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
 import { health, HealthServer } from './health.js';
-import { COLLECT_FROM_SERVICES, collectSoon } from './memory.js';
+import { COLLECT_FROM_SERVICES, collectNow, collectSoon } from './memory.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status.js';
@@ -160,6 +160,8 @@ export class Operator {
     if (this.stopped) return void (await this.deps.source.stop()); // stop() came meanwhile
     this.ready = true;
     this.log.info('cluster state read; programming', this.store.counts());
+    // What reading the cluster left (list pages) goes before the first sync adds its own.
+    if (this.store.counts().services >= COLLECT_FROM_SERVICES) collectNow();
     this.queue.requestFull('start');
     this.every(settings.syncPeriodMs, async () => {
       if (await this.syncer.drifted().catch(() => false)) {
