@@ -19,6 +19,7 @@ import type { Command as NftCommand } from '../nft/ir.js';
 import type { NftBackend } from '../nft/backend.js';
 import { ExecBackend } from '../nft/exec.js';
 import { NetlinkBackend, probeNetlink } from '../nft/netlink/backend.js';
+import { TableMonitor } from '../nft/netlink/monitor.js';
 import { RulesetBuilder } from '../proxy/builder.js';
 import { NftError, NftErrorKind } from '../nft/errors.js';
 import { FAMILIES, TABLE } from '../proxy/names.js';
@@ -99,6 +100,17 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
     log,
     ...(serviceHealth ? { serviceHealth } : {}),
     ...(policyStatus ? { policyStatus } : {}),
+    watchTables: (h) => {
+      const backend = nft.backend;
+      const m = new TableMonitor({
+        ...(settings.netns ? { netns: settings.netns } : {}),
+        table: TABLE,
+        ours: (pid) => backend.ownsCommit?.(pid) ?? false,
+        ...h,
+      });
+      m.start();
+      return m;
+    },
   });
   let stopping: Promise<void> | undefined;
   const done = new Promise<void>((resolve) => {

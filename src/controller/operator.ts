@@ -7,7 +7,7 @@
  * reconciled. Every change seen, queued and synced is counted in the metrics, served on
  * /metrics. Stopping leaves the rules in place, as kube-proxy does.
  */
-import type { NftBackend } from '../nft/backend.js';
+import type { ForeignChange, NftBackend } from '../nft/backend.js';
 import { ClusterStore, type Dirty, type StoreKind } from '../k8s/store.js';
 import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
@@ -40,7 +40,25 @@ export interface OperatorDeps {
   policyStatus?: Pick<PolicyStatusWriter, 'report'>;
   /** Serves the healthCheckNodePorts of externalTrafficPolicy Local services. */
   serviceHealth?: Pick<ServiceHealthServer, 'update' | 'close'>;
+  /**
+   * Starts watching our tables for commits by anyone else (the kernel's notifications);
+   * without it, the tables are checked every sync period.
+   */
+  watchTables?: (handlers: TableWatchHandlers) => { close(): void };
 }
+
+/** What a table watch reports to. */
+export interface TableWatchHandlers {
+  onChange: (c: ForeignChange) => void;
+  /** Notifications were lost: what changed is not known. */
+  onLost: () => void;
+}
+
+/**
+ * With a table watch, the periodic check (which reads every chain, rule and set declaration)
+ * is only a safety net: it runs this many sync periods apart.
+ */
+export const WATCHED_CHECK_PERIODS = 10;
 
 /** The long-running operator. */
 export class Operator {
@@ -54,6 +72,7 @@ export class Operator {
   private health: HealthServer | undefined;
   private metricsServer: MetricsServer | undefined;
   private timers: NodeJS.Timeout[] = [];
+  private watch: { close(): void } | undefined;
   private ready = false;
   private stopped = false;
   /** How the last sync went (policies report it as Programmed). */
@@ -162,10 +181,13 @@ export class Operator {
     this.log.info('cluster state read; programming', this.store.counts());
     // What reading the cluster left (list pages) goes before the first sync adds its own.
     if (this.store.counts().services >= COLLECT_FROM_SERVICES) collectNow();
+    this.watch = this.watchTables();
     this.queue.requestFull('start');
-    this.every(settings.syncPeriodMs, async () => {
+    const checkMs = this.watch ? WATCHED_CHECK_PERIODS * settings.syncPeriodMs : settings.syncPeriodMs;
+    this.every(checkMs, async () => {
       if (await this.syncer.drifted().catch(() => false)) {
         this.log.warn('our nftables tables were changed from outside; repairing');
+        this.metrics.drifted();
         this.queue.requestFull('drift');
       }
     });
@@ -177,6 +199,7 @@ export class Operator {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    this.watch?.close();
     await this.deps.source.stop();
     await this.queue.stop();
     await this.reported;
@@ -184,6 +207,40 @@ export class Operator {
     await this.health?.close();
     await this.metricsServer?.close();
     this.log.info('stopped; rules left in place');
+  }
+
+  /** Starts the table watch, if there is one; undefined if none or it cannot start. */
+  private watchTables(): { close(): void } | undefined {
+    const start = this.deps.watchTables;
+    if (!start) return undefined;
+    try {
+      return start({
+        onChange: (c) => {
+          const sets: string[] = [];
+          for (const [family, t] of c.tables) {
+            if (t.skeleton) sets.push(`${family} (chains, rules or sets)`);
+            for (const set of t.elements.keys()) sets.push(`${family} ${set}`);
+          }
+          this.log.warn('our nftables tables were changed from outside; putting back what changed', {
+            process: c.process,
+            pid: c.pid,
+            changed: sets,
+          });
+          this.metrics.drifted();
+          this.queue.requestRepair(c.tables);
+        },
+        onLost: () => {
+          this.log.warn('nftables notifications were lost; comparing our tables with a full sync');
+          this.metrics.drifted();
+          this.queue.requestFull('drift');
+        },
+      });
+    } catch (e) {
+      this.log.warn('cannot watch nftables for changes; checking every sync period instead', {
+        error: e instanceof Error ? e.message : String(e),
+      });
+      return undefined;
+    }
   }
 
   /** An event from the source changed the store (or not): count it, queue what it dirtied. */

@@ -7,6 +7,8 @@
  * becomes a handful of transactions. A failed sync is retried with exponential backoff, and
  * the retry is a full sync.
  */
+import { mergeChanges, type TableChange } from '../nft/backend.js';
+import type { Family } from '../nft/ir.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 
 /** Time and timers, injectable for tests. */
@@ -29,6 +31,8 @@ export interface SyncRequest {
   full: boolean;
   /** Service keys to recompile (when not full). */
   dirty: Set<string>;
+  /** What others changed in our tables, to put back (when not full; a full sync does it all). */
+  repair?: Map<Family, TableChange>;
   /** Why this sync runs: `change`, `start`, `retry`, `periodic`, `drift`, ... */
   reasons: Set<string>;
   /** When the oldest change in this request was queued. */
@@ -55,6 +59,7 @@ export interface SyncQueueOptions {
 /** The sync queue. */
 export class SyncQueue {
   private dirty = new Set<string>();
+  private repair = new Map<Family, TableChange>();
   private reasons = new Set<string>();
   private full = false;
   private queuedAt: number | undefined;
@@ -99,6 +104,14 @@ export class SyncQueue {
     this.queued();
   }
 
+  /** Asks for a repair of what someone else changed in our tables. */
+  requestRepair(changes: Map<Family, TableChange>, reason = 'drift'): void {
+    if (!changes.size) return;
+    mergeChanges(this.repair, changes);
+    this.reasons.add(reason);
+    this.queued();
+  }
+
   /** When the oldest change not yet applied was queued, if any is pending. */
   get pendingSince(): number | undefined {
     return this.queuedAt;
@@ -125,7 +138,7 @@ export class SyncQueue {
   }
 
   private hasWork(): boolean {
-    return this.full || this.dirty.size > 0;
+    return this.full || this.dirty.size > 0 || this.repair.size > 0;
   }
 
   private queued(): void {
@@ -164,11 +177,13 @@ export class SyncQueue {
     const req: SyncRequest = {
       full: this.full,
       dirty: this.dirty,
+      repair: this.repair,
       reasons: this.reasons,
       queuedAt: this.queuedAt ?? this.clock.now(),
     };
     this.full = false;
     this.dirty = new Set();
+    this.repair = new Map();
     this.reasons = new Set();
     this.queuedAt = undefined;
     this.lastStart = this.clock.now();

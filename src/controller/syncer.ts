@@ -10,8 +10,8 @@
  * A failed transaction leaves the kernel unchanged; the syncer then forgets its builder, so
  * the next sync (the queue makes it full) starts from what the kernel really holds.
  */
-import type { NftBackend } from '../nft/backend.js';
-import type { Command } from '../nft/ir.js';
+import type { NftBackend, TableChange } from '../nft/backend.js';
+import type { Command, Family } from '../nft/ir.js';
 import {
   createTable,
   deltaTransaction,
@@ -163,9 +163,19 @@ export class Syncer {
     endpointChanges: EndpointChange[],
     started: number,
   ): Promise<SyncResult> {
-    const { diff, flows, services, bytes, affinityLost } = full
-      ? await this.full()
-      : await this.partial(req.dirty);
+    // What others changed is put back first, from what the kernel holds now.
+    const repaired =
+      !full && req.repair?.size
+        ? await inSpan(Spans.repair, {}, async (s) => {
+            const r = await this.repair(req.repair!);
+            s.setAttributes(diffAttributes(r.diff));
+            return r;
+          })
+        : undefined;
+    const outcome = full ? await this.full() : await this.partial(req.dirty);
+    const { flows, services, affinityLost } = outcome;
+    const diff = repaired ? joinDiffs(repaired.diff, outcome.diff) : outcome.diff;
+    const bytes = outcome.bytes + (repaired?.bytes ?? 0);
     this.store.forgetEndpointChanges(endpointChanges);
     const conntrack = this.opts.conntrack;
     if (flows.length && conntrack)
@@ -360,6 +370,52 @@ export class Syncer {
     return { commands: plan.commands(), setsRead };
   }
 
+  /**
+   * Puts back what someone else changed in our tables, from the kernel's account of their
+   * commits: elements they added or deleted, key by key, without reading the set; sets whose
+   * elements it could not give as lines are compared whole; the chains, rules and set
+   * declarations are compared (a few hundred objects). One transaction; the builder is not
+   * touched, so a failure leaves everything as it was (the retry is a full sync).
+   */
+  private async repair(changes: Map<Family, TableChange>): Promise<{ diff: Diff; bytes: number }> {
+    const builder = this.builder!;
+    const stats = emptyStats();
+    const commands: Command[] = [];
+    for (const tk of builder.tableKeys()) {
+      const desired = builder.desired(tk);
+      const family = desired.skeleton.table.family;
+      const change = changes.get(family);
+      if (!change) continue;
+      const kernel = await this.nft.describeTable(family, TABLE);
+      if (!kernel) {
+        commands.push(...createTable(desired, stats));
+        continue;
+      }
+      const plan = new TablePlan(desired, kernel, this.nft, stats);
+      if (plan.replaceReason) {
+        stats.replaceReasons.push(`${tk}: ${plan.replaceReason}`);
+        commands.push(...createTable(desired, stats));
+        continue;
+      }
+      // Sets not here are new (the plan adds them whole), not ours, or filled by the kernel.
+      const comparable = new Set(plan.setsToCompare);
+      for (const [set, events] of change.elements) {
+        if (!comparable.has(set)) continue;
+        if (events !== 'unknown') {
+          plan.restoreKeys(set, events);
+          continue;
+        }
+        const count = kernel.sets.get(set)?.count;
+        if (count !== undefined && count > this.nft.readLimit) plan.rewriteSet(set, count);
+        else plan.compareSet(set, new Set((await this.nft.listElements(family, TABLE, set)) ?? []));
+      }
+      commands.push(...plan.commands());
+    }
+    const diff: Diff = { tx: { commands }, stats };
+    const { bytes } = commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
+    return { diff, bytes };
+  }
+
   private async partial(dirty: Set<string>): Promise<Outcome> {
     const builder = this.builder!;
     try {
@@ -389,6 +445,16 @@ export class Syncer {
       throw e;
     }
   }
+}
+
+/** Two transactions of one sync as one. */
+function joinDiffs(a: Diff, b: Diff): Diff {
+  const stats = emptyStats();
+  for (const k of Object.keys(stats) as (keyof DiffStats)[]) {
+    if (k === 'replaceReasons') stats.replaceReasons = [...a.stats.replaceReasons, ...b.stats.replaceReasons];
+    else stats[k] = a.stats[k] + b.stats[k];
+  }
+  return { tx: { commands: [...a.tx.commands, ...b.tx.commands] }, stats };
 }
 
 /** Whether an affinity address of the delta lost an endpoint. */

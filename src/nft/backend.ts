@@ -27,8 +27,50 @@ export interface NftBackend extends Describer {
   apply(tx: Transaction): Promise<ApplyStats>;
   describeTable(family: Family, table: string): Promise<TableDescription | undefined>;
   listElements(family: Family, table: string, set: string): Promise<string[] | undefined>;
+  /**
+   * Whether a commit the kernel reports as made by process `pid` (its notifications name the
+   * committing process) was made through this backend. Backends of the kernel have it.
+   */
+  ownsCommit?(pid: number): boolean;
   /** Releases what the backend holds open (a socket). */
   close?(): void;
+}
+
+/** What someone else's commit changed in one of our tables (one family's). */
+export interface TableChange {
+  /** The table itself, a chain, a rule or a set declaration changed. */
+  skeleton: boolean;
+  /**
+   * Element changes by set, in commit order: added (`+`) and deleted (`-`) lines, or
+   * `unknown` when they could not be read as lines (interval sets): compare the whole set.
+   */
+  elements: Map<string, { op: '+' | '-'; line: string }[] | 'unknown'>;
+}
+
+/** A commit to our tables by someone else, as the kernel announced it. */
+export interface ForeignChange {
+  /** The committing process, as the kernel names it. */
+  pid: number;
+  process: string;
+  /** By family (`ip`, `ip6`). */
+  tables: Map<Family, TableChange>;
+}
+
+/** Merges `b` into `a` (changes of several commits, in order). */
+export function mergeChanges(a: Map<Family, TableChange>, b: Map<Family, TableChange>): void {
+  for (const [family, c] of b) {
+    const into = a.get(family);
+    if (!into) {
+      a.set(family, { skeleton: c.skeleton, elements: new Map(c.elements) });
+      continue;
+    }
+    into.skeleton ||= c.skeleton;
+    for (const [set, evs] of c.elements) {
+      const have = into.elements.get(set);
+      if (have === 'unknown') continue;
+      into.elements.set(set, evs === 'unknown' || !have ? evs : [...have, ...evs]);
+    }
+  }
 }
 
 /**

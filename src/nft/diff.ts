@@ -13,7 +13,7 @@
  * lines. The same planner serves full syncs, `nftproxy diff` and the tests.
  */
 import type { Chain, Command, Elem, Family, NftSet, Stmt, Transaction } from './ir.js';
-import { eachLine, elemLine } from './lines.js';
+import { eachLine, elemLine, lineKey } from './lines.js';
 import { comparableDef, isDynamic, type Ruleset, type SetState, type TableState } from './ruleset.js';
 
 /** Counts of what a transaction does, for logs, traces and metrics. */
@@ -278,6 +278,35 @@ export class TablePlan {
       this.stats.elementsDeleted += before;
       this.stats.elementsAdded += lineCount(blocks);
       return;
+    }
+    if (dels.length) this.delElems.push(elements('delete', s.def, dels));
+    if (adds.length) this.addElems.push(elements('add', s.def, adds));
+    this.stats.elementsDeleted += dels.length;
+    this.stats.elementsAdded += adds.length;
+  }
+
+  /**
+   * Puts back the elements of set `name` that someone else added or deleted (`events`, in
+   * the order they were committed), key by key, without reading the set: a key they touched
+   * ends as desired, holding its desired line or absent.
+   */
+  restoreKeys(name: string, events: readonly { op: '+' | '-'; line: string }[]): void {
+    const s = this.desired.skeleton.sets.get(name)!;
+    // What the kernel holds now under each touched key.
+    const now = new Map<string, string | undefined>();
+    for (const e of events) now.set(lineKey(e.line), e.op === '+' ? e.line : undefined);
+    const want = new Map<string, string>();
+    for (const line of eachLine(this.desired.lines.get(name) ?? [])) {
+      const k = lineKey(line);
+      if (now.has(k)) want.set(k, line);
+    }
+    const adds: string[] = [];
+    const dels: string[] = [];
+    for (const [k, have] of now) {
+      const w = want.get(k);
+      if (have === w) continue;
+      if (have !== undefined) dels.push(have);
+      if (w !== undefined) adds.push(w);
     }
     if (dels.length) this.delElems.push(elements('delete', s.def, dels));
     if (adds.length) this.addElems.push(elements('add', s.def, adds));

@@ -108,6 +108,8 @@ export class ExecBackend implements NftBackend, NftReader {
   private readonly command: string[];
   private readonly timeoutMs: number;
   private readonly protocolsFile: string;
+  /** Process ids of the latest nft runs: the kernel names the committing process. */
+  private readonly children: number[] = [];
 
   constructor(opts: ExecBackendOptions = {}) {
     this.command = opts.command ?? ['nft'];
@@ -118,12 +120,18 @@ export class ExecBackend implements NftBackend, NftReader {
   private async nft(args: string[], input?: string): Promise<string> {
     const [file, ...pre] = this.command;
     try {
-      const r = await execa(file!, [...pre, ...args], {
+      const run = execa(file!, [...pre, ...args], {
         input,
         timeout: this.timeoutMs,
         maxBuffer: 1 << 30,
         stripFinalNewline: false,
       });
+      // `ip netns exec` execs nft in its own process: the pid is nft's.
+      if (run.pid !== undefined) {
+        this.children.push(run.pid);
+        if (this.children.length > 64) this.children.shift();
+      }
+      const r = await run;
       return r.stdout;
     } catch (e) {
       const err = e as ExecaError;
@@ -133,6 +141,11 @@ export class ExecBackend implements NftBackend, NftReader {
       if (err.timedOut) throw new NftError(NftErrorKind.Failed, `nft timed out after ${this.timeoutMs} ms`);
       throw NftError.fromNftOutput(String(err.stderr ?? err.message), err.exitCode);
     }
+  }
+
+  /** Whether a commit by process `pid` was one of ours (an nft this backend ran). */
+  ownsCommit(pid: number): boolean {
+    return this.children.includes(pid);
   }
 
   async apply(tx: Transaction): Promise<ApplyStats> {

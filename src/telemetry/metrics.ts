@@ -552,6 +552,11 @@ export class ProxyMetrics {
     name: 'nftproxy_stale_flows_cleared_total',
     help: 'Stale conntrack flow filters run after syncs (UDP/SCTP flows to removed endpoints or newly served addresses)',
   });
+  /** Times our tables were found changed by someone else. */
+  readonly driftDetected = this.registry.counter({
+    name: 'nftproxy_drift_detected_total',
+    help: "Times nftproxy's tables were found changed by another process (each change is put back)",
+  });
 
   /** Change sequence number of each service with a Service change pending. */
   private readonly pendingServices = new Map<string, number>();
@@ -637,6 +642,11 @@ export class ProxyMetrics {
       this.elementsProgrammed.set(ctx.programmedCounts.elements);
       this.chainsProgrammed.set(ctx.programmedCounts.chains);
     }
+  }
+
+  /** Someone else changed our tables. */
+  drifted(): void {
+    this.driftDetected.inc();
   }
 
   /** A sync failed (the kernel is unchanged). */

@@ -41,6 +41,7 @@ export const Spans = {
   collect: 'nftproxy.sync.collect',
   compile: 'nftproxy.sync.compile',
   readKernel: 'nftproxy.sync.read_kernel',
+  repair: 'nftproxy.sync.repair',
   diff: 'nftproxy.sync.diff',
   render: 'nftproxy.nft.render',
   transaction: 'nftproxy.nft.transaction',

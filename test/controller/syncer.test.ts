@@ -126,6 +126,69 @@ describe('syncer', () => {
     w.matchesStore();
   });
 
+  it('puts back what others changed, key by key, from their account of it, without reading the sets', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1', '10.244.1.2']);
+    w.put('b', '10.96.0.2', ['10.244.2.1']);
+    w.queue.requestFull('start');
+    await w.clock.advance(0);
+    const el = (name: string, lines: string[]) => ({
+      element: { family: 'ip' as const, table: 'nftproxy', name, lines },
+    });
+    // Someone deletes a backend and a ClusterIP, adds a stray VIP and re-points another.
+    const gone = '10.96.0.1 . tcp . 80 . 1 : 10.244.1.2 . 80';
+    const stray = '10.96.0.9 . tcp . 80 : goto reject-chain';
+    await w.fake.apply({
+      commands: [
+        { delete: el('backends', [gone]) },
+        { delete: el('cluster-ips', ['10.96.0.2']) },
+        { add: el('service-ips', [stray]) },
+      ],
+    });
+    let reads = 0;
+    const list = w.fake.listElements.bind(w.fake);
+    w.fake.listElements = (f, t, set) => (reads++, list(f, t, set));
+    w.queue.requestRepair(
+      new Map([
+        [
+          'ip',
+          {
+            skeleton: false,
+            elements: new Map([
+              ['backends', [{ op: '-' as const, line: gone }]],
+              ['cluster-ips', [{ op: '-' as const, line: '10.96.0.2' }]],
+              ['service-ips', [{ op: '+' as const, line: stray }]],
+            ]),
+          },
+        ],
+      ]),
+    );
+    await w.clock.advance(100);
+    w.matchesStore();
+    assert.equal(reads, 0, 'no set was read');
+    const tx = w.fake.applied.at(-1)!;
+    assert.equal(tx.commands.length, 3, JSON.stringify(tx.commands));
+  });
+
+  it('compares a set whole when others changed it in a way not given as lines', async () => {
+    const w = world();
+    w.put('a', '10.96.0.1', ['10.244.1.1']);
+    w.queue.requestFull('start');
+    await w.clock.advance(0);
+    await w.fake.apply({
+      commands: [
+        {
+          delete: { element: { family: 'ip', table: 'nftproxy', name: 'cluster-ips', lines: ['10.96.0.1'] } },
+        },
+      ],
+    });
+    w.queue.requestRepair(
+      new Map([['ip', { skeleton: false, elements: new Map([['cluster-ips', 'unknown' as const]]) }]]),
+    );
+    await w.clock.advance(100);
+    w.matchesStore();
+  });
+
   it('rewrites a set larger than the backend reads cheaply instead of reading it, and converges', async () => {
     const w = world(new FakeBackend(true, 4));
     for (let i = 0; i < 6; i++) w.put(`s${i}`, `10.96.0.${i + 1}`, [`10.244.1.${i + 1}`]);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { loadManifestDir } from '../../src/k8s/manifests.js';
 import type { ClusterState } from '../../src/k8s/types.js';
-import type { NftBackend } from '../../src/nft/backend.js';
+import type { ForeignChange, NftBackend } from '../../src/nft/backend.js';
 import { createTable, emptyStats, TablePlan } from '../../src/nft/diff.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
 import { ExecBackend } from '../../src/nft/exec.js';
@@ -18,6 +18,7 @@ import { messageAttrs, parseMessages } from '../../src/nft/netlink/attr.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
 import { specOfDef } from '../../src/nft/netlink/datatypes.js';
 import { ruleKey } from '../../src/nft/netlink/decode.js';
+import { TableMonitor } from '../../src/nft/netlink/monitor.js';
 import { renderTransaction } from '../../src/nft/render.js';
 import type { RulesetBuilder } from '../../src/proxy/builder.js';
 import { compile } from '../../src/proxy/compile.js';
@@ -316,6 +317,57 @@ describe('@kernel netlink backend', function () {
     assert.match(text, /^add element ip nftproxy cluster-ips \{ 10\.96\.0\.10 \}$/m);
     assert.equal(text.trim().split('\n').length, 3, text);
   });
+
+  for (const which of ['netlink', 'nft'] as const) {
+    it(`hears others' commits to our table with their element lines, and none of the ${which} backend's own`, async () => {
+      await reset();
+      const r = compile(await golden('basic'), parseProxyConfig(GOLDEN[0]!.config));
+      const backend = which === 'netlink' ? netlink(a!) : exec(a!);
+      const heard: ForeignChange[] = [];
+      let lost = 0;
+      const m = new TableMonitor({
+        netns: a!.name,
+        table: TABLE,
+        ours: (pid) => backend.ownsCommit!(pid),
+        onChange: (c) => heard.push(c),
+        onLost: () => lost++,
+      });
+      try {
+        await backend.apply(creation(r.builder));
+        await backend.apply({
+          commands: [
+            {
+              delete: {
+                element: { family: 'ip', table: TABLE, name: Sets.clusterIPs, lines: ['10.96.0.10'] },
+              },
+            },
+          ],
+        });
+        m.readAll();
+        assert.equal(heard.length, 0, 'our own commits');
+        // Someone else: an element back, one away from a map, a chain flushed, another table.
+        await a!.run('nft', 'add', 'element', 'ip', TABLE, Sets.clusterIPs, '{ 10.96.0.10 }');
+        await a!.run('nft', 'delete', 'element', 'ip', TABLE, Maps.serviceIPs, '{ 10.96.0.10 . tcp . 80 }');
+        await a!.run('nft', 'flush', 'chain', 'ip', TABLE, 'nat-output');
+        await a!.run('nft', 'add', 'table', 'ip', 'other');
+        m.readAll();
+        assert.equal(lost, 0);
+        assert.equal(heard.length, 3);
+        assert.ok(heard.every((c) => c.process === 'nft' && c.pid > 0));
+        assert.deepEqual(heard[0]!.tables.get('ip'), {
+          skeleton: false,
+          elements: new Map([[Sets.clusterIPs, [{ op: '+', line: '10.96.0.10' }]]]),
+        });
+        const del = heard[1]!.tables.get('ip')!.elements.get(Maps.serviceIPs);
+        assert.ok(Array.isArray(del) && del.length === 1, JSON.stringify(del));
+        assert.equal(del[0]!.op, '-');
+        assert.match(del[0]!.line, /^10\.96\.0\.10 \. tcp \. 80 : goto /);
+        assert.equal(heard[2]!.tables.get('ip')!.skeleton, true);
+      } finally {
+        m.close();
+      }
+    });
+  }
 });
 
 /** The NFTA_RULE_EXPRESSIONS payload of a NEWRULE message's attributes. */

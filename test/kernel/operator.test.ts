@@ -147,6 +147,73 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
     await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
   });
 
+  const outside = (l: { msg: string }) => l.msg.startsWith('our nftables tables were changed from outside');
+  const repairSync = (l: Record<string, unknown>) =>
+    l.msg === 'synced' && (l.reasons as string[]).includes('drift') && l.full === false;
+  const list = async (map: string) => (await t.node.run('nft', 'list', 'map', 'ip', 'nftproxy', map)).stdout;
+
+  it('hears an element deleted from outside (nf_tables notifications): added back, and nothing else is sent', async () => {
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+    const from = op!.logs.length;
+    await t.node.run(
+      'nft',
+      'delete',
+      'element',
+      'ip',
+      'nftproxy',
+      'backends',
+      '{ 10.96.0.10 . tcp . 80 . 0 }',
+    );
+    const warned = await op!.waitFor(outside, 10_000, from);
+    assert.equal(warned.process, 'nft');
+    assert.deepEqual(warned.changed, ['ip backends']);
+    const synced = await op!.waitFor(repairSync, 10_000, from);
+    assert.equal(synced.elementsAdded, 1);
+    assert.equal(synced.elementsDeleted, 0);
+    assert.match(
+      await list('backends'),
+      /10\.96\.0\.10 \. tcp \. 80 \. 0 (counter packets \d+ bytes \d+ )?: 10\.244\.1\.\d+ \. 8080/,
+    );
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+  });
+
+  it('hears an element added from outside, and deletes it again', async () => {
+    const from = op!.logs.length;
+    await t.node.run(
+      'nft',
+      'add',
+      'element',
+      'ip',
+      'nftproxy',
+      'service-ips',
+      '{ 10.96.0.99 . tcp . 80 : goto reject-chain }',
+    );
+    const synced = await op!.waitFor(repairSync, 10_000, from);
+    assert.equal(synced.elementsDeleted, 1);
+    assert.equal(synced.elementsAdded, 0);
+    assert.doesNotMatch(await list('service-ips'), /10\.96\.0\.99/);
+  });
+
+  it('hears a chain flushed from outside, and refills it without recompiling (not a full sync)', async () => {
+    const from = op!.logs.length;
+    await t.node.run('nft', 'flush', 'chain', 'ip', 'nftproxy', 'services');
+    const warned = await op!.waitFor(outside, 10_000, from);
+    assert.deepEqual(warned.changed, ['ip (chains, rules or sets)']);
+    await op!.waitFor(repairSync, 10_000, from);
+    await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
+  });
+
+  it('does not mistake its own syncs for changes from outside', async () => {
+    const from = op!.logs.length;
+    await writeFile(join(dir, 'web.yaml'), web(t.pods.slice(0, 2)));
+    await eventually(() => reaches('10.96.0.10', 80, ['pod-a', 'pod-b']));
+    await writeFile(join(dir, 'web.yaml'), web(t.pods));
+    await eventually(() => reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']));
+    // Notifications of a commit arrive as it ends; give any stray one time to be logged.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(op!.logs.slice(from).filter(outside).length, 0);
+  });
+
   it('moves a steady UDP flow to a live endpoint once its endpoint is removed', async () => {
     const [a, b] = t.pods;
     const dns = (pod: Pod) =>

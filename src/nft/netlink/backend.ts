@@ -72,6 +72,11 @@ export class NetlinkBackend implements NftBackend {
     return this.connection().portId;
   }
 
+  /** Whether a commit by process `pid` was one of ours: this process commits through us. */
+  ownsCommit(pid: number): boolean {
+    return pid === process.pid;
+  }
+
   close(): void {
     this.conn?.close();
     this.conn = undefined;

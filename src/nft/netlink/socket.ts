@@ -254,9 +254,15 @@ export class NetlinkSocket {
    */
   watch(onReadable: () => void): () => void {
     this.assertOpen();
-    const h = koffi.node.poll(this.fd, { readable: true }, (ev) => {
-      if (ev.readable) onReadable();
-    });
+    // koffi 3.3 calls back with (status, events), whatever its typings say.
+    const onPoll = (status: number, ev: { readable: boolean }) => {
+      if (status >= 0 && ev.readable) onReadable();
+    };
+    const h = koffi.node.poll(
+      this.fd,
+      { readable: true },
+      onPoll as unknown as (ev: { readable: boolean }) => void,
+    );
     h.unref();
     return () => h.close();
   }
