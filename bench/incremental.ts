@@ -11,10 +11,13 @@
  * interval (100 ms), so each is one sync of its own, as a quiet cluster's changes are.
  *
  * The operator runs in a child process started inside the namespace (`ip netns exec`), so that
- * it runs `nft` itself as it does on a node, not through `ip netns exec` for every command
- * (which costs a second process start, about 8 ms here).
+ * it speaks to the kernel as it does on a node: over its netlink socket (`--backend netlink`,
+ * the default), or by running `nft` itself (`--backend nft`), not through `ip netns exec` for
+ * every command (which costs a second process start, about 8 ms here). The backend's share,
+ * from the transaction handed over until the kernel committed it, is reported by kind of
+ * change: where the time of an element deletion goes (kernel commit, or process start and exit).
  *
- *   node --import tsx bench/incremental.ts [--services 10000] [--changes 200] [--out DIR]
+ *   npm run build:bench && node dist-bench/bench/incremental.js [--services 10000] [--changes 200] [--backend netlink] [--out DIR]
  */
 import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -28,8 +31,8 @@ import type { SyncResult } from '../src/controller/syncer.js';
 import type { Parsed } from '../src/k8s/parse.js';
 import type { EndpointSlice } from '../src/k8s/types.js';
 import { ExecBackend } from '../src/nft/exec.js';
-import type { ApplyStats } from '../src/nft/backend.js';
-import type { Transaction } from '../src/nft/ir.js';
+import type { NftBackend } from '../src/nft/backend.js';
+import { NetlinkBackend } from '../src/nft/netlink/backend.js';
 import { MemorySource } from '../test/support/memory-source.js';
 import { Netns } from '../test/support/netns.js';
 import { syntheticCluster } from '../test/support/synthetic.js';
@@ -42,6 +45,8 @@ export interface IncrementalResults {
   benchmark: 'incremental';
   command: string;
   machine: Machine;
+  /** How the operator wrote to the kernel: `netlink` or `nft`. */
+  backend?: string;
   services: number;
   endpoints: number;
   changes: number;
@@ -52,6 +57,9 @@ export interface IncrementalResults {
   toNft: Summary;
   /** Event → sync finished (conntrack and affinity cleanups included), ms. */
   toSynced: Summary;
+  /** The backend alone: transaction handed over → committed, ms; and by kind of change. */
+  apply?: Summary;
+  applyByKind?: Record<ChangeKind, Summary>;
   /**
    * The operator process's memory after the initial full sync and the changes (MB): resident
    * now, and the peak (maxRSS). It holds the cluster as parsed objects handed over in memory,
@@ -65,16 +73,20 @@ export interface IncrementalResults {
   samples: number[];
 }
 
-/** ExecBackend that notes when each transaction has been committed. */
-class TimedBackend extends ExecBackend {
-  startedAt = 0;
-  committedAt = 0;
-  override async apply(tx: Transaction): Promise<ApplyStats> {
-    this.startedAt = performance.now();
-    const stats = await super.apply(tx);
-    this.committedAt = performance.now();
+/** The kinds of change, in turn. */
+export type ChangeKind = 'replace' | 'add' | 'remove';
+
+/** Notes when each transaction is handed to `backend` and when it has been committed. */
+function timed(backend: NftBackend): { startedAt: number; committedAt: number } {
+  const t = { startedAt: 0, committedAt: 0 };
+  const apply = backend.apply.bind(backend);
+  backend.apply = async (tx) => {
+    t.startedAt = performance.now();
+    const stats = await apply(tx);
+    t.committedAt = performance.now();
     return stats;
-  }
+  };
+  return t;
 }
 
 /** A small seeded PRNG (mulberry32): the same changes on every run. */
@@ -88,7 +100,7 @@ function random(seed: number): () => number {
 }
 
 /** The k-th change to `slice`: replace a pod, add one, or remove one, in turn. */
-function changed(slice: EndpointSlice, k: number, pod: number): EndpointSlice {
+function changed(slice: EndpointSlice, k: number, pod: number): { slice: EndpointSlice; kind: ChangeKind } {
   const eps = [...slice.endpoints];
   const fresh = {
     address: `10.${200 + (pod >> 16)}.${(pod >> 8) & 255}.${pod & 255}`,
@@ -98,7 +110,7 @@ function changed(slice: EndpointSlice, k: number, pod: number): EndpointSlice {
   if (kind === 0) eps[eps.length - 1] = fresh;
   else if (kind === 1) eps.push(fresh);
   else eps.pop();
-  return { ...slice, endpoints: eps };
+  return { slice: { ...slice, endpoints: eps }, kind: (['replace', 'add', 'remove'] as const)[kind]! };
 }
 
 /** Runs the benchmark in a child process inside a fresh namespace; its results. */
@@ -107,8 +119,10 @@ export async function benchIncremental(
   changes: number,
   command: string,
   gapMs = 150,
+  backend = 'netlink',
 ): Promise<IncrementalResults> {
   const ns = await Netns.create('bench');
+  const self = fileURLToPath(import.meta.url);
   try {
     const { stdout } = await execa(
       'ip',
@@ -117,9 +131,11 @@ export async function benchIncremental(
         'exec',
         ns.name,
         process.execPath,
-        '--import',
-        'tsx',
-        fileURLToPath(import.meta.url),
+        // Compiled (dist-bench/), as benchmarks run; from the source, through tsx.
+        ...(self.endsWith('.ts') ? ['--import', 'tsx'] : []),
+        self,
+        '--backend',
+        backend,
         '--inside',
         ns.name,
         '--services',
@@ -138,14 +154,20 @@ export async function benchIncremental(
 }
 
 /** The benchmark itself, in this process's network namespace (a throwaway one). */
-async function runHere(services: number, changes: number, gapMs: number): Promise<IncrementalResults> {
+async function runHere(
+  services: number,
+  changes: number,
+  gapMs: number,
+  backend: string,
+): Promise<IncrementalResults> {
   const cluster = syntheticCluster(services);
   const slices = [...cluster.endpointSlices];
   const source = new MemorySource([
     ...cluster.services.map((object): Parsed => ({ kind: 'Service', object })),
     ...slices.map((object): Parsed => ({ kind: 'EndpointSlice', object })),
   ]);
-  const nft = new TimedBackend();
+  const nft: NftBackend = backend === 'nft' ? new ExecBackend() : new NetlinkBackend();
+  const at = timed(nft);
   const synced: (SyncResult | Error)[] = [];
   let syncedAt = 0;
   const op = new Operator({
@@ -177,9 +199,11 @@ async function runHere(services: number, changes: number, gapMs: number): Promis
     const toKernel: number[] = [];
     const toSynced: number[] = [];
     const toNft: number[] = [];
+    const applied: number[] = [];
+    const byKind: Record<ChangeKind, number[]> = { replace: [], add: [], remove: [] };
     for (let k = 0; k < changes; k++) {
       const i = Math.floor(rand() * slices.length);
-      const slice = changed(slices[i]!, k, k + 1);
+      const { slice, kind } = changed(slices[i]!, k, k + 1);
       slices[i] = slice;
       const before = synced.length;
       const t0 = performance.now();
@@ -188,8 +212,10 @@ async function runHere(services: number, changes: number, gapMs: number): Promis
       const r = synced[before];
       if (synced.length !== before + 1 || !r || r instanceof Error || r.full || !r.commands)
         throw new Error(`change ${k}: expected one partial sync with commands, got ${String(r)}`);
-      toKernel.push(nft.committedAt - t0);
-      toNft.push(nft.startedAt - t0);
+      toKernel.push(at.committedAt - t0);
+      toNft.push(at.startedAt - t0);
+      applied.push(at.committedAt - at.startedAt);
+      byKind[kind].push(at.committedAt - at.startedAt);
       toSynced.push(syncedAt - t0);
       await new Promise((resolve) => setTimeout(resolve, gapMs));
     }
@@ -197,6 +223,7 @@ async function runHere(services: number, changes: number, gapMs: number): Promis
       benchmark: 'incremental',
       command: '',
       machine: await machine(),
+      backend,
       services,
       endpoints: cluster.endpointSlices.reduce((n, s) => n + s.endpoints.length, 0),
       changes,
@@ -204,6 +231,12 @@ async function runHere(services: number, changes: number, gapMs: number): Promis
       toKernel: summarize(toKernel),
       toNft: summarize(toNft),
       toSynced: summarize(toSynced),
+      apply: summarize(applied),
+      applyByKind: {
+        replace: summarize(byKind.replace),
+        add: summarize(byKind.add),
+        remove: summarize(byKind.remove),
+      },
       initialSyncMs,
       rssMB: Math.round(process.memoryUsage().rss / 2 ** 20),
       maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
@@ -211,6 +244,7 @@ async function runHere(services: number, changes: number, gapMs: number): Promis
     };
   } finally {
     await op.stop();
+    nft.close?.();
   }
 }
 
@@ -220,12 +254,21 @@ export function incrementalMarkdown(r: IncrementalResults): string {
     `| ${what} | ${formatMs(s.median)} | ${formatMs(s.p99)} | ${formatMs(s.min)} | ${formatMs(s.max)} |`;
   return [
     `<!-- ${r.command} ; ${r.machine.date}, kernel ${r.machine.kernel}, nft ${r.machine.nft}, Node ${r.machine.node}, ${r.machine.cpus} CPUs -->`,
-    `${r.changes} single-endpoint changes, one at a time (${r.gapMs} ms apart), at ${r.services} services / ${r.endpoints} endpoints (initial full sync ${formatMs(r.initialSyncMs)}; operator RSS ${r.rssMB} MB, peak ${r.maxRssMB} MB):`,
+    `${r.changes} single-endpoint changes, one at a time (${r.gapMs} ms apart), at ${r.services} services / ${r.endpoints} endpoints, ${r.backend ?? 'nft'} backend (initial full sync ${formatMs(r.initialSyncMs)}; operator RSS ${r.rssMB} MB, peak ${r.maxRssMB} MB):`,
     '',
     '| from the EndpointSlice event to | median | p99 | min | max |',
     '| --- | --- | --- | --- | --- |',
-    row('the transaction handed to nft', r.toNft),
-    row('the nft transaction committed', r.toKernel),
+    row('the transaction handed to the backend', r.toNft),
+    row('the transaction committed', r.toKernel),
+    ...(r.apply ? [row('(the backend alone: handed over to committed)', r.apply)] : []),
+    ...(r.applyByKind
+      ? (Object.entries(r.applyByKind) as [ChangeKind, Summary][]).map(([k, s]) =>
+          row(
+            `(the backend alone, ${k === 'replace' ? 'a pod replaced' : k === 'add' ? 'a pod added' : 'a pod removed'})`,
+            s,
+          ),
+        )
+      : []),
     '',
   ].join('\n');
 }
@@ -242,6 +285,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       services: { type: 'string', default: '10000' },
       changes: { type: 'string', default: '200' },
       gap: { type: 'string', default: '150' },
+      backend: { type: 'string', default: 'netlink' },
       inside: { type: 'string' },
       out: { type: 'string' },
     },
@@ -251,14 +295,21 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     const { stdout: here } = await execa('ip', ['netns', 'identify', String(process.pid)]);
     if (!values.inside.startsWith('nftp-bench-') || here.trim() !== values.inside)
       throw new Error(`--inside NS: not in the bench namespace ${values.inside} (in "${here.trim()}")`);
-    const r = await runHere(Number(values.services), Number(values.changes), Number(values.gap));
+    const r = await runHere(
+      Number(values.services),
+      Number(values.changes),
+      Number(values.gap),
+      values.backend,
+    );
     process.stdout.write(JSON.stringify(r));
     process.exit(0);
   }
   const r = await benchIncremental(
     Number(values.services),
     Number(values.changes),
-    `node --import tsx bench/incremental.ts --services ${values.services} --changes ${values.changes}`,
+    `node dist-bench/bench/incremental.js --services ${values.services} --changes ${values.changes} --backend ${values.backend}`,
+    150,
+    values.backend,
   );
   process.stdout.write(incrementalMarkdown(r));
   if (values.out) await writeIncremental(values.out, r);

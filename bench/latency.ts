@@ -29,7 +29,10 @@ import { machine, type Machine } from './lib/machine.js';
 import { type Summary, summarize } from './lib/stats.js';
 
 const CLUSTER_CIDR = '10.244.0.0/16';
-const CLIENT = fileURLToPath(new URL('lib/connect.ts', import.meta.url));
+/** The client, next to this file: compiled (dist-bench/) or the source, run through tsx. */
+const SELF = fileURLToPath(import.meta.url);
+const CLIENT = fileURLToPath(new URL(`lib/connect.${SELF.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url));
+const CLIENT_FLAGS = SELF.endsWith('.ts') ? ['--import', 'tsx'] : [];
 
 export type LatencyShape = 'nftproxy' | 'iptables';
 export type LatencyTarget = 'first' | 'last' | 'direct';
@@ -91,8 +94,7 @@ async function measure(
     'exec',
     topo.client.ns.name,
     process.execPath,
-    '--import',
-    'tsx',
+    ...CLIENT_FLAGS,
     CLIENT,
     '--count',
     String(connections),
@@ -180,7 +182,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     list(values.sizes),
     list(values.iptables),
     Number(values.count),
-    `node --import tsx bench/latency.ts --sizes ${values.sizes} --iptables ${values.iptables} --count ${values.count}`,
+    `node dist-bench/bench/latency.js --sizes ${values.sizes} --iptables ${values.iptables} --count ${values.count}`,
   );
   process.stdout.write(latencyMarkdown(r));
   if (values.out) await writeLatency(values.out, r);

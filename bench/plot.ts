@@ -13,7 +13,7 @@
  */
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoPath } from './lib/paths.js';
 import { parseArgs } from 'node:util';
 import * as vega from 'vega';
 import * as vegaLite from 'vega-lite';
@@ -38,8 +38,14 @@ export interface SyncFile {
   sizes: {
     services: number;
     endpoints: number;
-    bytes: { floor: number; kubeProxy: number };
-    times: { nftproxy?: Summary; floor?: Summary; kubeProxy?: Summary };
+    bytes: { floor: number; kubeProxy: number; kubeProxy136?: number };
+    times: {
+      nftproxy?: Summary;
+      nftproxyNft?: Summary;
+      floor?: Summary;
+      kubeProxy136?: Summary;
+      kubeProxy?: Summary;
+    };
   }[];
 }
 
@@ -77,9 +83,11 @@ const WIDTH = 560;
 const HEIGHT = 320;
 
 const SYNC_SHAPES = [
-  ['nftproxy', 'nftproxy end to end'],
+  ['nftproxy', 'nftproxy end to end (netlink)'],
+  ['nftproxyNft', 'nftproxy end to end (nft backend)'],
   ['floor', 'floor: nft -f of its script'],
-  ['kubeProxy', 'kube-proxy-shaped nft -f'],
+  ['kubeProxy136', 'kube-proxy 1.36+ nft -f'],
+  ['kubeProxy', 'kube-proxy 1.33-1.35 nft -f'],
 ] as const;
 
 const LATENCY_SHAPES = { nftproxy: 'nftproxy', iptables: 'iptables-legacy' } as const;
@@ -427,8 +435,8 @@ export async function plotAll(
 if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     options: {
-      in: { type: 'string', default: fileURLToPath(new URL('results', import.meta.url)) },
-      out: { type: 'string', default: fileURLToPath(new URL('../docs/img', import.meta.url)) },
+      in: { type: 'string', default: repoPath('bench', 'results') },
+      out: { type: 'string', default: repoPath('docs', 'img') },
     },
   });
   await plotAll(values.in, values.out);

@@ -1,18 +1,20 @@
 /**
- * The benchmark runner: `npm run bench` runs every benchmark at full size and writes its
- * result files (JSON, the figures docs/benchmarks.md quotes, and a markdown table) into
- * bench/results; `npm run bench:quick` runs them small and once, in well under two minutes,
- * to check they work (CI runs it as a smoke test and judges no time).
+ * The benchmark runner, on the built code: `npm run bench` compiles the benchmarks into
+ * dist-bench/ and runs every one at full size, writing its result files (JSON, the figures
+ * docs/benchmarks.md quotes, and a markdown table) into bench/results; `npm run bench:quick`
+ * runs them small and once, in about two minutes, to check they work (CI runs it as a smoke
+ * test and judges no time).
  *
- *   node --import tsx bench/run.ts [--quick] [--out DIR]
+ *   npm run build:bench && node dist-bench/bench/run.js [--quick] [--out DIR]
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { kernelTestsPossible } from '../test/support/netns.js';
 import { benchIncremental, incrementalMarkdown, writeIncremental } from './incremental.js';
 import { benchLatency, latencyMarkdown, writeLatency } from './latency.js';
+import { repoPath } from './lib/paths.js';
+import { benchMemory, memoryMarkdown, writeMemory } from './memory.js';
 import { plotAll } from './plot.js';
 import { benchSync, syncMarkdown, writeSync } from './sync.js';
 
@@ -24,30 +26,39 @@ if (why) {
   process.stderr.write(`bench: ${why.replace('kernel tests', 'benchmarks')}\n`);
   process.exit(1);
 }
-const out = values.out ?? fileURLToPath(new URL(values.quick ? 'results/tmp' : 'results', import.meta.url));
+const quick = values.quick;
+const out = values.out ?? repoPath('bench', 'results', ...(quick ? ['tmp'] : []));
 await mkdir(out, { recursive: true });
-const command = `npm run bench${values.quick ? ':quick' : ''}`;
+const command = `npm run bench${quick ? ':quick' : ''}`;
 
-const sync = values.quick
+const sync = quick
   ? await benchSync([100, 1000], 1, command)
-  : await benchSync([1000, 10_000, 50_000], 5, command);
+  : await benchSync([1000, 10_000, 50_000], 3, command);
 await writeSync(out, sync);
 process.stdout.write(syncMarkdown(sync) + '\n');
 
-const incremental = values.quick
-  ? await benchIncremental(100, 5, command)
-  : await benchIncremental(10_000, 200, command);
-await writeIncremental(out, incremental);
-process.stdout.write(incrementalMarkdown(incremental) + '\n');
+// One endpoint change at a time, through each backend: the same changes, one run after the other.
+for (const backend of ['netlink', 'nft']) {
+  const r = quick
+    ? await benchIncremental(100, 5, command, 150, backend)
+    : await benchIncremental(10_000, 200, command, 150, backend);
+  const dir = backend === 'netlink' ? out : join(out, 'nft');
+  await mkdir(dir, { recursive: true });
+  await writeIncremental(dir, r);
+  process.stdout.write(incrementalMarkdown(r) + '\n');
+}
 
-const latency = values.quick
+const latency = quick
   ? await benchLatency([100], [100], 20, command)
   : await benchLatency([1000, 10_000, 50_000], [1000, 10_000], 500, command);
 await writeLatency(out, latency);
 process.stdout.write(latencyMarkdown(latency) + '\n');
 
-if (!values.quick) {
-  // The operator's memory at 50,000 services (and its change latency there).
+// The operator's memory through the Kubernetes API path, and its change latency at 50,000.
+const memory = quick ? await benchMemory(1000, 5, command) : await benchMemory(50_000, 100, command);
+await writeMemory(out, memory);
+process.stdout.write(memoryMarkdown(memory) + '\n');
+if (!quick) {
   const big = await benchIncremental(50_000, 50, command);
   await mkdir(join(out, '50k'), { recursive: true });
   await writeIncremental(join(out, '50k'), big);
@@ -55,5 +66,5 @@ if (!values.quick) {
 }
 
 // Plots next to the results; `npm run bench:plot` redraws docs/img from bench/results.
-await plotAll(out, values.quick ? out : fileURLToPath(new URL('../docs/img', import.meta.url)));
+await plotAll(out, quick ? out : repoPath('docs', 'img'));
 process.stdout.write(`results in ${out}\n`);

@@ -1,11 +1,18 @@
 /**
- * kube-proxy's nftables ruleset for a cluster, in the shape kube-proxy 1.36's nftables mode
- * writes it (pkg/proxy/nftables): a `service-ips` verdict map for dispatch, then a chain per
- * service port whose rule picks an endpoint with `numgen random` over an anonymous verdict
- * map, and a chain per endpoint that marks hairpin traffic for masquerading and DNATs. Chain
- * names carry a hash and the service's name, as kube-proxy's do (their length is part of the
- * script nft parses). Written for the benchmark's synthetic clusters: IPv4, TCP, ClusterIP
- * and NodePort services.
+ * kube-proxy's nftables rulesets for a cluster, in the two shapes its nftables mode has
+ * written (pkg/proxy/nftables), for the benchmark's synthetic clusters (IPv4, TCP, ClusterIP
+ * and NodePort services):
+ *
+ * - 1.33-1.35: a `service-ips` verdict map for dispatch, then a chain per service port whose
+ *   rule picks an endpoint with `numgen random` over an anonymous verdict map, and a chain per
+ *   endpoint that marks hairpin traffic for masquerading and DNATs;
+ * - 1.36 and later: the same dispatch, and a chain per service port that DNATs with an inline
+ *   `numgen random mod N map { slot : address . port }`; hairpin traffic is found by a
+ *   `hairpin-connections` set of endpoint . endpoint pairs; endpoint chains remain only for
+ *   session affinity (none in these clusters).
+ *
+ * Chain names carry a hash and the service's name, as kube-proxy's do (their length is part
+ * of the script nft parses). Both are models written from kube-proxy's source, not its output.
  */
 import { createHash } from 'node:crypto';
 import type { ClusterState } from '../../src/k8s/types.js';
@@ -19,8 +26,17 @@ const hash = (s: string, length = 8) =>
     .slice(0, length)
     .toUpperCase();
 
-/** The `nft -f` script that creates `table ip kube-proxy` for `cluster`. */
-export function kubeProxyNftScript(cluster: ClusterState, clusterCIDR: string): string {
+/** The kube-proxy nftables shapes, by the versions that write them. */
+export type KubeProxyVersion = '1.33-1.35' | '1.36+';
+
+/** The `nft -f` script that creates `table ip kube-proxy` for `cluster`, as `version` writes it. */
+export function kubeProxyNftScript(
+  cluster: ClusterState,
+  clusterCIDR: string,
+  version: KubeProxyVersion = '1.36+',
+): string {
+  const inlineDnat = version === '1.36+';
+  const hairpin = new Set<string>();
   const serviceIPs: string[] = [];
   const nodePorts: string[] = [];
   const clusterIPs: string[] = [];
@@ -34,17 +50,29 @@ export function kubeProxyNftScript(cluster: ClusterState, clusterCIDR: string): 
       const service = `service-${hash(id)}-${id}`;
       const ip = svc.clusterIPs[0]!;
       clusterIPs.push(ip);
-      const endpointChains = eps.map((e) => {
+      if (inlineDnat) {
+        for (const e of eps) hairpin.add(`${e.address} . ${e.address}`);
+        const pick = eps.map((e, i) => `${i} : ${e.address} . ${port.targetPort}`).join(', ');
+        const dnat = eps.length
+          ? `\n    meta l4proto tcp dnat ip to numgen random mod ${eps.length} map { ${pick} }`
+          : '';
+        chains.push(
+          `  chain ${service} {\n    ip daddr ${ip} tcp dport ${port.port} ip saddr != ${clusterCIDR} jump mark-for-masquerade${dnat}\n  }`,
+        );
+      }
+      const endpointChains = (inlineDnat ? [] : eps).map((e) => {
         const chain = `endpoint-${hash(`${id}__${e.address}`)}-${id}__${e.address}/${port.targetPort}`;
         chains.push(
           `  chain ${chain} {\n    ip saddr ${e.address} jump mark-for-masquerade\n    meta l4proto tcp dnat to ${e.address}:${port.targetPort}\n  }`,
         );
         return chain;
       });
-      const pick = endpointChains.map((c, i) => `${i} : goto ${c}`).join(', ');
-      chains.push(
-        `  chain ${service} {\n    ip daddr ${ip} tcp dport ${port.port} ip saddr != ${clusterCIDR} jump mark-for-masquerade\n    numgen random mod ${endpointChains.length} vmap { ${pick} }\n  }`,
-      );
+      if (!inlineDnat) {
+        const pick = endpointChains.map((c, i) => `${i} : goto ${c}`).join(', ');
+        chains.push(
+          `  chain ${service} {\n    ip daddr ${ip} tcp dport ${port.port} ip saddr != ${clusterCIDR} jump mark-for-masquerade\n    numgen random mod ${endpointChains.length} vmap { ${pick} }\n  }`,
+        );
+      }
       serviceIPs.push(`${ip} . tcp . ${port.port} : goto ${service}`);
       if (port.nodePort) {
         const external = `external-${hash(id)}-${id}`;
@@ -61,7 +89,14 @@ export function kubeProxyNftScript(cluster: ClusterState, clusterCIDR: string): 
   chain mark-for-masquerade {
     meta mark set meta mark or 0x4000
   }
-  chain masquerading {
+${
+  inlineDnat
+    ? `  set hairpin-connections {
+    type ipv4_addr . ipv4_addr${elements([...hairpin])}
+  }
+`
+    : ''
+}  chain masquerading {${inlineDnat ? '\n    ip saddr . ip daddr @hairpin-connections jump mark-for-masquerade' : ''}
     meta mark and 0x4000 == 0 return
     meta mark set meta mark xor 0x4000
     masquerade fully-random

@@ -22,7 +22,9 @@ const sync: SyncFile = {
     times: {
       nftproxy: ms(services * 0.35),
       floor: ms(services * 0.21),
-      ...(services <= 10_000 ? { kubeProxy: ms(services * services * 0.001) } : {}),
+      ...(services <= 10_000
+        ? { kubeProxy: ms(services * services * 0.001), kubeProxy136: ms(services * services * 0.0004) }
+        : {}),
     },
   })),
 };
@@ -88,9 +90,10 @@ describe('bench/plot.ts: SVG plots of the result files', function () {
       'sync.svg': [
         'services (log scale)',
         'full-sync time, s (log scale)',
-        'nftproxy end to end',
+        'nftproxy end to end (netlink)',
         'floor: nft -f of its script',
-        'kube-proxy-shaped nft -f',
+        'kube-proxy 1.36+ nft -f',
+        'kube-proxy 1.33-1.35 nft -f',
         'not run at 50,000 services',
         '5.5 endpoints per service',
       ],

@@ -10,28 +10,21 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { IncrementalResults } from '../../bench/incremental.js';
 import type { LatencyResults } from '../../bench/latency.js';
+import type { MemoryResults } from '../../bench/memory.js';
 import type { SyncResults } from '../../bench/sync.js';
 import { kernelTestsPossible } from '../support/netns.js';
 
 describe('@kernel benchmarks, quick mode', function () {
   this.timeout(180_000);
 
-  it('npm run bench:quick writes the full-sync, incremental and latency results, with every shape measured, and their plots', async function () {
+  it('npm run bench:quick builds the benchmarks and writes the full-sync, incremental, latency and memory results, with every shape and backend measured, and their plots', async function () {
     if (kernelTestsPossible()) return this.skip();
     const out = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
     try {
-      const r = await execa(
-        'node',
-        [
-          '--import',
-          'tsx',
-          fileURLToPath(new URL('../../bench/run.ts', import.meta.url)),
-          '--quick',
-          '--out',
-          out,
-        ],
-        { reject: false },
-      );
+      const r = await execa('npm', ['run', '--silent', 'bench:quick', '--', '--out', out], {
+        cwd: fileURLToPath(new URL('../..', import.meta.url)),
+        reject: false,
+      });
       assert.equal(r.exitCode, 0, r.stderr);
       const results = JSON.parse(await readFile(join(out, 'sync.json'), 'utf8')) as SyncResults;
       assert.deepEqual(
@@ -40,7 +33,7 @@ describe('@kernel benchmarks, quick mode', function () {
       );
       for (const size of results.sizes) {
         assert.equal(size.endpoints, size.services * 5.5);
-        for (const shape of ['nftproxy', 'floor', 'kubeProxy'] as const)
+        for (const shape of ['nftproxy', 'nftproxyNft', 'floor', 'kubeProxy136', 'kubeProxy'] as const)
           assert.ok((size.times[shape]?.median ?? 0) > 0, `${shape} at ${size.services} measured`);
         assert.ok(size.bytes.kubeProxy > size.bytes.floor, 'kube-proxy writes more script than nftproxy');
       }
@@ -50,8 +43,18 @@ describe('@kernel benchmarks, quick mode', function () {
       assert.equal(inc.services, 100);
       assert.equal(inc.samples.length, 5, 'one measurement per change');
       assert.ok(inc.samples.every((x) => x > 0));
-      assert.ok(inc.toKernel.median >= inc.toNft.median, 'committed after it was handed to nft');
+      assert.ok(inc.toKernel.median >= inc.toNft.median, 'committed after it was handed to the backend');
       assert.ok(inc.rssMB > 0);
+      assert.equal(inc.backend, 'netlink');
+      const incNft = JSON.parse(
+        await readFile(join(out, 'nft', 'incremental.json'), 'utf8'),
+      ) as IncrementalResults;
+      assert.equal(incNft.backend, 'nft');
+      assert.equal(incNft.samples.length, 5);
+      assert.ok((incNft.applyByKind?.remove.n ?? 0) > 0, 'deletions measured by kind');
+      const mem = JSON.parse(await readFile(join(out, 'memory.json'), 'utf8')) as MemoryResults;
+      assert.equal(mem.services, 1000);
+      assert.ok(mem.peakMB >= mem.rssAfterSyncMB && mem.rssAfterSyncMB > 0, JSON.stringify(mem));
       const lat = JSON.parse(await readFile(join(out, 'latency.json'), 'utf8')) as LatencyResults;
       assert.deepEqual(
         lat.rows.map((r) => `${r.shape} ${r.services} ${r.target} ${r.latency.n}`),

@@ -185,13 +185,16 @@ export async function createTopology(podCount: number): Promise<Topology> {
 }
 
 const SUPPORT = fileURLToPath(new URL('.', import.meta.url));
+/** The helper scripts beside this file: compiled (benchmarks run from dist-bench/) or run through tsx. */
+const EXT = import.meta.url.endsWith('.ts') ? 'ts' : 'js';
+const SCRIPT_FLAGS = EXT === 'ts' ? ['--import', 'tsx'] : [];
 
 /** Echo servers in a pod: each answers `NAME SOURCE-ADDRESS`. Resolves when listening. */
 export async function startEchoServer(
   pod: Pod,
   ports: { tcp?: number[]; udp?: number[] },
 ): Promise<() => Promise<void>> {
-  const args = ['--import', 'tsx', `${SUPPORT}echo-server.ts`, '--name', pod.name];
+  const args = [...SCRIPT_FLAGS, `${SUPPORT}echo-server.${EXT}`, '--name', pod.name];
   for (const p of ports.tcp ?? []) args.push('--tcp', String(p));
   for (const p of ports.udp ?? []) args.push('--udp', String(p));
   const child = pod.ns.spawn('node', args);
@@ -225,7 +228,7 @@ type Target = { host: string; port: number; protocol?: 'tcp' | 'udp' };
 
 /** Runs test/support/probe.ts in a namespace with these extra flags. */
 async function runProbe(from: Netns, to: Target, flags: string[]): Promise<ProbeResult[]> {
-  const base = ['--import', 'tsx', `${SUPPORT}probe.ts`, '--host', to.host, '--port', String(to.port)];
+  const base = [...SCRIPT_FLAGS, `${SUPPORT}probe.${EXT}`, '--host', to.host, '--port', String(to.port)];
   const r = await from.run('node', ...base, '--protocol', to.protocol ?? 'tcp', ...flags);
   return JSON.parse(r.stdout) as ProbeResult[];
 }
