@@ -44,7 +44,14 @@ export interface OperatorDeps {
    * Starts watching our tables for commits by anyone else (the kernel's notifications);
    * without it, the tables are checked every sync period.
    */
-  watchTables?: (handlers: TableWatchHandlers) => { close(): void };
+  watchTables?: (handlers: TableWatchHandlers) => TableWatch;
+}
+
+/** A running table watch. */
+export interface TableWatch {
+  close(): void;
+  /** Runs `fn` (one commit of ours) without listening; commits of others meanwhile count as lost. */
+  quietly?<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /** What a table watch reports to. */
@@ -72,7 +79,7 @@ export class Operator {
   private health: HealthServer | undefined;
   private metricsServer: MetricsServer | undefined;
   private timers: NodeJS.Timeout[] = [];
-  private watch: { close(): void } | undefined;
+  private watch: TableWatch | undefined;
   private ready = false;
   private stopped = false;
   /** How the last sync went (policies report it as Programmed). */
@@ -182,6 +189,8 @@ export class Operator {
     // What reading the cluster left (list pages) goes before the first sync adds its own.
     if (this.store.counts().services >= COLLECT_FROM_SERVICES) collectNow();
     this.watch = this.watchTables();
+    const watch = this.watch;
+    if (watch?.quietly) this.syncer.quiet = (fn) => watch.quietly!(fn);
     this.queue.requestFull('start');
     const checkMs = this.watch ? WATCHED_CHECK_PERIODS * settings.syncPeriodMs : settings.syncPeriodMs;
     this.every(checkMs, async () => {
@@ -210,7 +219,7 @@ export class Operator {
   }
 
   /** Starts the table watch, if there is one; undefined if none or it cannot start. */
-  private watchTables(): { close(): void } | undefined {
+  private watchTables(): TableWatch | undefined {
     const start = this.deps.watchTables;
     if (!start) return undefined;
     try {

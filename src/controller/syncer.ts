@@ -43,6 +43,23 @@ import {
 import type { AffinityCleaner } from './affinity.js';
 import type { SyncRequest } from './queue.js';
 
+/**
+ * Transactions with this many element entries or more are applied with the table watch not
+ * listening (the kernel builds a notification per element for a listener).
+ */
+export const QUIET_FROM = 1000;
+
+/** Element entries of a transaction (a block of lines counts once: an estimate). */
+function elementEntries(commands: Command[]): number {
+  let n = 0;
+  for (const c of commands) {
+    const o = Object.values(c)[0] as Record<string, unknown>;
+    const e = o.element as { lines?: unknown[] } | undefined;
+    if (e?.lines) n += e.lines.length;
+  }
+  return n;
+}
+
 /** At most this many endpoint changes are linked from one sync's span. */
 const MAX_LINKS = 128;
 
@@ -99,6 +116,8 @@ export class Syncer {
   private readonly log: Logger;
   /** The span of each endpoint change linked so far, so a retry links the same one. */
   private readonly changeSpans = new WeakMap<EndpointChange, SpanContext>();
+  /** Runs a large commit with the table watch not listening (TableMonitor.quietly), if set. */
+  quiet: (<T>(fn: () => Promise<T>) => Promise<T>) | undefined;
 
   constructor(
     private readonly store: ClusterStore,
@@ -272,6 +291,13 @@ export class Syncer {
     return false;
   }
 
+  /** Applies a transaction; a large one without the table watch listening. */
+  private apply(tx: Diff['tx']): ReturnType<NftBackend['apply']> {
+    const quiet = this.quiet;
+    if (quiet && elementEntries(tx.commands) >= QUIET_FROM) return quiet(() => this.nft.apply(tx));
+    return this.nft.apply(tx);
+  }
+
   private contribution(key: string): ServiceContribution | undefined {
     const svc = this.store.service(key);
     if (!svc || !proxied(svc)) return undefined;
@@ -325,7 +351,7 @@ export class Syncer {
       return d;
     });
     const commands = diff.tx.commands;
-    const { bytes } = commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
+    const { bytes } = commands.length ? await this.apply(diff.tx) : { bytes: 0 };
     this.builder = builder;
     // What the kernel forwarded before is not known (large sets are rewritten, not read):
     // conntrack itself says which UDP and SCTP flows no longer fit.
@@ -412,7 +438,7 @@ export class Syncer {
       commands.push(...plan.commands());
     }
     const diff: Diff = { tx: { commands }, stats };
-    const { bytes } = commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
+    const { bytes } = commands.length ? await this.apply(diff.tx) : { bytes: 0 };
     return { diff, bytes };
   }
 
@@ -430,7 +456,7 @@ export class Syncer {
         s.setAttributes(diffAttributes(diff));
         return diff;
       });
-      const { bytes } = diff.tx.commands.length ? await this.nft.apply(diff.tx) : { bytes: 0 };
+      const { bytes } = diff.tx.commands.length ? await this.apply(diff.tx) : { bytes: 0 };
       return {
         diff,
         flows: staleFlows(portChangesOfDelta(delta.entries.values())),

@@ -368,6 +368,48 @@ describe('@kernel netlink backend', function () {
       }
     });
   }
+
+  it('commits quietly: no notification is built for our own commit, and a commit by someone else meanwhile is told by the generation', async () => {
+    await reset();
+    const r = compile(await golden('basic'), parseProxyConfig(GOLDEN[0]!.config));
+    const nl = netlink(a!);
+    const heard: ForeignChange[] = [];
+    let lost = 0;
+    // Nobody's commits are ours: any notification that arrived would be heard.
+    const m = new TableMonitor({
+      netns: a!.name,
+      table: TABLE,
+      ours: () => false,
+      onChange: (c) => heard.push(c),
+      onLost: () => lost++,
+    });
+    try {
+      const g0 = m.generation()!;
+      await m.quietly(() => nl.apply(creation(r.builder)));
+      m.readAll();
+      assert.equal(heard.length, 0, 'our commit was not announced to us');
+      assert.equal(lost, 0);
+      assert.equal(m.generation(), g0 + 1);
+      const del = {
+        delete: {
+          element: { family: 'ip' as const, table: TABLE, name: Sets.clusterIPs, lines: ['10.96.0.10'] },
+        },
+      };
+      await m.quietly(async () => {
+        await a!.run('nft', 'add', 'table', 'ip', 'meanwhile');
+        return nl.apply({ commands: [del] });
+      });
+      m.readAll();
+      assert.equal(heard.length, 0);
+      assert.equal(lost, 1, 'a commit by someone else while not listening');
+      // Listening again: the next commit by someone else is heard.
+      await a!.run('nft', 'add', 'element', 'ip', TABLE, Sets.clusterIPs, '{ 10.96.0.10 }');
+      m.readAll();
+      assert.equal(heard.length, 1);
+    } finally {
+      m.close();
+    }
+  });
 });
 
 /** The NFTA_RULE_EXPRESSIONS payload of a NEWRULE message's attributes. */

@@ -60,9 +60,19 @@ export class TableMonitor {
     this.sock.setReceiveBuffer(RCVBUF);
   }
 
-  /** Starts listening (from the event loop). */
+  /**
+   * Starts listening (from the event loop). A failure to read what arrived counts as lost
+   * notifications: what changed is then not known.
+   */
   start(): void {
-    this.stopWatch ??= this.sock.watch(() => this.readAll());
+    this.stopWatch ??= this.sock.watch(() => {
+      try {
+        this.readAll();
+      } catch {
+        this.pending = [];
+        this.opts.onLost();
+      }
+    });
   }
 
   /** Reads and handles everything queued; public for tests that poll instead of waiting. */
@@ -140,10 +150,45 @@ export class TableMonitor {
     this.opts.onChange({ pid, process: attrStr(a.get(GenAttr.PROC_NAME)) ?? '', tables });
   }
 
+  /**
+   * Runs `fn`, which makes at most one commit of ours, without listening: the kernel then
+   * builds no notification for it (for a full sync of 50,000 services, 670,000 of them, which
+   * tripled the commit's time and overran the socket). Commits by others in the meantime are
+   * told by the generation count: more than ours, and `onLost` is called.
+   */
+  async quietly<T>(fn: () => Promise<T>): Promise<T> {
+    const before = this.generation();
+    this.sock.leave(NFNLGRP_NFTABLES);
+    let ours = 0;
+    try {
+      const r = await fn();
+      ours = 1;
+      return r;
+    } finally {
+      this.sock.join(NFNLGRP_NFTABLES);
+      const after = this.generation();
+      if (before === undefined || after === undefined || (after - before) >>> 0 > ours) this.opts.onLost();
+    }
+  }
+
+  /** The commit generation of the namespace (NFTA_GEN_ID), or undefined if it cannot be read. */
+  generation(): number | undefined {
+    try {
+      const got = this.connection().get(Msg.GETGEN, 'ip', () => undefined);
+      return got && attrU32(attrMap(got).get(GenAttr.ID));
+    } catch {
+      return undefined;
+    }
+  }
+
+  private connection(): NetlinkConnection {
+    this.conn ??= new NetlinkConnection(this.opts.netns ? { netns: this.opts.netns } : {});
+    return this.conn;
+  }
+
   /** The layout of a set as the kernel holds it now, or undefined (gone, or not ours to read). */
   private spec(family: Family, set: string): SetSpec | undefined {
-    this.conn ??= new NetlinkConnection(this.opts.netns ? { netns: this.opts.netns } : {});
-    const got = this.conn.get(Msg.GETSET, family, (w) => {
+    const got = this.connection().get(Msg.GETSET, family, (w) => {
       w.str(SetAttr.TABLE, this.opts.table);
       w.str(SetAttr.NAME, set);
     });

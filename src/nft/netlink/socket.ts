@@ -19,6 +19,7 @@ const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
 const SOL_NETLINK = 270;
 const NETLINK_ADD_MEMBERSHIP = 1;
+const NETLINK_DROP_MEMBERSHIP = 2;
 const NETLINK_NO_ENOBUFS = 5;
 const NETLINK_EXT_ACK = 11;
 const MSG_DONTWAIT = 0x40;
@@ -191,9 +192,7 @@ export class NetlinkSocket {
         const s = new NetlinkSocket(fd, addr.readUInt32LE(4));
         // Errors come with the kernel's message and the offending attribute; best effort.
         lib.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, int(1), 4);
-        for (const g of opts.groups ?? []) {
-          check('join multicast group', lib.setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, int(g), 4));
-        }
+        for (const g of opts.groups ?? []) s.join(g);
         if (opts.groups?.length) lib.setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, int(0), 4);
         return s;
       } catch (e) {
@@ -221,6 +220,27 @@ export class NetlinkSocket {
       const errno = koffi.errno();
       if (errno !== Errno.EINTR) throw new SyscallError('send', errno);
     }
+  }
+
+  /** Joins a multicast group (NFNLGRP_*): its notifications queue here from now on. */
+  join(group: number): void {
+    this.assertOpen();
+    check(
+      'join multicast group',
+      c().setsockopt(this.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, int(group), 4),
+    );
+  }
+
+  /**
+   * Leaves a multicast group. While no socket listens, the kernel builds no notifications for
+   * it at all (a commit of 600,000 elements builds 600,000 of them for a listener).
+   */
+  leave(group: number): void {
+    this.assertOpen();
+    check(
+      'leave multicast group',
+      c().setsockopt(this.fd, SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, int(group), 4),
+    );
   }
 
   /** Sets the receive buffer (bytes): answers to a large dump, or many notifications, queue there. */
