@@ -33,6 +33,8 @@ import type { EndpointSlice } from '../src/k8s/types.js';
 import { ExecBackend } from '../src/nft/exec.js';
 import type { NftBackend } from '../src/nft/backend.js';
 import { NetlinkBackend } from '../src/nft/netlink/backend.js';
+import { TableMonitor } from '../src/nft/netlink/monitor.js';
+import { TABLE } from '../src/proxy/names.js';
 import { MemorySource } from '../test/support/memory-source.js';
 import { Netns } from '../test/support/netns.js';
 import { syntheticCluster } from '../test/support/synthetic.js';
@@ -183,6 +185,12 @@ async function runHere(
     ),
     source,
     nft,
+    // As `nftproxy run` does: the table watch hears every commit, ours included.
+    watchTables: (h) => {
+      const m = new TableMonitor({ table: TABLE, ours: (pid) => nft.ownsCommit?.(pid) ?? false, ...h });
+      m.start();
+      return m;
+    },
     onSync: (r) => {
       syncedAt = performance.now();
       synced.push(r);

@@ -34,6 +34,8 @@ export interface MemoryResults {
   rssSteadyMB: number;
   /** The highest resident memory of the run (VmHWM), MB. */
   peakMB: number;
+  /** Full syncs over the run: 1 (the first) unless something made the operator start over. */
+  fullSyncs?: number;
 }
 
 type Line = { msg?: string; durationMs?: number; full?: boolean };
@@ -185,6 +187,7 @@ export async function benchMemory(
       rssAfterSyncMB: Math.round(afterSync.rss),
       rssSteadyMB: Math.round(steady.rss),
       peakMB: Math.round(steady.hwm),
+      fullSyncs: syncs.filter((l) => l.full).length,
     };
   } finally {
     op?.kill('SIGTERM');
@@ -200,7 +203,7 @@ export async function benchMemory(
 export function memoryMarkdown(r: MemoryResults): string {
   return [
     `<!-- ${r.command} ; ${r.machine.date}, kernel ${r.machine.kernel}, Node ${r.machine.node}, ${r.machine.cpus} CPUs -->`,
-    `Operator memory through the API path, ${r.services} services / ${r.endpoints} endpoints, ${r.backend} backend (first full sync ${(r.initialSyncMs / 1000).toFixed(2)} s, from its log):`,
+    `Operator memory through the API path, ${r.services} services / ${r.endpoints} endpoints, ${r.backend} backend (first full sync ${(r.initialSyncMs / 1000).toFixed(2)} s, from its log; ${r.fullSyncs ?? '?'} full sync(s) in the run):`,
     '',
     '| after the first full sync | steady, after ' + r.changes + ' changes | peak (VmHWM) |',
     '| --- | --- | --- |',

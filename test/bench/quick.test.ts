@@ -55,6 +55,7 @@ describe('@kernel benchmarks, quick mode', function () {
       const mem = JSON.parse(await readFile(join(out, 'memory.json'), 'utf8')) as MemoryResults;
       assert.equal(mem.services, 1000);
       assert.ok(mem.peakMB >= mem.rssAfterSyncMB && mem.rssAfterSyncMB > 0, JSON.stringify(mem));
+      assert.equal(mem.fullSyncs, 1, 'one full sync, then only partial ones');
       const lat = JSON.parse(await readFile(join(out, 'latency.json'), 'utf8')) as LatencyResults;
       assert.deepEqual(
         lat.rows.map((r) => `${r.shape} ${r.services} ${r.target} ${r.latency.n}`),

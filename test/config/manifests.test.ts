@@ -24,6 +24,25 @@ const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url)
 const VERSION = (JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { version: string }).version;
 
 const NAMESPACE = 'nftproxy-system';
+/** What the memory benchmark measured (npm run bench), MiB. */
+const MEASURED = JSON.parse(readFileSync(repo('bench/results/memory.json'), 'utf8')) as {
+  services: number;
+  peakMB: number;
+};
+/** A Kubernetes memory quantity in MiB (Mi, Gi, M, G, or bytes); undefined if not one. */
+function mebibytes(q: string | undefined): number | undefined {
+  const m = q === undefined ? null : /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|K|M|G)?$/.exec(q);
+  if (!m) return undefined;
+  const unit: Record<string, number> = {
+    Ki: 1 / 1024,
+    Mi: 1,
+    Gi: 1024,
+    K: 1e3 / 2 ** 20,
+    M: 1e6 / 2 ** 20,
+    G: 1e9 / 2 ** 20,
+  };
+  return Number(m[1]) * (m[2] ? unit[m[2]]! : 1 / 2 ** 20);
+}
 const IMAGE = `ghcr.io/nftproxy/nftproxy:${VERSION}`;
 const UID = 65532;
 const KINDS = [
@@ -62,6 +81,7 @@ interface Probe {
 interface Container {
   name: string;
   image?: string;
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
   args?: string[];
   env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath?: string } } }[];
   ports?: Port[];
@@ -239,6 +259,19 @@ async function manifestProblems(objects: KObject[]): Promise<string[]> {
   const nodeName = c.env?.find((e) => e.name === 'NODE_NAME');
   if (nodeName?.valueFrom?.fieldRef?.fieldPath !== 'spec.nodeName')
     problems.push('daemonset: NODE_NAME must come from spec.nodeName');
+
+  // Memory: the limit covers the peak the memory benchmark measured (bench/results/memory.json,
+  // the documented scale), with a fifth to spare; the request covers an idle operator.
+  const limit = mebibytes(c.resources?.limits?.memory);
+  const request = mebibytes(c.resources?.requests?.memory);
+  if (limit === undefined || limit < Math.ceil(MEASURED.peakMB * 1.2))
+    problems.push(
+      `resources: memory limit ${c.resources?.limits?.memory} does not cover the measured peak of ${MEASURED.peakMB} MiB at ${MEASURED.services} services with a fifth to spare`,
+    );
+  if (request === undefined || request > (limit ?? 0))
+    problems.push(
+      `resources: memory request ${c.resources?.requests?.memory} must be set, at most the limit`,
+    );
 
   // Security: uid 65532, only NET_ADMIN, no_new_privs off (file capabilities; see Dockerfile).
   const sc = c.securityContext ?? {};
@@ -574,6 +607,11 @@ const MUTATIONS: Mutation[] = [
     name: 'root',
     change: (o) => void (container(o).securityContext!.runAsUser = 0),
     reported: /runAsUser/,
+  },
+  {
+    name: 'a memory limit below the measured peak',
+    change: (o) => void (container(o).resources!.limits!.memory = '256Mi'),
+    reported: /memory limit 256Mi does not cover the measured peak/,
   },
   {
     name: 'the DaemonSet in another namespace',
