@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { createTable, emptyStats } from '../src/nft/diff.js';
 import type { Transaction } from '../src/nft/ir.js';
-import { BatchEncoder } from '../src/nft/netlink/batch.js';
+import { type Batch, BatchEncoder } from '../src/nft/netlink/batch.js';
 import type { SetSpec } from '../src/nft/netlink/datatypes.js';
 import { NetlinkConnection } from '../src/nft/netlink/connection.js';
 import { renderTransaction } from '../src/nft/render.js';
@@ -134,7 +134,7 @@ export async function analyzeLoad(services: number, reps: number, command: strin
   const elementBytes = elementLines.reduce((n, l) => n + l.length + 1, 0);
   const nft = (ns: Netns, text: string) =>
     timed(() => execa('ip', ['netns', 'exec', ns.name, 'nft', '-f', '-'], { input: text }));
-  let batch = BatchEncoder.encode(tx, { spec: () => undefined }, 1);
+  let batch: Batch | undefined;
   for (let r = 0; r < reps; r++) {
     t.nftSkeleton.push(await inFresh((ns) => nft(ns, skeleton)));
     t.nftAll.push(await inFresh((ns) => nft(ns, script)));
@@ -144,10 +144,11 @@ export async function analyzeLoad(services: number, reps: number, command: strin
         try {
           const seq = conn.nextSeq(tx.commands.length * 2 + 1024);
           t.encode.push(await timed(() => (batch = BatchEncoder.encode(tx, { spec: () => undefined }, seq))));
+          const b = batch!;
           let failures: ReturnType<NetlinkConnection['sendBatch']> = [];
-          const ms = await timed(() => (failures = conn.sendBatch(batch.buf, batch.messages)));
+          const ms = await timed(() => (failures = conn.sendBatch(b.buf, b.messages)));
           NetlinkConnection.check(failures);
-          if (r === reps - 1) singles(conn, batch.created, t, 20);
+          if (r === reps - 1) singles(conn, b.created, t, 20);
           return ms;
         } finally {
           conn.close();
@@ -167,7 +168,7 @@ export async function analyzeLoad(services: number, reps: number, command: strin
       elements: elementLines.reduce((n, l) => n + (l.match(/,/g)?.length ?? 0) + 1, 0),
       elementShare: elementBytes / Math.max(1, script.length),
     },
-    batch: { bytes: batch.buf.length, messages: batch.messages.length },
+    batch: { bytes: batch?.buf.length ?? 0, messages: batch?.messages.length ?? 0 },
     times: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, summarize(v)])) as LoadAnalysis['times'],
   };
 }

@@ -3,7 +3,7 @@
  * of short-lived objects (every element line, the batch buffer, the API's list pages); after
  * it the operator is idle, and an idle V8 does not collect its old generation, so the garbage
  * stays resident until the next full sync (measured at 50k services: 508 MB resident steady
- * without a collection, 379 MB with one; docs/benchmarks.md). One full collection once the
+ * without a collection, 361 MB with one; docs/benchmarks.md). One full collection once the
  * sync is done returns it.
  */
 import { setFlagsFromString } from 'node:v8';

@@ -12,7 +12,7 @@ import type { ForeignChange, TableChange } from '../backend.js';
 import type { Family } from '../ir.js';
 import { attrMap, attrStr, attrU32, messageAttrs, parseMessages } from './attr.js';
 import { NetlinkConnection } from './connection.js';
-import { GenAttr, Msg, NFNL_SUBSYS_NFTABLES, NFNLGRP_NFTABLES, SetAttr } from './constants.js';
+import { GenAttr, Msg, NFNL_SUBSYS_NFTABLES, NFNLGRP_NFTABLES, NFPROTO, SetAttr } from './constants.js';
 import type { SetSpec } from './datatypes.js';
 import { elementLines, specOfSetAttrs } from './decode.js';
 import { Errno, NetlinkSocket, SyscallError } from './socket.js';
@@ -29,7 +29,10 @@ export interface MonitorOptions {
   onLost: () => void;
 }
 
-const FAMILY: Record<number, Family> = { 2: 'ip', 10: 'ip6' };
+/** The family of an nfgenmsg family number. */
+const FAMILY = new Map<number, Family>(
+  (Object.entries(NFPROTO) as [Family, number][]).map(([f, n]) => [n, f]),
+);
 
 /** Room for a burst of notifications (each costs ~1 KiB of socket buffer). */
 const RCVBUF = 16 << 20;
@@ -98,7 +101,7 @@ export class TableMonitor {
     if (type >> 8 !== NFNL_SUBSYS_NFTABLES) return;
     const msg = type & 0xff;
     if (msg === Msg.NEWGEN) return this.commitEnd(attrs);
-    const family = FAMILY[familyNum];
+    const family = FAMILY.get(familyNum);
     if (!family) return;
     const a = attrMap(attrs);
     // Every object message names its table first: NFTA_TABLE_NAME, NFTA_*_TABLE.
