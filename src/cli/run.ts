@@ -45,6 +45,8 @@ interface RunFlags {
   syncPeriod?: string;
   fullSyncPeriod?: string;
   minSyncInterval?: string;
+  apiBackoffMax?: string;
+  apiProbeInterval?: string;
   healthzBindAddress?: string;
   metricsBindAddress?: string;
   netns?: string;
@@ -58,6 +60,8 @@ function sourceFor(settings: Settings, log: Logger): ClusterSource {
   return new ApiSource({
     nodeName: settings.proxy.nodeName,
     ...(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {}),
+    backoff: { initialMs: 1000, maxMs: settings.apiBackoffMaxMs },
+    probeIntervalMs: settings.apiProbeIntervalMs,
     log,
   });
 }
@@ -185,6 +189,14 @@ export function runCommand(): Command {
     .option('--full-sync-period <duration>', 'how often to recompile everything and reconcile (default 1h)')
     .option('--min-sync-interval <duration>', 'minimum time between two syncs (default 100ms)')
     .option(
+      '--api-backoff-max <duration>',
+      'longest wait before a failed list or watch of the API server is retried (default 30s)',
+    )
+    .option(
+      '--api-probe-interval <duration>',
+      'while a watch waits after a failure, ask /readyz this often and reconnect once the API server is back (default 1s; 0 never asks)',
+    )
+    .option(
       '--healthz-bind-address <host:port>',
       '/healthz and /livez (default 0.0.0.0:10256; empty disables)',
     )
@@ -213,6 +225,8 @@ export function runCommand(): Command {
         ...(f.syncPeriod !== undefined ? { syncPeriod: f.syncPeriod } : {}),
         ...(f.fullSyncPeriod !== undefined ? { fullSyncPeriod: f.fullSyncPeriod } : {}),
         ...(f.minSyncInterval !== undefined ? { minSyncInterval: f.minSyncInterval } : {}),
+        ...(f.apiBackoffMax !== undefined ? { apiBackoffMax: f.apiBackoffMax } : {}),
+        ...(f.apiProbeInterval !== undefined ? { apiProbeInterval: f.apiProbeInterval } : {}),
         ...(f.healthzBindAddress !== undefined ? { healthzBindAddress: f.healthzBindAddress } : {}),
         ...(f.metricsBindAddress !== undefined ? { metricsBindAddress: f.metricsBindAddress } : {}),
         ...(f.logLevel !== undefined ? { logLevel: f.logLevel } : {}),

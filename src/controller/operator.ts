@@ -100,6 +100,8 @@ export class Operator {
       since: this.clock.now(),
       // O(services): computed when scraped, not on every sync.
       programmed: () => this.syncer.current?.stats(),
+      watches: () =>
+        (deps.source.watches?.() ?? []).map((w) => ({ ...w, connected: w.phase === 'watching' })),
     });
     this.syncer = new Syncer(this.store, settings.proxy, deps.nft, {
       ...(deps.conntrack ? { conntrack: deps.conntrack } : {}),

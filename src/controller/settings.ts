@@ -33,6 +33,10 @@ export interface SettingsInput {
   fullSyncPeriod?: string;
   /** Minimum time between two syncs: bursts of changes coalesce within it. */
   minSyncInterval?: string;
+  /** Longest wait before a failed list or watch of the API server is retried. */
+  apiBackoffMax?: string;
+  /** While a watch waits after a failure, ask the API server this often whether it is back (0: never). */
+  apiProbeInterval?: string;
   /** `host:port` of /healthz and /livez; empty to disable. */
   healthzBindAddress?: string;
   /** `host:port` of /metrics; empty to disable. */
@@ -50,6 +54,8 @@ export interface Settings {
   syncPeriodMs: number;
   fullSyncPeriodMs: number;
   minSyncIntervalMs: number;
+  apiBackoffMaxMs: number;
+  apiProbeIntervalMs: number;
   healthzBindAddress: string;
   metricsBindAddress: string;
   logLevel: LogLevel;
@@ -65,6 +71,8 @@ export const DEFAULTS = {
   syncPeriod: '30s',
   fullSyncPeriod: '1h',
   minSyncInterval: '100ms',
+  apiBackoffMax: '30s',
+  apiProbeInterval: '1s',
   healthzBindAddress: '0.0.0.0:10256',
   metricsBindAddress: '127.0.0.1:10249',
   logLevel: 'info',
@@ -85,6 +93,8 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   syncPeriod: 'string',
   fullSyncPeriod: 'string',
   minSyncInterval: 'string',
+  apiBackoffMax: 'string',
+  apiProbeInterval: 'string',
   healthzBindAddress: 'string',
   metricsBindAddress: 'string',
   logLevel: 'string',
@@ -161,6 +171,9 @@ export function resolveSettings(
     syncPeriod: [100, 2 ** 31 - 1],
     fullSyncPeriod: [0, 2 ** 31 - 1],
     minSyncInterval: [0, 60_000],
+    // The first retry comes after 1 s: a cap below it would be no backoff.
+    apiBackoffMax: [1000, 2 ** 31 - 1],
+    apiProbeInterval: [0, 2 ** 31 - 1],
   } as const;
   const duration = (k: keyof typeof LIMITS) => {
     const text = pick(k) ?? DEFAULTS[k];
@@ -174,6 +187,8 @@ export function resolveSettings(
   const syncPeriodMs = duration('syncPeriod');
   const fullSyncPeriodMs = duration('fullSyncPeriod');
   const minSyncIntervalMs = duration('minSyncInterval');
+  const apiBackoffMaxMs = duration('apiBackoffMax');
+  const apiProbeIntervalMs = duration('apiProbeInterval');
   const logLevel = pick('logLevel') ?? DEFAULTS.logLevel;
   if (!Object.hasOwn(LogLevel, logLevel))
     problems.push(
@@ -213,6 +228,8 @@ export function resolveSettings(
     syncPeriodMs,
     fullSyncPeriodMs,
     minSyncIntervalMs,
+    apiBackoffMaxMs,
+    apiProbeIntervalMs,
     healthzBindAddress: bindAddress(
       pick('healthzBindAddress') ?? DEFAULTS.healthzBindAddress,
       'healthzBindAddress',

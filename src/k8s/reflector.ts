@@ -8,8 +8,9 @@
  * It runs until stopped: after an error it waits (exponential backoff with jitter) and
  * watches again from the last resourceVersion, relisting only when the API server says that
  * version is gone (410); a watch that stays silent longer than the watchdog period is
- * restarted. Objects already known are never dropped because the API is unreachable: only a
- * completed relist removes what is gone.
+ * restarted. `retryNow` cuts a wait short (the API source calls it once the API server
+ * answers again). Objects already known are never dropped because the API is unreachable:
+ * only a completed relist removes what is gone.
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
@@ -34,6 +35,27 @@ export interface ResourceSpec {
   ifNotInstalled?: string;
 }
 
+/**
+ * Where a reflector is: listing (first list, a relist after 410, or reconnecting), watching
+ * (the API server answered the watch), waiting after a failure, or finding the resource's
+ * API not installed.
+ */
+export type ReflectorPhase = 'listing' | 'watching' | 'backing-off' | 'not-installed';
+
+/** What a reflector reports about itself (metrics, logs). */
+export interface ReflectorStatus {
+  /** The kind it lists and watches. */
+  resource: StoreKind;
+  phase: ReflectorPhase;
+  /**
+   * When it last heard from the API server: a list page, a watch answered, or a watch event
+   * (epoch ms; 0: never).
+   */
+  lastEventAt: number;
+  /** Failed lists and watches since start. */
+  failures: number;
+}
+
 /** Timing of a reflector. */
 export interface ReflectorOptions {
   /** Restart delays after an error: first, and longest (jitter of up to a fifth is added). */
@@ -47,6 +69,8 @@ export interface ReflectorOptions {
   log?: Logger;
   /** Random numbers in [0, 1), for the jitter (tests). */
   random?: () => number;
+  /** Called on every change of phase. */
+  onPhase?: (phase: ReflectorPhase) => void;
 }
 
 /** An HTTP error from the API server, with its status code. */
@@ -71,12 +95,20 @@ interface ListPage {
   items?: Record<string, unknown>[];
 }
 
-/** GETs `path` from the API server as JSON. */
-async function getJSON(
+/** An answer of the API server: status and body. */
+interface Answer {
+  status: number;
+  statusMessage: string;
+  text: string;
+}
+
+/** GETs `path` from the API server, with the kubeconfig's credentials. */
+export async function apiGet(
   kc: KubeConfig,
   path: string,
-  query: Record<string, string | undefined>,
-): Promise<unknown> {
+  query: Record<string, string | undefined> = {},
+  timeoutMs = 60_000,
+): Promise<Answer> {
   const cluster = kc.getCurrentCluster();
   if (!cluster) throw new Error('no current cluster in the kubeconfig');
   const url = new URL(cluster.server + path);
@@ -85,35 +117,46 @@ async function getJSON(
   await kc.applyToHTTPSOptions(opts);
   const send = url.protocol === 'http:' ? httpRequest : httpsRequest;
   return new Promise((resolve, reject) => {
-    const req = send(url, { ...opts, timeout: 60_000 }, (res) => {
+    const req = send(url, { ...opts, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        const code = res.statusCode ?? 0;
-        if (code !== 200) {
-          let message = `${code} ${res.statusMessage ?? ''}`.trim();
-          try {
-            const status = JSON.parse(text) as { message?: string };
-            if (status.message) message = `${message}: ${status.message}`;
-          } catch {
-            // not a Status object
-          }
-          reject(new ApiError(code, `GET ${url.pathname}: ${message}`));
-          return;
-        }
-        try {
-          resolve(JSON.parse(text));
-        } catch (e) {
-          reject(new Error(`GET ${url.pathname}: not JSON: ${(e as Error).message}`));
-        }
-      });
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          statusMessage: res.statusMessage ?? '',
+          text: Buffer.concat(chunks).toString('utf8'),
+        }),
+      );
     });
     req.on('timeout', () => req.destroy(new Error(`GET ${url.pathname}: timed out`)));
     req.on('error', reject);
     req.end();
   });
+}
+
+/** GETs `path` from the API server as JSON; anything but 200 is an ApiError. */
+async function getJSON(
+  kc: KubeConfig,
+  path: string,
+  query: Record<string, string | undefined>,
+): Promise<unknown> {
+  const { status, statusMessage, text } = await apiGet(kc, path, query);
+  if (status !== 200) {
+    let message = `${status} ${statusMessage}`.trim();
+    try {
+      const body = JSON.parse(text) as { message?: string };
+      if (body.message) message = `${message}: ${body.message}`;
+    } catch {
+      // not a Status object
+    }
+    throw new ApiError(status, `GET ${path}: ${message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`GET ${path}: not JSON: ${(e as Error).message}`);
+  }
 }
 
 const keyOf = (o: { metadata?: { namespace?: string; name?: string } }) =>
@@ -131,7 +174,11 @@ export class Reflector {
    */
   private known = new Set<string>();
   private resourceVersion = '';
+  /** Failures in a row: the exponent of the backoff. */
   private failures = 0;
+  private totalFailures = 0;
+  private phase: ReflectorPhase = 'listing';
+  private lastEventAt = 0;
   private notInstalled = false;
   private warnedNotInstalled = false;
   private lastActivity = Date.now();
@@ -170,6 +217,26 @@ export class Reflector {
     return synced;
   }
 
+  /** Where it is, and when it last heard from the API server. */
+  status(): ReflectorStatus {
+    return {
+      resource: this.spec.kind,
+      phase: this.phase,
+      lastEventAt: this.lastEventAt,
+      failures: this.totalFailures,
+    };
+  }
+
+  /**
+   * Ends a wait after a failure now, and starts the backoff over: the API server is known
+   * to answer again. Does nothing unless backing off.
+   */
+  retryNow(): void {
+    if (this.phase !== 'backing-off') return;
+    this.failures = 0;
+    this.wake?.();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.watchdog);
@@ -184,6 +251,7 @@ export class Reflector {
     while (!this.stopped) {
       try {
         if (mustList) {
+          this.setPhase('listing');
           await this.list();
           mustList = false;
           if (this.notInstalled) {
@@ -193,14 +261,19 @@ export class Reflector {
           }
         }
         // Synced once listed and watching (or once the watch failed: the list stands).
-        await this.watch(() => this.markSynced());
-        this.failures = 0;
+        await this.watch(() => {
+          this.failures = 0;
+          this.lastEventAt = Date.now();
+          this.setPhase('watching');
+          this.markSynced();
+        });
       } catch (e) {
         if (!mustList) this.markSynced();
         if (this.stopped) break;
         const status = httpStatus(e);
         if (status === 404 && this.spec.ifNotInstalled) {
           this.missing();
+          this.setPhase('not-installed');
           mustList = true;
           await this.sleep(this.opts.missingRetryMs ?? 180_000);
           continue;
@@ -211,7 +284,9 @@ export class Reflector {
           continue;
         }
         this.failures++;
+        this.totalFailures++;
         const delay = this.backoff();
+        this.setPhase('backing-off');
         this.log.warn('list/watch failed; retrying, keeping the objects known so far', {
           resource: this.spec.kind,
           error: e instanceof Error ? e.message : String(e),
@@ -227,6 +302,12 @@ export class Reflector {
     const b = this.opts.backoff ?? { initialMs: 1000, maxMs: 30_000 };
     const base = Math.min(b.initialMs * 2 ** (this.failures - 1), b.maxMs);
     return Math.round(base * (1 + 0.2 * (this.opts.random ?? Math.random)()));
+  }
+
+  private setPhase(phase: ReflectorPhase): void {
+    if (phase === this.phase) return;
+    this.phase = phase;
+    this.opts.onPhase?.(phase);
   }
 
   private sleep(ms: number): Promise<void> {
@@ -258,6 +339,7 @@ export class Reflector {
         fieldSelector: this.spec.fieldSelector,
       })) as ListPage;
       if (this.stopped) return;
+      this.lastEventAt = Date.now();
       for (const o of page.items ?? []) {
         seen.add(keyOf(o as never));
         this.upsert(o);
@@ -282,7 +364,9 @@ export class Reflector {
       const controller = new AbortController();
       this.watchAbort = controller;
       this.lastActivity = Date.now();
+      let ended = false;
       const done = (err: unknown) => {
+        ended = true;
         if (this.watchAbort === controller) this.watchAbort = undefined;
         // An abort (watchdog, stop) ends the watch like a clean close: watch again.
         const aborted = controller.signal.aborted || (err as { name?: string } | null)?.name === 'AbortError';
@@ -301,7 +385,7 @@ export class Reflector {
           },
           (type: string, obj: Record<string, unknown>) => {
             if (controller.signal.aborted) return;
-            this.lastActivity = Date.now();
+            this.lastActivity = this.lastEventAt = Date.now();
             const meta = obj.metadata as { resourceVersion?: string } | undefined;
             if (type === 'ERROR') {
               const code = Number((obj as { code?: unknown }).code);
@@ -326,7 +410,8 @@ export class Reflector {
           // Stopped or aborted while connecting: close what just opened.
           if (controller.signal.aborted || this.stopped) c.abort();
           else controller.signal.addEventListener('abort', () => c.abort(), { once: true });
-          connected();
+          // client-node resolves after a failed request too, having called `done` first.
+          if (!ended) connected();
         })
         .catch(done);
     });

@@ -2,6 +2,7 @@
  * Sources of cluster objects: the manifest directory and the Kubernetes API.
  */
 import type { Parsed } from './parse.js';
+import type { ReflectorStatus } from './reflector.js';
 import type { StoreKind } from './store.js';
 import type { Diagnostic } from './types.js';
 
@@ -32,4 +33,6 @@ export interface SourceSink {
 export interface ClusterSource {
   start(sink: SourceSink): Promise<void>;
   stop(): Promise<void>;
+  /** Each watched resource and where its watch is (sources that watch an API server). */
+  watches?(): ReflectorStatus[];
 }

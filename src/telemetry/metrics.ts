@@ -414,6 +414,19 @@ export interface ProxyMetricsOptions {
   since: number;
   /** The programmed services and endpoints, read at each scrape; undefined keeps the last. */
   programmed?: () => ProgrammedFigures | undefined;
+  /** The source's watches, read at each scrape (none for a manifest directory). */
+  watches?: () => readonly WatchFigures[];
+}
+
+/** One watched resource, as the metrics show it. */
+export interface WatchFigures {
+  resource: string;
+  /** Listed and watching (false: listing, waiting after a failure, or its API not installed). */
+  connected: boolean;
+  /** When the API server last sent something for it (epoch ms; 0: never). */
+  lastEventAt: number;
+  /** Failed lists and watches since start. */
+  failures: number;
 }
 
 /** What the operator knows when a sync succeeded, besides its result. */
@@ -552,6 +565,24 @@ export class ProxyMetrics {
     name: 'nftproxy_stale_flows_cleared_total',
     help: 'Stale conntrack flow filters run after syncs (UDP/SCTP flows to removed endpoints or newly served addresses)',
   });
+  /** Each watched resource: 1 while watching. */
+  readonly watchConnected = this.registry.gauge<'resource'>({
+    name: 'nftproxy_watch_connected',
+    help: 'Whether the watch of each API resource is connected: 1 watching, 0 listing, backing off after a failure, or not installed (set when scraped)',
+    labelNames: ['resource'],
+  });
+  /** When each watched resource last heard from the API server. */
+  readonly watchLastEvent = this.registry.gauge<'resource'>({
+    name: 'nftproxy_watch_last_event_timestamp_seconds',
+    help: 'When the API server last answered a list or watch, or sent a watch event (bookmarks included), for each resource (set when scraped)',
+    labelNames: ['resource'],
+  });
+  /** Failed lists and watches per resource. */
+  readonly watchFailures = this.registry.counter<'resource'>({
+    name: 'nftproxy_watch_failures_total',
+    help: 'Failed lists and watches of each API resource, each retried after a backoff',
+    labelNames: ['resource'],
+  });
   /** Times our tables were found changed by someone else. */
   readonly driftDetected = this.registry.counter({
     name: 'nftproxy_drift_detected_total',
@@ -574,6 +605,15 @@ export class ProxyMetrics {
       if (!figures) return;
       this.servicesProgrammed.set(figures.services);
       this.endpointsProgrammed.set(figures.endpoints);
+    });
+    this.registry.onCollect(() => {
+      for (const w of this.opts.watches?.() ?? []) {
+        const labels = { resource: w.resource };
+        this.watchConnected.labels(labels).set(w.connected ? 1 : 0);
+        this.watchLastEvent.labels(labels).set(w.lastEventAt / 1000);
+        const failures = this.watchFailures.labels(labels);
+        failures.inc(Math.max(0, w.failures - failures.value));
+      }
     });
   }
 

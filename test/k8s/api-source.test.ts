@@ -69,7 +69,13 @@ async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000)
 function operatorFor(
   api: FakeApiServer,
   nft: NftBackend,
-  opts: { watchdogMs?: number; pageSize?: number } = {},
+  opts: {
+    watchdogMs?: number;
+    pageSize?: number;
+    backoff?: { initialMs: number; maxMs: number };
+    probeIntervalMs?: number;
+    log?: Logger;
+  } = {},
 ) {
   const settings = resolveSettings({
     nodeName: 'n1',
@@ -82,9 +88,11 @@ function operatorFor(
   const source = new ApiSource({
     nodeName: 'n1',
     kubeConfig: api.kubeConfig(),
-    backoff: { initialMs: 50, maxMs: 1000 },
+    backoff: opts.backoff ?? { initialMs: 50, maxMs: 1000 },
     watchdogMs: opts.watchdogMs ?? 60_000,
     ...(opts.pageSize ? { pageSize: opts.pageSize } : {}),
+    ...(opts.probeIntervalMs !== undefined ? { probeIntervalMs: opts.probeIntervalMs } : {}),
+    ...(opts.log ? { log: opts.log } : {}),
   });
   return new Operator({ settings, source, nft, backoff: { initialMs: 50, maxMs: 500 } });
 }
@@ -205,6 +213,135 @@ describe('API source (client-node against a stand-in API server)', function () {
     assert.equal(api.requests.filter((r) => r.startsWith('list')).length, 4, 'one list per resource');
     await op.stop();
     await eventually(async () => assert.equal(api.openWatches, 0));
+  });
+});
+
+/** A logger that keeps every line. */
+function logLines() {
+  const lines: { level: string; msg: string; fields: Record<string, unknown> }[] = [];
+  const at =
+    (level: string) =>
+    (msg: string, fields: Record<string, unknown> = {}) =>
+      lines.push({ level, msg, fields });
+  const log: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  return { lines, log };
+}
+
+/** `nftproxy_watch_*{resource="KIND"}` samples of the operator's /metrics text. */
+function watchSamples(op: Operator, metric: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const re = new RegExp(`^nftproxy_watch_${metric}\\{resource="(\\w+)"\\} (\\S+)$`, 'gm');
+  for (const m of op.metrics.registry.render().matchAll(re)) out.set(m[1]!, Number(m[2]));
+  return out;
+}
+
+describe('API source: back after an outage', function () {
+  this.timeout(60_000);
+  let api: FakeApiServer;
+  let fake: FakeBackend;
+  let op: Operator | undefined;
+
+  beforeEach(async () => {
+    api = new FakeApiServer();
+    await api.start();
+    fake = new FakeBackend();
+  });
+
+  afterEach(async () => {
+    await op?.stop();
+    op = undefined;
+    await api.stop();
+  });
+
+  /**
+   * Starts with `web` programmed, takes the API server down until every watch waits its
+   * second backoff (2 s, then 4 s), and returns once it is back with a new endpoint.
+   */
+  async function outage(probeIntervalMs: number, log?: Logger): Promise<Operator> {
+    api.apply(svc('web', '10.96.0.10'));
+    api.apply(eps('web', ['10.244.1.1']));
+    const o = (op = operatorFor(api, fake, {
+      backoff: { initialMs: 2000, maxMs: 60_000 },
+      probeIntervalMs,
+      ...(log ? { log } : {}),
+    }));
+    await o.start();
+    await eventually(async () =>
+      assert.deepEqual(
+        compareRulesets(
+          expected(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1'])),
+          await readRuleset(fake),
+        ),
+        [],
+      ),
+    );
+    assert.deepEqual([...watchSamples(o, 'connected').values()], [1, 1, 1, 1], 'all four watching');
+    await api.down();
+    await eventually(() => {
+      const failures = watchSamples(o, 'failures_total');
+      assert.equal(failures.size, 4);
+      for (const [resource, n] of failures) assert.ok(n >= 2, `${resource}: ${n} failures`);
+    }, 10_000);
+    assert.deepEqual([...watchSamples(o, 'connected').values()], [0, 0, 0, 0], 'none watching');
+    api.apply(eps('web', ['10.244.1.1', '10.244.1.2']));
+    return o;
+  }
+
+  const after = () => expected(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1', '10.244.1.2']));
+  const programmed = async () => compareRulesets(after(), await readRuleset(fake)).length === 0;
+
+  it('reconnects every waiting watch once /readyz answers again, not after the rest of its backoff', async () => {
+    const { lines, log } = logLines();
+    const o = await outage(100, log);
+    // Back, but still starting: /readyz says 500, and that is not an answer.
+    api.notReady = true;
+    await api.up();
+    const probes = api.readyzRequests;
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(api.readyzRequests > probes, 'kept asking /readyz');
+    assert.equal(await programmed(), false, 'no reconnect while /readyz fails');
+    api.notReady = false;
+    const ready = Date.now();
+    await eventually(async () => assert.ok(await programmed(), 'programmed'), 1500);
+    const tookMs = Date.now() - ready;
+    assert.ok(tookMs < 1500, `programmed ${tookMs} ms after /readyz answered`);
+    assert.deepEqual([...watchSamples(o, 'connected').values()], [1, 1, 1, 1], 'all watching again');
+    const lastEvent = watchSamples(o, 'last_event_timestamp_seconds');
+    for (const [resource, t] of lastEvent)
+      assert.ok(t * 1000 >= ready - 50, `${resource} heard from at ${t}`);
+    const msgs = lines.map((l) => l.msg);
+    assert.ok(msgs.includes('API server does not answer; watching for its return'), msgs.join('; '));
+    assert.ok(msgs.includes('API server answers again; reconnecting watches'), msgs.join('; '));
+    const resumed = lines.find((l) => l.msg === 'watches resumed');
+    assert.ok(resumed, msgs.join('; '));
+    assert.ok(
+      (resumed.fields.afterMs as number) >= 2000,
+      `resumed after ${String(resumed.fields.afterMs)} ms`,
+    );
+  });
+
+  it('without probing (interval 0), a watch waits out its backoff', async () => {
+    await outage(0);
+    await api.up();
+    const up = Date.now();
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await programmed(), false, 'still waiting 1.5 s after the server came back');
+    assert.equal(api.readyzRequests, 0, 'never asked /readyz');
+    await eventually(async () => assert.ok(await programmed(), 'programmed'), 10_000);
+    assert.ok(Date.now() - up >= 1500);
+  });
+
+  it('a server that answers but refuses a list keeps its backoff: the probe wakes only on a return', async () => {
+    api.failLists.add('Service');
+    op = operatorFor(api, fake, { backoff: { initialMs: 300, maxMs: 60_000 }, probeIntervalMs: 50 });
+    const started = op.start();
+    await new Promise((r) => setTimeout(r, 2000));
+    // Backoff 300, 600, 1200 ms: at most four lists in 2 s, where waking at every probe would make ~40.
+    const lists = api.requests.filter((r) => r === 'list Service').length;
+    assert.ok(lists >= 2 && lists <= 4, `${lists} lists of Services in 2 s`);
+    assert.ok(api.readyzRequests >= 10, `${api.readyzRequests} probes`);
+    api.failLists.delete('Service');
+    await started;
   });
 });
 

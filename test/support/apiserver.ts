@@ -5,8 +5,9 @@
  * resourceVersion; a watch from before the last compaction gets a 410 Gone ERROR event.
  * ProxyPolicies also have GET and a `status` subresource taking JSON merge patches (RFC 7386)
  * with an optional `metadata.resourceVersion` precondition (409 Conflict when stale); Events
- * can be created and are recorded. Tests change objects directly and can drop or silence
- * watches, take the server down, or make a kind's API not exist (a CRD not installed).
+ * can be created and are recorded; /readyz answers ok, or 500 while `notReady`. Tests change
+ * objects directly and can drop or silence watches, take the server down, or make a kind's
+ * API not exist (a CRD not installed).
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -145,6 +146,10 @@ export class FakeApiServer {
   conflicts = 0;
   /** Events created, as posted. */
   readonly events: Obj[] = [];
+  /** /readyz answers 500 while set (a server still starting). */
+  notReady = false;
+  /** GETs of /readyz answered. */
+  readyzRequests = 0;
 
   async start(port = 0): Promise<void> {
     this.server = createServer((req, res) => this.handle(req, res));
@@ -276,6 +281,12 @@ export class FakeApiServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/readyz' && req.method === 'GET') {
+      this.readyzRequests++;
+      res.writeHead(this.notReady ? 500 : 200, { 'content-type': 'text/plain' });
+      res.end(this.notReady ? '[-]poststarthook/crd-informer-synced failed\nreadyz check failed' : 'ok');
+      return;
+    }
     const m = PATH.exec(url.pathname);
     if (m?.[1] === '/api/v1' && m[3] === 'events' && m[2] && !m[4] && req.method === 'POST') {
       void this.createEvent(req, res, m[2]);

@@ -1,0 +1,386 @@
+/**
+ * A real Kubernetes API server for tests, as controller-runtime's envtest gives one: Debian's
+ * etcd and kube-apiserver v1.20.2 (built by scripts/kube-build, cached outside the repo),
+ * on loopback ports of their own, with a PKI made for the run by openssl, RBAC on, and an
+ * admin identity (a client certificate in system:masters). etcd keeps its data in /dev/shm.
+ *
+ * 1.20 has no discovery.k8s.io/v1: the server starts with v1beta1 off and EndpointSlice v1
+ * is served through a CRD, so that list and watch of slices are the real server's (its
+ * schema keeps every field; the real type's validation is not there).
+ *
+ * Processes are tracked by pid and killed in `stop`, and at process exit if a run was cut
+ * short. `stopApiServer`/`startApiServer` make an outage: etcd keeps the data, the server
+ * comes back on the same port with the same certificates.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
+
+/** Where scripts/kube-build puts the binaries. */
+export const KUBE_BIN = join(process.env.NFTPROXY_KUBE_CACHE ?? '/var/cache/nftproxy/kube-1.20.2', 'bin');
+
+const live = new Set<ChildProcess>();
+const dirs = new Set<string>();
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** Why a real API server cannot run here, or undefined when it can. */
+export function realApiServerMissing(): string | undefined {
+  if (!existsSync(join(KUBE_BIN, 'kube-apiserver')))
+    return `no kube-apiserver in ${KUBE_BIN}: run scripts/kube-build (scripts/test does)`;
+  try {
+    execFileSync('sh', ['-c', 'command -v etcd && command -v openssl'], { stdio: 'ignore' });
+  } catch {
+    return 'etcd or openssl missing: run scripts/kube-build (scripts/test does)';
+  }
+  return undefined;
+}
+
+/**
+ * For a `before` hook: skips the suite when no real API server can run here, except under
+ * CI, where a missing one is a failure (scripts/test builds it).
+ */
+export function requireRealApiServer(ctx: Mocha.Context): void {
+  const missing = realApiServerMissing();
+  if (!missing) return;
+  if (process.env.CI) throw new Error(`a real API server is needed under CI: ${missing}`);
+  ctx.skip();
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The CRD that serves discovery.k8s.io/v1 EndpointSlices on a 1.20 server. */
+const ENDPOINTSLICE_V1_CRD = {
+  apiVersion: 'apiextensions.k8s.io/v1',
+  kind: 'CustomResourceDefinition',
+  metadata: {
+    name: 'endpointslices.discovery.k8s.io',
+    // A *.k8s.io group asks for an approval link; this is a test server.
+    annotations: { 'api-approved.kubernetes.io': 'unapproved, test-only stand-in for the built-in type' },
+  },
+  spec: {
+    group: 'discovery.k8s.io',
+    scope: 'Namespaced',
+    names: {
+      plural: 'endpointslices',
+      singular: 'endpointslice',
+      kind: 'EndpointSlice',
+      listKind: 'EndpointSliceList',
+    },
+    versions: [
+      {
+        name: 'v1',
+        served: true,
+        storage: true,
+        schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } },
+      },
+    ],
+  },
+};
+
+function openssl(dir: string, ...args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A CA, a serving certificate for 127.0.0.1, an admin client certificate, service account keys. */
+function makePki(dir: string): void {
+  openssl(
+    dir,
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=nftproxy-test-ca',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+  );
+  const sign = (name: string, subj: string, ext: string) => {
+    writeFileSync(join(dir, `${name}.ext`), ext);
+    openssl(
+      dir,
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      subj,
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+    );
+    openssl(
+      dir,
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.crt`,
+    );
+  };
+  sign(
+    'server',
+    '/CN=kube-apiserver',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n',
+  );
+  sign('admin', '/O=system:masters/CN=nftproxy-test-admin', 'extendedKeyUsage=clientAuth\n');
+  openssl(dir, 'genrsa', '-out', 'sa.key', '2048');
+  openssl(dir, 'rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub');
+}
+
+/** Options of a real API server. */
+export interface RealApiServerOptions {
+  /** Service ClusterIP range. Default 10.96.0.0/16. */
+  serviceCIDR?: string;
+}
+
+/** etcd and kube-apiserver, running until `stop`. */
+export class RealApiServer {
+  private etcd: ChildProcess | undefined;
+  private apiserver: ChildProcess | undefined;
+  private client: KubernetesObjectApi | undefined;
+
+  private constructor(
+    /** Working directory: PKI, logs, kubeconfig (etcd's data is in /dev/shm). */
+    readonly dir: string,
+    private readonly etcdDir: string,
+    private readonly ports: { etcd: number; peer: number; api: number },
+    private readonly opts: RealApiServerOptions,
+  ) {}
+
+  /** Starts etcd and the API server, waits until it is ready and serves EndpointSlice v1. */
+  static async start(opts: RealApiServerOptions = {}): Promise<RealApiServer> {
+    const dir = mkdtempSync('/tmp/nftp-apiserver-');
+    const etcdDir = mkdtempSync('/dev/shm/nftp-etcd-');
+    dirs.add(dir).add(etcdDir);
+    const s = new RealApiServer(
+      dir,
+      etcdDir,
+      { etcd: await freePort(), peer: await freePort(), api: await freePort() },
+      opts,
+    );
+    try {
+      makePki(dir);
+      s.startEtcd();
+      await s.startApiServer();
+      await s.apply(ENDPOINTSLICE_V1_CRD);
+      await s.until(
+        async () => (await s.get('/apis/discovery.k8s.io/v1/endpointslices')).status === 200,
+        30_000,
+        'EndpointSlice v1 CRD served',
+      );
+      writeFileSync(join(dir, 'kubeconfig'), s.kubeConfig().exportConfig());
+    } catch (e) {
+      const tail = (f: string) => {
+        try {
+          return readFileSync(join(dir, f), 'utf8').split('\n').slice(-15).join('\n');
+        } catch {
+          return '(no log)';
+        }
+      };
+      const message = `${(e as Error).message}\n--- etcd.log\n${tail('etcd.log')}\n--- kube-apiserver.log\n${tail('kube-apiserver.log')}`;
+      await s.stop();
+      throw new Error(message);
+    }
+    return s;
+  }
+
+  /** https://127.0.0.1:PORT */
+  get url(): string {
+    return `https://127.0.0.1:${this.ports.api}`;
+  }
+
+  /** A kubeconfig file with the admin identity (for kubectl and `nftproxy run`). */
+  get kubeconfigPath(): string {
+    return join(this.dir, 'kubeconfig');
+  }
+
+  /** The admin identity (system:masters). */
+  kubeConfig(): KubeConfig {
+    return this.kubeConfigFor({
+      name: 'admin',
+      certFile: join(this.dir, 'admin.crt'),
+      keyFile: join(this.dir, 'admin.key'),
+    });
+  }
+
+  /** Another identity on this server: a bearer token, or a client certificate. */
+  kubeConfigFor(user: { name: string; token?: string; certFile?: string; keyFile?: string }): KubeConfig {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'real', server: this.url, caFile: join(this.dir, 'ca.crt') }],
+      users: [user],
+      contexts: [{ name: 'real', cluster: 'real', user: user.name }],
+      currentContext: 'real',
+    });
+    return kc;
+  }
+
+  private startEtcd(): void {
+    const { etcd, peer } = this.ports;
+    this.etcd = this.spawn('etcd', 'etcd', [
+      '--name=test',
+      `--data-dir=${this.etcdDir}`,
+      `--listen-client-urls=http://127.0.0.1:${etcd}`,
+      `--advertise-client-urls=http://127.0.0.1:${etcd}`,
+      `--listen-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-cluster=test=http://127.0.0.1:${peer}`,
+      '--log-level=warn',
+    ]);
+  }
+
+  /** Starts the API server (again, after `stopApiServer`) and waits until /readyz says ok. */
+  async startApiServer(): Promise<void> {
+    if (this.apiserver) return;
+    const d = (f: string) => join(this.dir, f);
+    this.apiserver = this.spawn('kube-apiserver', join(KUBE_BIN, 'kube-apiserver'), [
+      `--etcd-servers=http://127.0.0.1:${this.ports.etcd}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${this.ports.api}`,
+      '--insecure-port=0',
+      `--cert-dir=${this.dir}`,
+      `--client-ca-file=${d('ca.crt')}`,
+      `--tls-cert-file=${d('server.crt')}`,
+      `--tls-private-key-file=${d('server.key')}`,
+      `--service-account-key-file=${d('sa.pub')}`,
+      `--service-account-signing-key-file=${d('sa.key')}`,
+      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+      `--service-cluster-ip-range=${this.opts.serviceCIDR ?? '10.96.0.0/16'}`,
+      '--authorization-mode=Node,RBAC',
+      '--runtime-config=discovery.k8s.io/v1beta1=false',
+      '--enable-priority-and-fairness=false',
+      '--profiling=false',
+      '--v=0',
+    ]);
+    await this.until(async () => (await this.get('/readyz')).status === 200, 90_000, 'kube-apiserver ready');
+  }
+
+  /** Kills the API server at once (an outage); etcd keeps the data. */
+  async stopApiServer(): Promise<void> {
+    const p = this.apiserver;
+    this.apiserver = undefined;
+    if (p) await this.kill(p);
+  }
+
+  /** Kills both and deletes their files. */
+  async stop(): Promise<void> {
+    await this.stopApiServer();
+    if (this.etcd) await this.kill(this.etcd);
+    this.etcd = undefined;
+    for (const d of [this.dir, this.etcdDir]) {
+      rmSync(d, { recursive: true, force: true });
+      dirs.delete(d);
+    }
+  }
+
+  /** GET with the admin identity: status and body (connection errors give status 0). */
+  async get(path: string): Promise<{ status: number; body: string }> {
+    const kc = this.kubeConfig();
+    const opts: import('node:https').RequestOptions = { method: 'GET' };
+    await kc.applyToHTTPSOptions(opts);
+    const { request } = await import('node:https');
+    return new Promise((resolve) => {
+      const req = request(this.url + path, { ...opts, timeout: 5000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', () => resolve({ status: 0, body }));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', (e) => resolve({ status: 0, body: e.message }));
+      req.end();
+    });
+  }
+
+  private api(): KubernetesObjectApi {
+    return (this.client ??= KubernetesObjectApi.makeApiClient(this.kubeConfig()));
+  }
+
+  /** Creates the object, or replaces it if it exists; returns what the server stored. */
+  async apply<T extends KubernetesObject>(obj: T): Promise<T> {
+    const api = this.api();
+    try {
+      return (await api.create(obj)) as T;
+    } catch (e) {
+      if ((e as { code?: number }).code !== 409) throw e;
+      const current = await api.read(obj as never);
+      return (await api.replace({
+        ...obj,
+        metadata: { ...obj.metadata, resourceVersion: current.metadata?.resourceVersion },
+      } as T)) as T;
+    }
+  }
+
+  /** Deletes the object (gone already is fine). */
+  async delete(obj: KubernetesObject): Promise<void> {
+    try {
+      await this.api().delete(obj);
+    } catch (e) {
+      if ((e as { code?: number }).code !== 404) throw e;
+    }
+  }
+
+  private spawn(name: string, file: string, args: string[]): ChildProcess {
+    const log = openSync(join(this.dir, `${name}.log`), 'a');
+    const p = spawn(file, args, { stdio: ['ignore', log, log] });
+    live.add(p);
+    p.once('exit', () => live.delete(p));
+    return p;
+  }
+
+  private async kill(p: ChildProcess): Promise<void> {
+    if (p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  private async until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      if (this.etcd?.exitCode !== null && this.etcd?.exitCode !== undefined)
+        throw new Error(`etcd exited (${this.etcd.exitCode}); see ${join(this.dir, 'etcd.log')}`);
+      if (this.apiserver && this.apiserver.exitCode !== null)
+        throw new Error(
+          `kube-apiserver exited (${this.apiserver.exitCode}); see ${join(this.dir, 'kube-apiserver.log')}`,
+        );
+      if (await check()) return;
+      await sleep(200);
+    }
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; logs in ${this.dir}`);
+  }
+}
