@@ -55,7 +55,8 @@ interface RunFlags {
   traceConsole?: boolean;
 }
 
-function sourceFor(settings: Settings, log: Logger): ClusterSource {
+/** The source the settings name: a manifest directory, or the API server with the settings' backoff and probing. */
+export function sourceFor(settings: Settings, log: Logger): ClusterSource {
   if (settings.manifests) return new ManifestSource(settings.manifests, { log });
   return new ApiSource({
     nodeName: settings.proxy.nodeName,

@@ -81,6 +81,25 @@ describe('settings', () => {
     );
   });
 
+  it('takes the API backoff cap and probe interval, from flags or the file', async () => {
+    const d = resolveSettings({ nodeName: 'n' });
+    assert.equal(d.apiBackoffMaxMs, 30_000);
+    assert.equal(d.apiProbeIntervalMs, 1000);
+    await withFile('apiBackoffMax: 2m\napiProbeInterval: 0s\n', async (path) => {
+      const s = resolveSettings({ nodeName: 'n', apiBackoffMax: '10s' }, await readSettingsFile(path));
+      assert.equal(s.apiBackoffMaxMs, 10_000);
+      assert.equal(s.apiProbeIntervalMs, 0, '0 turns probing off');
+    });
+    assert.match(
+      problems(() => resolveSettings({ nodeName: 'n', apiBackoffMax: '500ms' }))[0]!,
+      /apiBackoffMax: 500ms is outside 1000 ms/,
+    );
+    assert.match(
+      problems(() => resolveSettings({ nodeName: 'n', apiProbeInterval: 'often' }))[0]!,
+      /apiProbeInterval: not a duration/,
+    );
+  });
+
   it('lists every invalid value at once', () => {
     const p = problems(() =>
       resolveSettings({

@@ -16,7 +16,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 
 /** Where scripts/kube-build puts the binaries. */
 export const KUBE_BIN = join(process.env.NFTPROXY_KUBE_CACHE ?? '/var/cache/nftproxy/kube-1.20.2', 'bin');
@@ -169,7 +170,7 @@ export interface RealApiServerOptions {
 export class RealApiServer {
   private etcd: ChildProcess | undefined;
   private apiserver: ChildProcess | undefined;
-  private client: KubernetesObjectApi | undefined;
+  private readonly resources = new Map<string, { plural: string; namespaced: boolean }>();
 
   private constructor(
     /** Working directory: PKI, logs, kubeconfig (etcd's data is in /dev/shm). */
@@ -308,50 +309,85 @@ export class RealApiServer {
 
   /** GET with the admin identity: status and body (connection errors give status 0). */
   async get(path: string): Promise<{ status: number; body: string }> {
-    const kc = this.kubeConfig();
-    const opts: import('node:https').RequestOptions = { method: 'GET' };
-    await kc.applyToHTTPSOptions(opts);
-    const { request } = await import('node:https');
-    return new Promise((resolve) => {
-      const req = request(this.url + path, { ...opts, timeout: 5000 }, (res) => {
-        let body = '';
+    try {
+      return await this.request('GET', path);
+    } catch (e) {
+      return { status: 0, body: (e as Error).message };
+    }
+  }
+
+  /**
+   * One request with the admin identity, JSON in and out as is. (client-node's object API
+   * serializes through its models, which drops fields it does not model, such as a
+   * schema's `x-kubernetes-preserve-unknown-fields`.)
+   */
+  async request(method: string, path: string, body?: unknown): Promise<{ status: number; body: string }> {
+    const opts: RequestOptions = {
+      method,
+      headers: {
+        accept: 'application/json',
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+    };
+    await this.kubeConfig().applyToHTTPSOptions(opts);
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(this.url + path, { ...opts, timeout: 10_000 }, (res) => {
+        let text = '';
         res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on('error', () => resolve({ status: 0, body }));
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('error', reject);
       });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', (e) => resolve({ status: 0, body: e.message }));
-      req.end();
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
+      req.on('error', reject);
+      req.end(body !== undefined ? JSON.stringify(body) : undefined);
     });
   }
 
-  private api(): KubernetesObjectApi {
-    return (this.client ??= KubernetesObjectApi.makeApiClient(this.kubeConfig()));
+  /** The collection path of an object's kind, found by discovery. */
+  private async collection(obj: KubernetesObject): Promise<string> {
+    const apiVersion = obj.apiVersion ?? 'v1';
+    const base = apiVersion.includes('/') ? `/apis/${apiVersion}` : `/api/${apiVersion}`;
+    const key = `${apiVersion}/${obj.kind}`;
+    let found = this.resources.get(key);
+    if (!found) {
+      const { status, body } = await this.request('GET', base);
+      if (status !== 200) throw new Error(`discovery of ${apiVersion}: ${status} ${body}`);
+      const list = JSON.parse(body) as { resources: { name: string; kind: string; namespaced: boolean }[] };
+      const r = list.resources.find((x) => x.kind === obj.kind && !x.name.includes('/'));
+      if (!r) throw new Error(`${apiVersion} has no kind ${String(obj.kind)}`);
+      found = { plural: r.name, namespaced: r.namespaced };
+      this.resources.set(key, found);
+    }
+    const ns = found.namespaced ? `/namespaces/${obj.metadata?.namespace ?? 'default'}` : '';
+    return `${base}${ns}/${found.plural}`;
   }
 
   /** Creates the object, or replaces it if it exists; returns what the server stored. */
   async apply<T extends KubernetesObject>(obj: T): Promise<T> {
-    const api = this.api();
-    try {
-      return (await api.create(obj)) as T;
-    } catch (e) {
-      if ((e as { code?: number }).code !== 409) throw e;
-      const current = await api.read(obj as never);
-      return (await api.replace({
-        ...obj,
-        metadata: { ...obj.metadata, resourceVersion: current.metadata?.resourceVersion },
-      } as T)) as T;
-    }
+    const path = await this.collection(obj);
+    const created = await this.request('POST', path, obj);
+    if (created.status === 201 || created.status === 200) return JSON.parse(created.body) as T;
+    if (created.status !== 409)
+      throw new Error(`create ${String(obj.kind)}: ${created.status} ${created.body}`);
+    const one = `${path}/${obj.metadata!.name!}`;
+    const current = await this.request('GET', one);
+    if (current.status !== 200) throw new Error(`get ${one}: ${current.status} ${current.body}`);
+    const { metadata } = JSON.parse(current.body) as KubernetesObject;
+    const replaced = await this.request('PUT', one, {
+      ...obj,
+      metadata: { ...obj.metadata, resourceVersion: metadata?.resourceVersion },
+    });
+    if (replaced.status !== 200) throw new Error(`replace ${one}: ${replaced.status} ${replaced.body}`);
+    return JSON.parse(replaced.body) as T;
   }
 
   /** Deletes the object (gone already is fine). */
   async delete(obj: KubernetesObject): Promise<void> {
-    try {
-      await this.api().delete(obj);
-    } catch (e) {
-      if ((e as { code?: number }).code !== 404) throw e;
-    }
+    const one = `${await this.collection(obj)}/${obj.metadata!.name!}`;
+    const r = await this.request('DELETE', one);
+    if (r.status !== 200 && r.status !== 202 && r.status !== 404)
+      throw new Error(`delete ${one}: ${r.status} ${r.body}`);
   }
 
   private spawn(name: string, file: string, args: string[]): ChildProcess {
