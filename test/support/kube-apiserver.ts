@@ -405,7 +405,8 @@ export class RealApiServer {
     await exited;
   }
 
-  private async until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  /** Waits until `check` passes (or a process exits). */
+  async until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
       if (this.etcd?.exitCode !== null && this.etcd?.exitCode !== undefined)
