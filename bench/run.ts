@@ -17,6 +17,8 @@ import { repoPath } from './lib/paths.js';
 import { benchMemory, memoryMarkdown, writeMemory } from './memory.js';
 import { plotAll } from './plot.js';
 import { benchSync, syncMarkdown, writeSync } from './sync.js';
+import { benchRealPeer, realPeerMarkdown, writeRealPeer } from './real-peer.js';
+import { realApiServerMissing } from '../test/support/kube-apiserver.js';
 
 const { values } = parseArgs({
   options: { quick: { type: 'boolean', default: false }, out: { type: 'string' } },
@@ -58,6 +60,18 @@ process.stdout.write(latencyMarkdown(latency) + '\n');
 const memory = quick ? await benchMemory(1000, 5, command) : await benchMemory(50_000, 100, command);
 await writeMemory(out, memory);
 process.stdout.write(memoryMarkdown(memory) + '\n');
+// Real kube-proxy (1.20, iptables mode) beside nftproxy, fed by a real API server.
+const noRealApi = realApiServerMissing();
+if (noRealApi) {
+  process.stderr.write(`bench: real-peer skipped: ${noRealApi}\n`);
+} else {
+  const peer = quick
+    ? await benchRealPeer([100], 2, command)
+    : await benchRealPeer([1000, 10_000], 3, command);
+  await writeRealPeer(out, peer);
+  process.stdout.write(realPeerMarkdown(peer) + '\n');
+}
+
 if (!quick) {
   const big = await benchIncremental(50_000, 50, command);
   await mkdir(join(out, '50k'), { recursive: true });

@@ -11,13 +11,15 @@ import { execa } from 'execa';
 import type { IncrementalResults } from '../../bench/incremental.js';
 import type { LatencyResults } from '../../bench/latency.js';
 import type { MemoryResults } from '../../bench/memory.js';
+import type { PeerResults } from '../../bench/real-peer.js';
+import { realApiServerMissing } from '../support/kube-apiserver.js';
 import type { SyncResults } from '../../bench/sync.js';
 import { kernelTestsPossible } from '../support/netns.js';
 
 describe('@kernel benchmarks, quick mode', function () {
-  this.timeout(180_000);
+  this.timeout(240_000);
 
-  it('npm run bench:quick builds the benchmarks and writes the full-sync, incremental, latency and memory results, with every shape and backend measured, and their plots', async function () {
+  it('npm run bench:quick builds the benchmarks and writes the full-sync, incremental, latency, memory and real-peer results, with every shape and backend measured, and their plots', async function () {
     if (kernelTestsPossible()) return this.skip();
     const out = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
     try {
@@ -63,6 +65,19 @@ describe('@kernel benchmarks, quick mode', function () {
           .flatMap((t) => [`nftproxy 100 ${t} 20`])
           .concat(['first', 'last', 'direct'].map((t) => `iptables 100 ${t} 20`)),
       );
+      if (!realApiServerMissing()) {
+        const peer = JSON.parse(await readFile(join(out, 'real-peer.json'), 'utf8')) as PeerResults;
+        assert.match(peer.kubeProxyVersion, /v1\.20/);
+        const [run] = peer.runs;
+        assert.equal(run?.services, 100);
+        for (const p of [run!.nftproxy, run!.kubeProxy]) {
+          assert.ok(p.firstSyncMs > 0 && p.readyMs >= p.firstSyncMs, JSON.stringify(p));
+          assert.ok(p.changeSyncMs.length >= 2, `a sync per change: ${JSON.stringify(p)}`);
+        }
+        assert.match(run!.nftproxy.programmed, /^10[0-9] service-ips elements$/, run!.nftproxy.programmed);
+        const rules = Number(/^(\d+) KUBE-SERVICES rules/.exec(run!.kubeProxy.programmed)?.[1]);
+        assert.ok(rules >= 100, `kube-proxy programmed every service: ${run!.kubeProxy.programmed}`);
+      }
       for (const svg of ['sync.svg', 'incremental.svg', 'latency.svg'])
         assert.match(await readFile(join(out, svg), 'utf8'), /^<svg/, svg);
     } finally {

@@ -14,7 +14,8 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { startForwarder, type Netns } from './netns.js';
 import { join } from 'node:path';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
@@ -287,6 +288,32 @@ export class RealApiServer {
       '--v=0',
     ]);
     await this.until(async () => (await this.get('/readyz')).status === 200, 90_000, 'kube-apiserver ready');
+  }
+
+  /**
+   * Makes the API server reachable from inside a test network namespace at the same address
+   * (127.0.0.1 and its port, so the same kubeconfig works there): a Unix socket listener here,
+   * a forwarder there (no link or route in the root namespace). Returns the function that
+   * stops both.
+   */
+  async reachableFrom(ns: Netns): Promise<() => Promise<void>> {
+    const socket = join(this.dir, `fwd-${ns.name}.sock`);
+    const server = createServer((c) => {
+      const up = connect(this.ports.api, '127.0.0.1');
+      c.pipe(up).pipe(c);
+      const close = () => {
+        c.destroy();
+        up.destroy();
+      };
+      c.on('error', close);
+      up.on('error', close);
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    const stopForwarder = await startForwarder(ns, this.ports.api, socket);
+    return async () => {
+      await stopForwarder();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    };
   }
 
   /** Kills the API server at once (an outage); etcd keeps the data. */

@@ -212,6 +212,33 @@ export async function startEchoServer(
   };
 }
 
+/**
+ * Makes 127.0.0.1:`port` inside `ns` lead to the Unix socket `socket` (forward.ts). Resolves
+ * when listening; the function it returns stops it.
+ */
+export async function startForwarder(ns: Netns, port: number, socket: string): Promise<() => Promise<void>> {
+  const child = ns.spawn('node', [
+    ...SCRIPT_FLAGS,
+    `${SUPPORT}forward.${EXT}`,
+    '--port',
+    String(port),
+    '--socket',
+    socket,
+  ]);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready')) resolve();
+    });
+    void child.then((r) => reject(new Error(`forwarder in ${ns.name} exited: ${String(r.stderr ?? '')}`)));
+  });
+  return async () => {
+    child.kill();
+    await child;
+  };
+}
+
 /** One connection attempt, as the probe reports it. */
 export interface ProbeResult {
   ok: boolean;
