@@ -18,7 +18,9 @@
  * kube-proxy in iptables mode writes the same shape, with partial syncs since 1.27); it is
  * here because it is the kube-proxy that can be built on this machine, not the latest.
  *
- *   npm run build:bench && node dist-bench/bench/real-peer.js [--services 1000,10000] [--changes 10]
+ *   npm run build:bench && node dist-bench/bench/real-peer.js [--services 1000,10000] [--changes 3] [--limit SECONDS]
+ *
+ * `--limit` (default 300 s) gives up on a proxy whose first sync has not ended by then.
  */
 import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { writeFile, mkdir } from 'node:fs/promises';
@@ -45,6 +47,12 @@ export interface ProxyFigures {
   changeSyncMs: number[];
   /** Rules or elements in the kernel after the first sync (how much it wrote). */
   programmed: string;
+  /** Set when the first sync had not ended after this long (ms): the run was given up. */
+  unfinishedAfterMs?: number;
+  /** Set when the sync after a change had not ended after this long (ms): changes stopped there. */
+  unfinishedChangeAfterMs?: number;
+  /** The first error lines the proxy logged (klog `E...` lines, nftproxy `"level":"error"`). */
+  errors?: string[];
 }
 
 export interface PeerRun {
@@ -230,6 +238,7 @@ async function runSize(
   services: number,
   changes: number,
   offset: number,
+  firstSyncLimitMs: number,
 ): Promise<PeerRun> {
   const cluster = apiCluster(services);
   const svcs = cluster.services.map(forCreate);
@@ -264,10 +273,25 @@ async function runSize(
     let proc: Proc | undefined;
     // kube-proxy runs inside the namespace, as on a node: the API server must be reachable there.
     const unreach = await api.reachableFrom(ns);
+    const errorsOf = () => {
+      const e = (proc?.lines ?? [])
+        .filter((l) => /^E\d{4} /.test(l) || l.includes('"level":"error"'))
+        .slice(0, 5);
+      return e.length ? { errors: e } : {};
+    };
     try {
       const started = Date.now();
       proc = start(ns);
-      const [first] = await proc.until(synced, 1, 900_000);
+      const first = (await proc.until(synced, 1, firstSyncLimitMs).catch(() => []))[0];
+      if (!first)
+        return {
+          readyMs: NaN,
+          firstSyncMs: NaN,
+          changeSyncMs: [],
+          programmed: `nothing: no first sync within ${firstSyncLimitMs / 1000} s`,
+          unfinishedAfterMs: firstSyncLimitMs,
+          ...errorsOf(),
+        };
       const readyMs = Date.now() - started;
       const changeSyncMs: number[] = [];
       for (let c = 0; c < changes; c++) {
@@ -275,13 +299,38 @@ async function runSize(
         await new Promise((r) => setTimeout(r, 1000));
         const before = proc.lines.length;
         await change(api, slices, names, (c * 7919) % services, ++k);
-        await proc.until(synced, 1, 900_000, before);
+        // A sync that does not end within the limit ends the measurement of this proxy.
+        if (!(await proc.until(synced, 1, firstSyncLimitMs, before).catch(() => undefined))) {
+          return {
+            readyMs,
+            firstSyncMs: toMs(first),
+            changeSyncMs,
+            programmed: await programmed(ns),
+            unfinishedChangeAfterMs: firstSyncLimitMs,
+            ...errorsOf(),
+          };
+        }
         await new Promise((r) => setTimeout(r, 200));
         for (const m of await proc.until(synced, 1, 0, before)) changeSyncMs.push(toMs(m));
       }
-      return { readyMs, firstSyncMs: toMs(first!), changeSyncMs, programmed: await programmed(ns) };
+      return {
+        readyMs,
+        firstSyncMs: toMs(first),
+        changeSyncMs,
+        programmed: await programmed(ns),
+        ...errorsOf(),
+      };
     } finally {
       await proc?.stop();
+      // A proxy stopped mid-sync leaves its iptables-restore running in the namespace.
+      const pids = (await ns.run('ip', 'netns', 'pids', ns.name).catch(() => ({ stdout: '' }))).stdout;
+      for (const pid of pids.split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
       await unreach();
       await ns.delete();
     }
@@ -378,8 +427,16 @@ async function runSize(
   return { services, endpoints, createMs, nftproxy, kubeProxy, kubeProxyLegacy };
 }
 
-/** Runs every size against one real API server. */
-export async function benchRealPeer(sizes: number[], changes: number, command: string): Promise<PeerResults> {
+/**
+ * Runs every size against one real API server. A proxy whose first sync has not ended after
+ * `firstSyncLimitMs` is given up on at that size (reported as such).
+ */
+export async function benchRealPeer(
+  sizes: number[],
+  changes: number,
+  command: string,
+  firstSyncLimitMs = 900_000,
+): Promise<PeerResults> {
   const missing = realApiServerMissing();
   if (missing) throw new Error(missing);
   const api = await RealApiServer.start({ serviceCIDR: '10.96.0.0/12' });
@@ -392,7 +449,8 @@ export async function benchRealPeer(sizes: number[], changes: number, command: s
     });
     const version = await execa(join(KUBE_BIN, 'kube-proxy'), ['--version'], { reject: false });
     const runs: PeerRun[] = [];
-    for (const [i, n] of sizes.entries()) runs.push(await runSize(api, n, changes, i * 1000));
+    for (const [i, n] of sizes.entries())
+      runs.push(await runSize(api, n, changes, i * 1000, firstSyncLimitMs));
     return {
       benchmark: 'real-peer',
       command,
@@ -413,7 +471,11 @@ export function realPeerMarkdown(r: PeerResults): string {
     ['kube-proxy, iptables-nft', (x: PeerRun) => x.kubeProxy],
     ['kube-proxy, iptables-legacy', (x: PeerRun) => x.kubeProxyLegacy],
   ] as const;
-  const table = (title: string, pick: (p: ProxyFigures) => number) => [
+  const table = (
+    title: string,
+    pick: (p: ProxyFigures) => number,
+    unfinished: (p: ProxyFigures) => number | undefined = (p) => p.unfinishedAfterMs,
+  ) => [
     `| ${title} | ${who.map(([n]) => n).join(' | ')} | ${who
       .slice(1)
       .map(([n]) => `${n} / nftproxy`)
@@ -424,7 +486,11 @@ export function realPeerMarkdown(r: PeerResults): string {
       .join(' | ')} |`,
     ...r.runs.map((x) => {
       const v = who.map(([, get]) => pick(get(x)));
-      return `| ${x.services} | ${v.map((ms) => (Number.isFinite(ms) ? f(ms) : '-')).join(' | ')} | ${v
+      const cell = (ms: number, i: number) => {
+        const u = unfinished(who[i]![1](x));
+        return u !== undefined ? `> ${f(u)}` : Number.isFinite(ms) ? f(ms) : '-';
+      };
+      return `| ${x.services} | ${v.map(cell).join(' | ')} | ${v
         .slice(1)
         .map((ms) => ratio(ms, v[0]!))
         .join(' | ')} |`;
@@ -448,7 +514,11 @@ export function realPeerMarkdown(r: PeerResults): string {
     '',
     `Sync after one endpoint change (one pod replaced in one Service; median of the syncs that followed ${r.changes} changes):`,
     '',
-    ...table('services', (p) => median(p.changeSyncMs)),
+    ...table(
+      'services',
+      (p) => median(p.changeSyncMs),
+      (p) => p.unfinishedAfterMs ?? (p.changeSyncMs.length ? undefined : p.unfinishedChangeAfterMs),
+    ),
     '',
     ...r.runs.map(
       (x) =>
@@ -467,12 +537,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     options: {
       services: { type: 'string', default: '1000,10000' },
-      changes: { type: 'string', default: '10' },
+      changes: { type: 'string', default: '3' },
+      limit: { type: 'string', default: '300' },
     },
   });
   const sizes = values.services.split(',').map(Number);
-  const command = `node dist-bench/bench/real-peer.js --services ${values.services} --changes ${values.changes}`;
-  const r = await benchRealPeer(sizes, Number(values.changes), command);
+  const command = `node dist-bench/bench/real-peer.js --services ${values.services} --changes ${values.changes} --limit ${values.limit}`;
+  const r = await benchRealPeer(sizes, Number(values.changes), command, Number(values.limit) * 1000);
   await writeRealPeer(repoPath('bench', 'results'), r);
   process.stdout.write(realPeerMarkdown(r) + '\n');
 }

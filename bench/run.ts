@@ -67,7 +67,7 @@ if (noRealApi) {
 } else {
   const peer = quick
     ? await benchRealPeer([100], 2, command)
-    : await benchRealPeer([1000, 10_000], 3, command);
+    : await benchRealPeer([1000, 10_000], 3, command, 300_000);
   await writeRealPeer(out, peer);
   process.stdout.write(realPeerMarkdown(peer) + '\n');
 }
