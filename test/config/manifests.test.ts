@@ -870,6 +870,60 @@ describe('manifests', () => {
     }
   });
 
+  describe('release workflow', () => {
+    type Step = { id?: string; uses?: string; run?: string; with?: Record<string, unknown> };
+    const wf = parse(readFileSync(repo('.github/workflows/release.yaml'), 'utf8')) as {
+      on: { push: { tags: string[] } };
+      env: { IMAGE: string };
+      permissions: Record<string, string>;
+      jobs: { image: { steps: Step[] } };
+    };
+    const steps = wf.jobs.image.steps;
+    const versionStep = steps.find((x) => x.id === 'version')!;
+    const runVersionStep = (tag: string) => {
+      const out = join(mkdtempSync(join(tmpdir(), 'nftproxy-release-')), 'out');
+      writeFileSync(out, '');
+      const r = spawnSync('bash', ['-c', versionStep.run!], {
+        cwd: repo('.'),
+        env: { ...process.env, GITHUB_REF_NAME: tag, GITHUB_OUTPUT: out },
+        encoding: 'utf8',
+      });
+      const written = readFileSync(out, 'utf8');
+      rmSync(dirname(out), { recursive: true, force: true });
+      return { status: r.status, written, stdout: r.stdout };
+    };
+
+    it('runs on version tags and pushes, from the Dockerfile, the image the DaemonSet names', () => {
+      assert.deepEqual(wf.on.push.tags, ['v*']);
+      assert.equal(wf.permissions.packages, 'write');
+      const ds = built.find((o) => o.kind === 'DaemonSet') as unknown as {
+        spec: { template: { spec: { containers: { image: string }[] } } };
+      };
+      const image = ds.spec.template.spec.containers[0]!.image;
+      const pkg = JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { version: string };
+      assert.equal(
+        image,
+        `${wf.env.IMAGE}:${pkg.version}`,
+        'the manifests run the image a release of this version pushes',
+      );
+      const push = steps.find((x) => x.uses?.startsWith('docker/build-push-action'))!;
+      assert.equal(push.with?.push, true);
+      assert.equal(push.with?.context, '.');
+      assert.equal(push.with?.tags, '${{ env.IMAGE }}:${{ steps.version.outputs.version }}');
+      assert.ok(existsSync(repo('Dockerfile')));
+    });
+
+    it('refuses a tag that is not the version package.json and config/ name', () => {
+      const pkg = JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { version: string };
+      const ok = runVersionStep(`v${pkg.version}`);
+      assert.equal(ok.status, 0, ok.stdout);
+      assert.equal(ok.written, `version=${pkg.version}\n`);
+      const bad = runVersionStep('v99.0.0');
+      assert.equal(bad.status, 1);
+      assert.match(bad.stdout, /differ/);
+    });
+  });
+
   describe('Dockerfile', () => {
     const dockerfile = readFileSync(repo('Dockerfile'), 'utf8');
 
