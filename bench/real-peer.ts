@@ -241,24 +241,24 @@ async function runSize(
   firstSyncLimitMs: number,
 ): Promise<PeerRun> {
   const cluster = apiCluster(services);
-  const svcs = cluster.services.map(forCreate);
-  const slices = cluster.endpointSlices.map(forCreate);
+  const svcs = cluster.services.map((o) => ({ apiVersion: 'v1', kind: 'Service', ...forCreate(o) }));
+  const slices = cluster.endpointSlices.map((o) => ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    ...forCreate(o),
+  }));
   const names = svcs.map((s) => s.metadata.name as string);
   const t0 = Date.now();
   await pool(
     svcs.map((s, i) => [s, slices[i]!, i] as const),
     16,
     async ([s, slice, i]) => {
-      await api.apply({ apiVersion: 'v1', kind: 'Service', ...s } as never);
-      await api.apply({ apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', ...slice } as never);
+      await api.apply(s as never);
+      await api.apply(slice as never);
       await api.apply(endpointsOf(slice, names[i]!) as never);
     },
   );
   const createMs = Date.now() - t0;
-  for (const s of slices) {
-    s.apiVersion = 'discovery.k8s.io/v1';
-    s.kind = 'EndpointSlice';
-  }
   const endpoints = Array.from({ length: services }, (_, i) => 1 + (i % 10)).reduce((a, b) => a + b, 0);
   process.stderr.write(`real-peer: ${services} services created through the API in ${createMs} ms\n`);
 

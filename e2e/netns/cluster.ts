@@ -15,13 +15,11 @@
  * namespace of its own: node1 routes to it like to any pod, but nftproxy on node1 treats it as
  * remote), and a load balancer's ingress IP written into the Service status.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { FakeApiServer } from '../../test/support/apiserver.js';
-import { KUBE_BIN, RealApiServer } from '../../test/support/kube-apiserver.js';
+import { RealApiServer } from '../../test/support/kube-apiserver.js';
 import { kustomizeBuild } from '../../test/support/kustomize.js';
 import { createTopology, probe, probeFor, startEchoServer, type Topology } from '../../test/support/netns.js';
 import { OperatorProcess } from '../../test/support/operator.js';
@@ -148,14 +146,7 @@ class Real implements ControlPlane {
       // its ConfigMap (nftproxy runs here as a process of the test). kubectl 1.20 checks the
       // CRD against its own schema, which predates x-kubernetes-validations (CEL, 1.25+), so
       // it needs --validate=false; the server then drops those rules.
-      await promisify(execFile)(join(KUBE_BIN, 'kubectl'), [
-        '--kubeconfig',
-        api.kubeconfigPath,
-        'apply',
-        '--validate=false',
-        '-k',
-        'crds/',
-      ]);
+      await api.kubectl('apply', '--validate=false', '-k', 'crds/');
       await api.until(
         async () => (await api.get('/apis/nftproxy.dev/v1alpha1/proxypolicies')).status === 200,
         30_000,

@@ -5,9 +5,7 @@
  * that cannot run, against the API stand-in (under CI a missing real server fails instead).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { KUBE_BIN, realApiServerMissing } from '../../test/support/kube-apiserver.js';
+import { realApiServerMissing } from '../../test/support/kube-apiserver.js';
 import { kernelTestsPossible, tally } from '../../test/support/netns.js';
 import { eventually, NAMESPACE, type ServiceManifest } from '../cluster.js';
 import { scenarios } from '../scenarios.js';
@@ -17,8 +15,6 @@ const missing = realApiServerMissing();
 if (missing && process.env.CI)
   throw new Error(`the e2e suite needs the real API server under CI: ${missing}`);
 const kind = missing ? 'stand-in' : 'real';
-
-const run = promisify(execFile);
 
 describe(`@kernel e2e: scenarios on a node in network namespaces (${kind === 'real' ? 'real kube-apiserver' : 'API stand-in'})`, function () {
   this.timeout(120_000);
@@ -49,8 +45,7 @@ describe(`@kernel e2e: scenarios on a node in network namespaces (${kind === 're
         ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }],
       },
     };
-    const kubectl = (...args: string[]) =>
-      run(`${KUBE_BIN}/kubectl`, ['--kubeconfig', cluster!.realApiServer!.kubeconfigPath, ...args]);
+    const kubectl = (...args: string[]) => cluster!.realApiServer!.kubectl(...args);
 
     it('an EndpointSlice rewritten through the API reaches traffic', async () => {
       const c = cluster!;

@@ -17,6 +17,7 @@ import { parseManifests } from '../../src/k8s/manifests.js';
 import type { SourceSink } from '../../src/k8s/source.js';
 import type { Logger } from '../../src/telemetry/log.js';
 import { FakeApiServer } from '../support/apiserver.js';
+import { capturingLogger } from '../support/log.js';
 import { kernelTestsPossible, Netns } from '../support/netns.js';
 
 const CIDRS = ['10.244.0.0/16'];
@@ -216,17 +217,6 @@ describe('API source (client-node against a stand-in API server)', function () {
   });
 });
 
-/** A logger that keeps every line. */
-function logLines() {
-  const lines: { level: string; msg: string; fields: Record<string, unknown> }[] = [];
-  const at =
-    (level: string) =>
-    (msg: string, fields: Record<string, unknown> = {}) =>
-      lines.push({ level, msg, fields });
-  const log: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-  return { lines, log };
-}
-
 /** `nftproxy_watch_*{resource="KIND"}` samples of the operator's /metrics text. */
 function watchSamples(op: Operator, metric: string): Map<string, number> {
   const out = new Map<string, number>();
@@ -291,7 +281,8 @@ describe('API source: back after an outage', function () {
   const programmed = async () => compareRulesets(after(), await readRuleset(fake)).length === 0;
 
   it('reconnects every waiting watch once /readyz answers again, not after the rest of its backoff', async () => {
-    const { lines, log } = logLines();
+    const log = capturingLogger();
+    const { lines } = log;
     const o = await outage(100, log);
     // Back, but still starting: /readyz says 500, and that is not an answer.
     api.notReady = true;

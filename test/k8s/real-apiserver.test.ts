@@ -9,8 +9,8 @@ import { sourceFor } from '../../src/cli/run.js';
 import { Operator } from '../../src/controller/operator.js';
 import { resolveSettings } from '../../src/controller/settings.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
-import type { Logger } from '../../src/telemetry/log.js';
 import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
+import { capturingLogger } from '../support/log.js';
 import {
   createTopology,
   kernelTestsPossible,
@@ -49,16 +49,6 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs: num
   return Date.now() - start;
 }
 
-function logLines() {
-  const lines: { level: string; msg: string; fields: Record<string, unknown> }[] = [];
-  const at =
-    (level: string) =>
-    (msg: string, fields: Record<string, unknown> = {}) =>
-      lines.push({ level, msg, fields });
-  const log: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-  return { lines, log };
-}
-
 describe('@kernel real kube-apiserver: watches resume after an outage', function () {
   this.timeout(300_000);
 
@@ -95,15 +85,14 @@ describe('@kernel real kube-apiserver: watches resume after an outage', function
       });
       assert.equal(settings.apiBackoffMaxMs, 30_000);
       assert.equal(settings.apiProbeIntervalMs, 1000);
-      const { lines, log } = logLines();
+      const log = capturingLogger();
+      const { lines } = log;
       nft = new NetlinkBackend({ netns: topo.node.name });
       op = new Operator({ settings, source: sourceFor(settings, log), nft, log });
       await op.start();
+      // The table: empty until the first sync made it.
       const listing = async () =>
-        (await topo!.node.run('nft', 'list', 'table', 'ip', 'nftproxy').catch((e: { stderr: string }) => e))
-          .stderr === ''
-          ? (await topo!.node.run('nft', 'list', 'table', 'ip', 'nftproxy')).stdout
-          : '';
+        (await topo!.node.run('nft', 'list', 'table', 'ip', 'nftproxy').catch(() => ({ stdout: '' }))).stdout;
       await until('pod-a programmed', async () => (await listing()).includes(a.ip), 15_000).catch((e) => {
         throw new Error(
           `${(e as Error).message}\n${lines.map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.fields)}`).join('\n')}`,

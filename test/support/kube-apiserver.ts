@@ -19,6 +19,7 @@ import { startForwarder, type Netns } from './netns.js';
 import { join } from 'node:path';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { execa } from 'execa';
 
 /** Where scripts/kube-build puts the binaries. */
 export const KUBE_BIN = join(process.env.NFTPROXY_KUBE_CACHE ?? '/var/cache/nftproxy/kube-1.20.2', 'bin');
@@ -226,6 +227,11 @@ export class RealApiServer {
   /** A kubeconfig file with the admin identity (for kubectl and `nftproxy run`). */
   get kubeconfigPath(): string {
     return join(this.dir, 'kubeconfig');
+  }
+
+  /** Runs the built kubectl as admin against this server. */
+  kubectl(...args: string[]) {
+    return execa(join(KUBE_BIN, 'kubectl'), ['--kubeconfig', this.kubeconfigPath, ...args]);
   }
 
   /** The admin identity (system:masters). */

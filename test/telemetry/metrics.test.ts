@@ -5,6 +5,7 @@
  * latency, and an injected nft failure.
  */
 import assert from 'node:assert/strict';
+import { capturingLogger, type LogLine } from '../support/log.js';
 import { readFile } from 'node:fs/promises';
 import { Operator } from '../../src/controller/operator.js';
 import { noLocalEndpoints } from '../../src/controller/reports.js';
@@ -15,7 +16,6 @@ import { ClusterStore } from '../../src/k8s/store.js';
 import { MemorySource } from '../support/memory-source.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
 import { FakeBackend } from '../../src/nft/fake.js';
-import type { Logger } from '../../src/telemetry/log.js';
 import {
   EXPOSITION_CONTENT_TYPE,
   formatValue,
@@ -511,20 +511,6 @@ describe('noLocalEndpoints', () => {
 });
 
 // --- The operator, scraped over HTTP ------------------------------------------------------
-
-interface LogLine {
-  level: string;
-  msg: string;
-  fields: Record<string, unknown>;
-}
-
-function capturingLogger(lines: LogLine[]): Logger {
-  const at =
-    (level: string) =>
-    (msg: string, fields: Record<string, unknown> = {}) =>
-      lines.push({ level, msg, fields });
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
 
 async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000): Promise<void> {
   const end = Date.now() + timeoutMs;
