@@ -176,20 +176,7 @@ class Real implements ControlPlane {
   /** A token for config/'s ServiceAccount (TokenRequest), in a kubeconfig. */
   async kubeconfig(): Promise<string> {
     const { namespace, name } = SERVICE_ACCOUNT;
-    const r = await this.api.request(
-      'POST',
-      `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`,
-      {
-        apiVersion: 'authentication.k8s.io/v1',
-        kind: 'TokenRequest',
-        spec: { expirationSeconds: 3600 },
-      },
-    );
-    if (r.status !== 201 && r.status !== 200) throw new Error(`TokenRequest: ${r.status} ${r.body}`);
-    const token = (JSON.parse(r.body) as { status: { token: string } }).status.token;
-    return this.api
-      .kubeConfigFor({ name: `system:serviceaccount:${namespace}:${name}`, token })
-      .exportConfig();
+    return (await this.api.serviceAccountKubeConfig(namespace, name)).exportConfig();
   }
 
   async writeService(svc: ServiceManifest): Promise<ServiceInfo> {

@@ -13,6 +13,7 @@ export interface NodeFlags {
   manifests: string;
   node?: string;
   clusterCidr: string[];
+  serviceCidr: string[];
   nodeportAddresses: string[];
   nodeIp: string[];
   masqueradeAll: boolean;
@@ -37,6 +38,12 @@ export function nodeOptions(
     .option(
       '--cluster-cidr <cidr>',
       'pod network CIDR, repeatable; off-cluster traffic to ClusterIPs is masqueraded',
+      collect,
+      [],
+    )
+    .option(
+      '--service-cidr <cidr>',
+      'ClusterIP range, repeatable; traffic to an unallocated ClusterIP is dropped',
       collect,
       [],
     )
@@ -77,6 +84,7 @@ export async function loadCluster(
   const config = parseProxyConfig({
     nodeName: flags.node ?? process.env.NODE_NAME ?? '',
     clusterCIDRs: flags.clusterCidr,
+    serviceCIDRs: flags.serviceCidr,
     nodePortAddresses: flags.nodeportAddresses,
     nodeIPs: flags.nodeIp,
     masqueradeAll: flags.masqueradeAll,

@@ -76,6 +76,7 @@ async function settingsOf(flags: DiffFlags): Promise<Settings> {
   const input: SettingsInput = {
     ...(flags.node !== undefined ? { nodeName: flags.node } : {}),
     ...(flags.clusterCidr?.length ? { clusterCIDRs: flags.clusterCidr } : {}),
+    ...(flags.serviceCidr?.length ? { serviceCIDRs: flags.serviceCidr } : {}),
     ...(flags.nodeportAddresses?.length ? { nodePortAddresses: flags.nodeportAddresses } : {}),
     ...(flags.nodeIp?.length ? { nodeIPs: flags.nodeIp } : {}),
     ...(flags.masqueradeAll ? { masqueradeAll: true } : {}),

@@ -39,6 +39,7 @@ interface RunFlags {
   kubeconfig?: string;
   node?: string;
   clusterCidr?: string[];
+  serviceCidr?: string[];
   nodeportAddresses?: string[];
   nodeIp?: string[];
   masqueradeAll?: boolean;
@@ -180,6 +181,11 @@ export function runCommand(): Command {
     .option('--node <name>', "this node's name (default: $NODE_NAME)")
     .option('--cluster-cidr <cidr>', 'pod network CIDR, repeatable', collect)
     .option(
+      '--service-cidr <cidr>',
+      'ClusterIP range, repeatable (one per family); traffic to an unallocated ClusterIP is dropped. ServiceCIDR objects add to it',
+      collect,
+    )
+    .option(
       '--nodeport-addresses <cidr|primary>',
       'answer NodePorts only on local addresses in these CIDRs, repeatable',
       collect,
@@ -216,6 +222,7 @@ export function runCommand(): Command {
       const flags: SettingsInput = {
         ...(f.node !== undefined ? { nodeName: f.node } : {}),
         ...(f.clusterCidr ? { clusterCIDRs: f.clusterCidr } : {}),
+        ...(f.serviceCidr ? { serviceCIDRs: f.serviceCidr } : {}),
         ...(f.nodeportAddresses ? { nodePortAddresses: f.nodeportAddresses } : {}),
         ...(f.nodeIp ? { nodeIPs: f.nodeIp } : {}),
         ...(f.masqueradeAll ? { masqueradeAll: true } : {}),

@@ -12,6 +12,8 @@ import { LogLevel } from '../telemetry/log.js';
 export interface SettingsInput {
   nodeName?: string;
   clusterCIDRs?: string[];
+  /** ClusterIP ranges (--service-cluster-ip-range of the API server), per family. */
+  serviceCIDRs?: string[];
   nodePortAddresses?: string[];
   nodeIPs?: string[];
   masqueradeAll?: boolean;
@@ -81,6 +83,7 @@ export const DEFAULTS = {
 const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'number'> = {
   nodeName: 'string',
   clusterCIDRs: 'strings',
+  serviceCIDRs: 'strings',
   nodePortAddresses: 'strings',
   nodeIPs: 'strings',
   masqueradeAll: 'boolean',
@@ -205,6 +208,7 @@ export function resolveSettings(
     proxy = parseProxyConfig({
       nodeName: pick('nodeName') ?? env.NODE_NAME ?? '',
       clusterCIDRs: pick('clusterCIDRs') ?? [],
+      serviceCIDRs: pick('serviceCIDRs') ?? [],
       nodePortAddresses: pick('nodePortAddresses') ?? [],
       nodeIPs: pick('nodeIPs') ?? [],
       masqueradeAll: pick('masqueradeAll') ?? false,

@@ -25,10 +25,16 @@ import {
 import type { ClusterStore, EndpointChange } from '../k8s/store.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import type { RulesetBuilder, RulesetDelta } from '../proxy/builder.js';
-import { buildRuleset, nodeInfoOf, nodeIPsOf, type ServiceSource } from '../proxy/compile.js';
+import {
+  buildRuleset,
+  nodeInfoOf,
+  nodeIPsOf,
+  type ServiceSource,
+  withServiceCIDRs,
+} from '../proxy/compile.js';
 import type { ProxyConfig } from '../proxy/config.js';
 import { TABLE } from '../proxy/names.js';
-import { compileService, proxied, type ServiceContribution } from '../proxy/service.js';
+import { compileService, proxied, type ServiceContext, type ServiceContribution } from '../proxy/service.js';
 import type { Attributes, Link, Span, SpanContext } from '@opentelemetry/api';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 import { Attr, inSpan, recordFailure, Spans, tracer } from '../telemetry/tracing.js';
@@ -113,6 +119,11 @@ interface Outcome {
 /** Keeps one node's nftables in step with the store. */
 export class Syncer {
   private builder: RulesetBuilder | undefined;
+  /**
+   * What every service's compile reads besides the service, fixed at each full sync (a change
+   * to any of it makes the next sync full).
+   */
+  private context: Omit<ServiceContext, 'policy'> | undefined;
   private readonly log: Logger;
   /** The span of each endpoint change linked so far, so a retry links the same one. */
   private readonly changeSpans = new WeakMap<EndpointChange, SpanContext>();
@@ -302,10 +313,22 @@ export class Syncer {
     const svc = this.store.service(key);
     if (!svc || !proxied(svc)) return undefined;
     const { policy } = this.store.policyOf(svc);
-    return compileService(svc, this.store.slicesOf(key), {
-      node: nodeInfoOf({ nodes: this.store.nodeList() }, this.config),
-      ...(policy ? { policy } : {}),
-    });
+    const ctx = this.context ?? this.freshContext().context;
+    return compileService(svc, this.store.slicesOf(key), { ...ctx, ...(policy ? { policy } : {}) });
+  }
+
+  /** The settings completed with the cluster's service CIDRs, and the services' context. */
+  private freshContext(): { config: ProxyConfig; context: Omit<ServiceContext, 'policy'> } {
+    const config = withServiceCIDRs(this.config, { serviceCIDRs: this.store.serviceCIDRList() });
+    const nodes = { nodes: this.store.nodeList() };
+    return {
+      config,
+      context: {
+        node: nodeInfoOf(nodes, config),
+        nodeIPs: nodeIPsOf(nodes, config),
+        serviceCIDRs: config.serviceCIDRs,
+      },
+    };
   }
 
   /** The store as a source of services for a whole compile. */
@@ -315,13 +338,15 @@ export class Syncer {
 
   private async full(): Promise<Outcome> {
     this.builder = undefined;
-    const { nodeIPs, count } = await inSpan(Spans.collect, {}, (s) => {
+    const { config, count } = await inSpan(Spans.collect, {}, (s) => {
       const count = this.store.counts().services;
       s.setAttribute(Attr.servicesTouched, count);
-      return { nodeIPs: nodeIPsOf({ nodes: this.store.nodeList() }, this.config), count };
+      const fresh = this.freshContext();
+      this.context = fresh.context;
+      return { config: fresh.config, count };
     });
     const builder = await inSpan(Spans.compile, { [Attr.servicesTouched]: count }, () =>
-      buildRuleset(this.config, nodeIPs, this.source()),
+      buildRuleset(config, [...(this.context!.nodeIPs ?? [])], this.source()),
     );
     for (const d of builder.diagnostics()) this.log.warn(formatDiagnostic(d));
 

@@ -1,5 +1,5 @@
 /**
- * The Kubernetes API as a source: Services, EndpointSlices, this node's Node and
+ * The Kubernetes API as a source: Services, EndpointSlices, this node's Node, ServiceCIDRs and
  * ProxyPolicies, each listed in pages and watched by a cache-less reflector (reflector.ts),
  * the objects parsed straight into the store.
  *
@@ -65,7 +65,7 @@ export function loadKubeConfig(opts: Pick<ApiSourceOptions, 'kubeconfig' | 'kube
 /** How long a probe of /readyz may take. */
 const PROBE_TIMEOUT_MS = 2000;
 
-/** Services, EndpointSlices, this Node and ProxyPolicies from the API server. */
+/** Services, EndpointSlices, this Node, ServiceCIDRs and ProxyPolicies from the API server. */
 export class ApiSource implements ClusterSource {
   private reflectors: Reflector[] = [];
   private readonly log: Logger;
@@ -98,6 +98,15 @@ export class ApiSource implements ClusterSource {
         fieldSelector: `metadata.name=${this.opts.nodeName}`,
       },
     ];
+    resources.push({
+      kind: 'ServiceCIDR',
+      apiVersion: 'networking.k8s.io/v1',
+      path: '/apis/networking.k8s.io/v1/servicecidrs',
+      ifNotInstalled:
+        'ServiceCIDR API not served (Kubernetes before 1.33); service CIDRs come from settings only',
+      ifForbidden:
+        'not allowed to list servicecidrs (RBAC of an older nftproxy?); service CIDRs come from settings only',
+    });
     if (this.opts.watchPolicies ?? true)
       resources.push({
         kind: KIND,

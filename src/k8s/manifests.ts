@@ -129,11 +129,18 @@ export function mergeManifestFiles(files: ManifestFile[]): {
 
 /** The cluster state of a set of objects. */
 export function stateOf(objects: Iterable<Parsed>): ClusterState {
-  const state: ClusterState = { services: [], endpointSlices: [], nodes: [], policies: [] };
+  const state: ClusterState = {
+    services: [],
+    endpointSlices: [],
+    nodes: [],
+    serviceCIDRs: [],
+    policies: [],
+  };
   for (const p of objects) {
     if (p.kind === 'Service') state.services.push(p.object);
     else if (p.kind === 'EndpointSlice') state.endpointSlices.push(p.object);
     else if (p.kind === 'ProxyPolicy') state.policies!.push(p.object);
+    else if (p.kind === 'ServiceCIDR') state.serviceCIDRs!.push(p.object);
     else state.nodes.push(p.object);
   }
   return state;

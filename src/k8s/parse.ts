@@ -28,6 +28,7 @@ import {
   objectRef,
   Protocol,
   type Service,
+  type ServiceCIDR,
   type ServicePort,
   ServiceType,
   TrafficPolicy,
@@ -38,6 +39,7 @@ export type Parsed =
   | { kind: 'Service'; object: Service }
   | { kind: 'EndpointSlice'; object: EndpointSlice }
   | { kind: 'Node'; object: Node }
+  | { kind: 'ServiceCIDR'; object: ServiceCIDR }
   | { kind: 'ProxyPolicy'; object: PolicyObject };
 
 /** The outcome of parsing one object: the object if valid, and anything worth saying. */
@@ -470,10 +472,25 @@ function parseNode(raw: Obj, r: Reader): Node {
   return { metadata, addresses, podCIDRs };
 }
 
+/** Parses a networking.k8s.io/v1 ServiceCIDR. */
+function parseServiceCIDR(raw: Obj, r: Reader): ServiceCIDR {
+  const metadata = readMeta(r, raw, false);
+  const spec = r.obj(raw.spec, 'spec') ?? {};
+  const cidrs: string[] = [];
+  r.arr(spec.cidrs, 'spec.cidrs').forEach((c, i) => {
+    const s = r.str(c, `spec.cidrs[${i}]`);
+    const cidr = s === undefined ? undefined : parseCIDR(s);
+    if (cidr) cidrs.push(formatCIDR(cidr));
+    else if (s !== undefined) r.bad(`spec.cidrs[${i}]`, `not a valid CIDR: ${quote(s)}`);
+  });
+  return { metadata, cidrs };
+}
+
 const KINDS: Record<string, { apiVersion: string; namespaced: boolean }> = {
   Service: { apiVersion: 'v1', namespaced: true },
   EndpointSlice: { apiVersion: 'discovery.k8s.io/v1', namespaced: true },
   Node: { apiVersion: 'v1', namespaced: false },
+  ServiceCIDR: { apiVersion: 'networking.k8s.io/v1', namespaced: false },
   [POLICY_KIND]: { apiVersion: POLICY_API_VERSION, namespaced: true },
 };
 
@@ -564,6 +581,7 @@ export function parseResource(raw: unknown, origin?: string): ParseResult {
   let parsed: Parsed | undefined;
   if (kind === 'Service') parsed = { kind, object: parseService(raw, r) };
   else if (kind === 'Node') parsed = { kind, object: parseNode(raw, r) };
+  else if (kind === 'ServiceCIDR') parsed = { kind, object: parseServiceCIDR(raw, r) };
   else {
     const slice = parseEndpointSlice(raw, r);
     if (slice) parsed = { kind: 'EndpointSlice', object: slice };

@@ -33,6 +33,12 @@ export interface ResourceSpec {
    * then means "no objects", logged once with this warning, instead of a failure.
    */
   ifNotInstalled?: string;
+  /**
+   * The resource is optional: a 403 (this identity may not list it, say RBAC from an older
+   * release) counts as "no objects" too, logged once with this warning, and is looked for
+   * again like a missing API. Without it a 403 is a failure, retried with backoff.
+   */
+  ifForbidden?: string;
 }
 
 /**
@@ -271,8 +277,10 @@ export class Reflector {
         if (!mustList) this.markSynced();
         if (this.stopped) break;
         const status = httpStatus(e);
-        if (status === 404 && this.spec.ifNotInstalled) {
-          this.missing();
+        const absent =
+          status === 404 ? this.spec.ifNotInstalled : status === 403 ? this.spec.ifForbidden : undefined;
+        if (absent !== undefined) {
+          this.missing(absent);
           this.setPhase('not-installed');
           mustList = true;
           await this.sleep(this.opts.missingRetryMs ?? 180_000);
@@ -418,14 +426,14 @@ export class Reflector {
   }
 
   /**
-   * The resource's API is not there: it has no objects (any seen before went with it), and
-   * that counts as listed. Looked for again later.
+   * The resource's API is not there (or not for us): it has no objects (any seen before went
+   * with it), and that counts as listed. Looked for again later.
    */
-  private missing(): void {
+  private missing(why: string): void {
     for (const k of this.heldKeys()) this.remove(k);
     this.known = new Set();
     this.resourceVersion = '';
-    if (!this.warnedNotInstalled) this.log.warn(this.spec.ifNotInstalled!, { resource: this.spec.kind });
+    if (!this.warnedNotInstalled) this.log.warn(why, { resource: this.spec.kind });
     this.warnedNotInstalled = true;
     this.notInstalled = true;
     this.failures = 0;

@@ -7,7 +7,14 @@ import { irEqual } from '../nft/ruleset.js';
 import type { PolicyObject } from '../api/types.js';
 import { policyFor, selects } from '../proxy/policy.js';
 import type { Parsed } from './parse.js';
-import { type ClusterState, type EndpointSlice, Labels, type Node, type Service } from './types.js';
+import {
+  type ClusterState,
+  type EndpointSlice,
+  Labels,
+  type Node,
+  type Service,
+  type ServiceCIDR,
+} from './types.js';
 
 /** Kinds the store holds. */
 export type StoreKind = Parsed['kind'];
@@ -16,7 +23,10 @@ export type StoreKind = Parsed['kind'];
 export interface Dirty {
   /** Keys (`namespace/name`) of services to recompile. */
   services: string[];
-  /** This node's addresses or zone changed: everything must be recompiled. */
+  /**
+   * Something every service depends on changed (this node's addresses or zone, the service
+   * CIDRs): everything must be recompiled.
+   */
   node: boolean;
   /** Keys of ProxyPolicies whose status may have changed. */
   policies?: string[];
@@ -47,6 +57,7 @@ export class ClusterStore {
   /** The slices naming each service: an array, a service has few (usually one). */
   private readonly slicesByService = new Map<string, EndpointSlice[]>();
   private readonly nodes = new Map<string, Node>();
+  private readonly serviceCIDRObjects = new Map<string, ServiceCIDR>();
   /** ProxyPolicies by namespace, then name. */
   private readonly policies = new Map<string, Map<string, PolicyObject>>();
 
@@ -94,6 +105,12 @@ export class ClusterStore {
             old?.metadata.labels[Labels.zone] !== p.object.metadata.labels[Labels.zone]);
         return { services: [], node: mine };
       }
+      case 'ServiceCIDR': {
+        const old = this.serviceCIDRObjects.get(name);
+        if (old && irEqual(old.cidrs, p.object.cidrs)) return NOTHING;
+        this.serviceCIDRObjects.set(name, p.object);
+        return { services: [], node: true };
+      }
       case 'ProxyPolicy': {
         let inNs = this.policies.get(namespace);
         const old = inNs?.get(name);
@@ -121,6 +138,8 @@ export class ClusterStore {
     if (kind === 'Service') return this.services.delete(k) ? { services: [k], node: false } : NOTHING;
     if (kind === 'Node')
       return this.nodes.delete(name) ? { services: [], node: name === this.nodeName } : NOTHING;
+    if (kind === 'ServiceCIDR')
+      return this.serviceCIDRObjects.delete(name) ? { services: [], node: true } : NOTHING;
     if (kind === 'ProxyPolicy') {
       const inNs = this.policies.get(namespace);
       const old = inNs?.get(name);
@@ -199,6 +218,8 @@ export class ClusterStore {
         return this.slices.keys();
       case 'Node':
         return [...this.nodes.keys()].map((n) => `/${n}`);
+      case 'ServiceCIDR':
+        return [...this.serviceCIDRObjects.keys()].map((n) => `/${n}`);
       case 'ProxyPolicy':
         return [...this.policies.values()].flatMap((m) =>
           [...m.values()].map((p) => key(p.metadata.namespace, p.metadata.name)),
@@ -227,6 +248,11 @@ export class ClusterStore {
     return [...this.nodes.values()];
   }
 
+  /** The ServiceCIDR objects known. */
+  serviceCIDRList(): ServiceCIDR[] {
+    return [...this.serviceCIDRObjects.values()];
+  }
+
   /** Every service key. */
   serviceKeys(): IterableIterator<string> {
     return this.services.keys();
@@ -238,6 +264,7 @@ export class ClusterStore {
       services: [...this.services.values()],
       endpointSlices: [...this.slices.values()],
       nodes: [...this.nodes.values()],
+      serviceCIDRs: this.serviceCIDRList(),
       policies: this.policyList(),
     };
   }

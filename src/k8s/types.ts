@@ -151,11 +151,23 @@ export interface Node {
   podCIDRs: string[];
 }
 
+/**
+ * A networking.k8s.io/v1 ServiceCIDR: a range the API server allocates ClusterIPs from.
+ * Traffic to an address in one that no Service holds is dropped.
+ */
+export interface ServiceCIDR {
+  metadata: ObjectMeta;
+  /** `spec.cidrs`, canonical (one per family at most). */
+  cidrs: string[];
+}
+
 /** Everything the compiler reads. */
 export interface ClusterState {
   services: Service[];
   endpointSlices: EndpointSlice[];
   nodes: Node[];
+  /** ServiceCIDR objects (clusters from 1.33 have them); with the settings' service CIDRs. */
+  serviceCIDRs?: ServiceCIDR[];
   /** ProxyPolicies, valid or not (invalid ones carry their problems and select nothing). */
   policies?: PolicyObject[];
 }

@@ -91,6 +91,27 @@ interface Table {
   rivals: Map<string, Map<string, DispatchUnit>>;
 }
 
+/**
+ * Which of two units claiming one address wins: a ClusterIP always (the API server allocated
+ * it; an external IP or load balancer IP equal to it is a mistake or an attack), then the
+ * service first in namespace/name order.
+ */
+function precedes(a: DispatchUnit, b: DispatchUnit): boolean {
+  const ac = a.kind === 'clusterIP';
+  if (ac !== (b.kind === 'clusterIP')) return ac;
+  return compareServiceKeys(a.service, b.service) < 0;
+}
+
+/** A unit not programmed because another service holds its address. */
+export interface Conflict {
+  /** The losing unit; its `service` is the losing service. */
+  unit: DispatchUnit;
+  /** `namespace/name` of the service that holds the address. */
+  owner: string;
+  /** How the owner uses the address. */
+  ownerKind: DispatchUnit['kind'];
+}
+
 /** Builds and maintains the desired ruleset for one node. */
 export class RulesetBuilder implements DesiredSource {
   private readonly tables = new Map<string, Table>();
@@ -260,22 +281,34 @@ export class RulesetBuilder implements DesiredSource {
   diagnostics(keys?: Iterable<string>): Diagnostic[] {
     const out: Diagnostic[] = [];
     for (const key of [...(keys ?? this.contributions.keys())].sort(compareServiceKeys)) {
-      const units = this.contributions.get(key);
-      if (!units) continue;
       out.push(...(this.problems.get(key) ?? []));
-      for (const unit of units) {
-        const owner = this.claimOf(unit)!.service;
-        if (owner === key) continue;
+      for (const c of this.conflictsOf(key)) {
         const [ns, name] = key.split('/') as [string, string];
-        const [ons, oname] = owner.split('/') as [string, string];
         out.push({
           severity: 'error',
           object: objectRef('Service', { namespace: ns, name }),
-          message: `${unitLabel(unit)} is already used by ${objectRef('Service', { namespace: ons, name: oname })}; not programmed for this service`,
+          message: conflictMessage(c),
         });
       }
     }
     return out;
+  }
+
+  /** The units of a service that lost their address to another service. */
+  conflictsOf(key: string): Conflict[] {
+    const out: Conflict[] = [];
+    for (const unit of this.contributions.get(key) ?? []) {
+      const owner = this.claimOf(unit)!;
+      if (owner.service !== key) out.push({ unit, owner: owner.service, ownerKind: owner.kind });
+    }
+    return out;
+  }
+
+  /** How many addresses some service lost to another (rivals of every claim). */
+  conflictCount(): number {
+    let n = 0;
+    for (const t of this.tables.values()) for (const r of t.rivals.values()) n += r.size;
+    return n;
   }
 
   /**
@@ -338,7 +371,7 @@ export class RulesetBuilder implements DesiredSource {
     }
     let rivals = t.rivals.get(unit.claim);
     if (!rivals) t.rivals.set(unit.claim, (rivals = new Map()));
-    if (compareServiceKeys(key, owner.service) < 0) {
+    if (precedes(unit, owner)) {
       rivals.set(owner.service, owner);
       this.unprogram(owner);
       t.claims.set(unit.claim, unit);
@@ -357,14 +390,13 @@ export class RulesetBuilder implements DesiredSource {
       return;
     }
     this.unprogram(unit);
-    let next: string | undefined;
-    for (const k of rivals?.keys() ?? []) if (next === undefined || compareServiceKeys(k, next) < 0) next = k;
-    if (next === undefined) {
+    let successor: DispatchUnit | undefined;
+    for (const u of rivals?.values() ?? []) if (!successor || precedes(u, successor)) successor = u;
+    if (successor === undefined) {
       t.claims.delete(unit.claim);
       return;
     }
-    const successor = rivals!.get(next)!;
-    rivals!.delete(next);
+    rivals!.delete(successor.service);
     if (rivals!.size === 0) t.rivals.delete(unit.claim);
     t.claims.set(unit.claim, successor);
     this.program(successor);
@@ -446,4 +478,11 @@ export class RulesetBuilder implements DesiredSource {
     if (known) known.after = unit;
     else this.delta.entries.set(claim, { after: unit });
   }
+}
+
+/** `10.96.0.10:80/TCP is already used by Service shop/web (its ClusterIP); not programmed for this service`. */
+export function conflictMessage(c: Conflict): string {
+  const [ns, name] = c.owner.split('/') as [string, string];
+  const how = c.ownerKind === 'clusterIP' ? ' (its ClusterIP)' : '';
+  return `${unitLabel(c.unit)} is already used by ${objectRef('Service', { namespace: ns, name })}${how}; not programmed for this service`;
 }

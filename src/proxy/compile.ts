@@ -11,7 +11,7 @@
  * one service at a time. Both go through the same builder.
  */
 import type { Ruleset } from '../nft/ruleset.js';
-import { parseIP } from '../net/ip.js';
+import { normalizeCIDRs, parseCIDR, parseIP } from '../net/ip.js';
 import { type ClusterState, type Diagnostic, type EndpointSlice, Labels } from '../k8s/types.js';
 import type { PolicyObject } from '../api/types.js';
 import type { NodeInfo } from './endpoints.js';
@@ -51,6 +51,19 @@ export function nodeIPsOf(state: Pick<ClusterState, 'nodes'>, config: ProxyConfi
   if (config.nodeIPs.length) return config.nodeIPs;
   const node = state.nodes.find((n) => n.metadata.name === config.nodeName);
   return node?.addresses.map((a) => a.address) ?? [];
+}
+
+/**
+ * The settings with the service CIDRs completed: those given, and those of the cluster's
+ * ServiceCIDR objects.
+ */
+export function withServiceCIDRs(
+  config: ProxyConfig,
+  state: Pick<ClusterState, 'serviceCIDRs'>,
+): ProxyConfig {
+  const objects = (state.serviceCIDRs ?? []).flatMap((o) => o.cidrs.map((c) => parseCIDR(c)!));
+  if (!objects.length) return config;
+  return { ...config, serviceCIDRs: normalizeCIDRs([...config.serviceCIDRs, ...objects]) };
 }
 
 /** This node's name and zone (`topology.kubernetes.io/zone` of its Node object). */
@@ -98,6 +111,7 @@ export function buildRuleset(config: ProxyConfig, nodeIPs: string[], source: Ser
 export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSource & { skipped: number } {
   const slices = slicesByService(state.endpointSlices);
   const node = nodeInfoOf(state, config);
+  const nodeIPs = nodeIPsOf(state, config);
   const policies = new Map<string, PolicyObject[]>();
   for (const p of state.policies ?? []) {
     const list = policies.get(p.metadata.namespace) ?? [];
@@ -116,13 +130,19 @@ export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSo
       const svc = services.get(key);
       if (!svc || !proxied(svc)) return undefined;
       const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
-      return compileService(svc, slices.get(key) ?? [], { node, ...(policy ? { policy } : {}) });
+      return compileService(svc, slices.get(key) ?? [], {
+        node,
+        nodeIPs,
+        serviceCIDRs: config.serviceCIDRs,
+        ...(policy ? { policy } : {}),
+      });
     },
   };
 }
 
 /** Compiles the whole cluster state into the desired ruleset. */
-export function compile(state: ClusterState, config: ProxyConfig): CompileResult {
+export function compile(state: ClusterState, settings: ProxyConfig): CompileResult {
+  const config = withServiceCIDRs(settings, state);
   const source = stateSource(state, config);
   const builder = buildRuleset(config, nodeIPsOf(state, config), source);
   return {

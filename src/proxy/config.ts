@@ -11,6 +11,12 @@ export interface ProxyConfigInput {
   /** Pod network CIDRs. Traffic from outside them to a ClusterIP is masqueraded. */
   clusterCIDRs?: string[];
   /**
+   * The ranges ClusterIPs are allocated from (the API server's --service-cluster-ip-range),
+   * per family. Traffic to an address in them that no Service holds is dropped, and external
+   * IPs inside them are refused. ServiceCIDR objects add to these.
+   */
+  serviceCIDRs?: string[];
+  /**
    * Where NodePorts answer: CIDRs, or `primary` for the node's own IPs. Empty: every local
    * address except loopback.
    */
@@ -32,6 +38,8 @@ export interface ProxyConfigInput {
 export interface ProxyConfig {
   nodeName: string;
   clusterCIDRs: CIDR[];
+  /** From the settings; `serviceCIDRsOf` adds the cluster's ServiceCIDR objects. */
+  serviceCIDRs: CIDR[];
   /** Parsed CIDRs; `primary` is kept as a flag and resolved against the node's IPs. */
   nodePortCIDRs: CIDR[];
   nodePortPrimary: boolean;
@@ -67,6 +75,7 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
   };
   if (!input.nodeName) problems.push('node name: required (flag --node, or NODE_NAME)');
   const [clusterCIDRs] = cidrs(input.clusterCIDRs, 'cluster CIDR', false);
+  const [serviceCIDRs] = cidrs(input.serviceCIDRs, 'service CIDR', false);
   const [nodePortCIDRs, nodePortPrimary] = cidrs(input.nodePortAddresses, 'nodeport address', true);
   const nodeIPs: string[] = [];
   for (const ip of input.nodeIPs ?? []) {
@@ -83,6 +92,7 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
   return {
     nodeName: input.nodeName,
     clusterCIDRs,
+    serviceCIDRs,
     nodePortCIDRs,
     nodePortPrimary,
     masqueradeAll: input.masqueradeAll ?? false,

@@ -56,6 +56,11 @@ export const Chains = {
 export const Sets = {
   /** Every ClusterIP: masquerade of off-cluster sources, reject of unused ports. */
   clusterIPs: 'cluster-ips',
+  /**
+   * The ClusterIP ranges (interval set): a new connection to an address in them that is not
+   * in `cluster-ips` is dropped, as kube-proxy does, rather than routed on.
+   */
+  serviceCIDRs: 'service-cidrs',
   /** The pod network (interval set); sources outside it are masqueraded to ClusterIPs. */
   clusterCIDRs: 'cluster-cidrs',
   /** Where NodePorts answer, when restricted (interval set). */
@@ -64,6 +69,15 @@ export const Sets = {
   masqueradeServices: 'masquerade-services',
   /** NodePort proto . port whose traffic is masqueraded (externalTrafficPolicy Cluster). */
   masqueradeNodeports: 'masquerade-nodeports',
+  /**
+   * External VIP . proto . port of externalTrafficPolicy Local services: masqueraded when
+   * the node itself connects (as kube-proxy does), since the endpoint may answer the node's
+   * address by another path than the one the DNAT was made on. Pods and outside clients keep
+   * their address.
+   */
+  masqueradeFromNode: 'masquerade-from-node',
+  /** The same for NodePorts of externalTrafficPolicy Local services: proto . port. */
+  masqueradeNodeportsFromNode: 'masquerade-nodeports-from-node',
   /** Endpoint . itself: a pod reaching itself through a service is masqueraded. */
   hairpin: 'hairpin',
   /** VIP . proto . port whose traffic is never masqueraded (ProxyPolicy `masquerade: never`). */

@@ -14,7 +14,15 @@ import {
   ServiceType,
   TrafficPolicy,
 } from '../k8s/types.js';
-import { type CIDR, intersectCIDRs, normalizeCIDRs, parseCIDR } from '../net/ip.js';
+import {
+  type CIDR,
+  cidrContains,
+  formatCIDR,
+  intersectCIDRs,
+  normalizeCIDRs,
+  parseCIDR,
+  parseIP,
+} from '../net/ip.js';
 import type { PolicyObject, Scheduler } from '../api/types.js';
 import { ipsOf } from './config.js';
 import { categorizeEndpoints, type EndpointCategories, type NodeInfo } from './endpoints.js';
@@ -94,8 +102,11 @@ export interface DispatchUnit extends DispatchEntry {
   slotLines: string;
   /** The same for the local pool, when `localEndpoints` is set. */
   localSlotLines?: string;
-  /** Its traffic is masqueraded (`masquerade-*` set), or exempt (`no-masquerade-services`). */
-  masquerade?: 'always' | 'never';
+  /**
+   * Its traffic is masqueraded (`masquerade-*` set), only the node's own
+   * (`masquerade-*from-node`: externalTrafficPolicy Local), or exempt (`no-masquerade-services`).
+   */
+  masquerade?: 'always' | 'fromNode' | 'never';
   /** Source ranges (canonical CIDR text): allowed, when restricted; refused. */
   allow?: readonly string[];
   deny?: readonly string[];
@@ -145,6 +156,7 @@ export function unitLines(u: DispatchUnit, emit: LineSink): void {
     }
   }
   if (u.masquerade === 'always') emit(sets.masquerade, key);
+  if (u.masquerade === 'fromNode') emit(sets.masqueradeFromNode, key);
   if (u.masquerade === 'never') emit(Sets.noMasqueradeServices, key);
   if (u.affinityTimeout !== undefined) {
     const [guard, timeouts] =
@@ -194,6 +206,7 @@ export function unitLineCounts(u: DispatchUnit, add: (set: string, n: number) =>
     if (u.localPick) add(sets.backends, lineCount(u.localSlotLines));
   }
   if (u.masquerade === 'always') add(sets.masquerade, 1);
+  if (u.masquerade === 'fromNode') add(sets.masqueradeFromNode, 1);
   if (u.masquerade === 'never') add(Sets.noMasqueradeServices, 1);
   if (u.affinityTimeout !== undefined) {
     add(dkind === 'service' ? Sets.affinityServices : Sets.affinityNodeports, 1);
@@ -267,24 +280,30 @@ export interface ServiceContext {
   policy?: PolicyObject;
   /** Pick chain sizes that exist anyway (weighted slots use them exactly). */
   precreatedSlots?: number;
+  /** The ClusterIP ranges: external and load balancer IPs inside them are refused. */
+  serviceCIDRs?: readonly CIDR[];
+  /** This node's IPs: source ranges that admit one admit the load balancer IPs too. */
+  nodeIPs?: readonly string[];
 }
 
 /** The maps and sets each kind of dispatch writes. */
 const DISPATCH_SETS: Record<
   DispatchKind,
-  { dispatch: string; noEndpoints: string; backends: string; masquerade: string }
+  { dispatch: string; noEndpoints: string; backends: string; masquerade: string; masqueradeFromNode: string }
 > = {
   service: {
     dispatch: Maps.serviceIPs,
     noEndpoints: Maps.noEndpointServices,
     backends: Maps.backends,
     masquerade: Sets.masqueradeServices,
+    masqueradeFromNode: Sets.masqueradeFromNode,
   },
   nodeport: {
     dispatch: Maps.serviceNodeports,
     noEndpoints: Maps.noEndpointNodeports,
     backends: Maps.nodeportBackends,
     masquerade: Sets.masqueradeNodeports,
+    masqueradeFromNode: Sets.masqueradeNodeportsFromNode,
   },
 };
 
@@ -351,14 +370,31 @@ export function compileService(
     svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;
   const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
   const service = flat(`${svc.metadata.namespace}/${svc.metadata.name}`);
+  const serviceCIDRs = ctx.serviceCIDRs ?? [];
+  /** Whether an external address is outside every service CIDR (inside, it would pose as a ClusterIP). */
+  const outsideServiceCIDRs = (ip: string) => {
+    if (!serviceCIDRs.length) return true;
+    const addr = parseIP(ip)!;
+    return !serviceCIDRs.some((c) => cidrContains(c, addr));
+  };
 
   for (const family of FAMILIES) {
     const fi = FAMILY_INFO[family];
     const clusterIP = svc.clusterIPs.find((ip) => versionOf(ip) === fi.version);
     if (!clusterIP) continue;
     const familySlices = slices.filter((s) => (s.addressType === 'IPv4' ? 4 : 6) === fi.version);
+    const externalIPs = ipsOf(svc.externalIPs, fi.version).filter((ip) => outsideServiceCIDRs(ip));
+    const lbIPs = ipsOf(svc.loadBalancerIPs, fi.version).filter((ip) => outsideServiceCIDRs(ip));
     // Source ranges of this family: the service's own (load balancer IPs only) and the policy's.
-    const lbRanges = cidrsOf(svc.loadBalancerSourceRanges, fi.version);
+    let lbRanges = cidrsOf(svc.loadBalancerSourceRanges, fi.version);
+    // A node reaching a load balancer IP that is also local to it (or looped back by the load
+    // balancer) comes from the VIP itself: ranges that admit the node admit its VIPs.
+    const nodeIPs = ipsOf([...(ctx.nodeIPs ?? [])], fi.version).map((ip) => parseIP(ip)!);
+    if (lbRanges.length && nodeIPs.some((ip) => lbRanges.some((c) => cidrContains(c, ip))))
+      lbRanges = normalizeCIDRs([
+        ...lbRanges,
+        ...lbIPs.map((ip) => parseCIDR(`${ip}/${fi.version === 4 ? 32 : 128}`)!),
+      ]);
     const policyAllow = behaviour.allow ? cidrsOf(behaviour.allow, fi.version) : undefined;
     const deny = cidrsOf(behaviour.deny, fi.version);
     // A list given only for the other family still restricts this one: nothing is allowed.
@@ -444,6 +480,10 @@ export function compileService(
           (behaviour.masquerade === 'auto' && external && !externalLocal)
         )
           u.masquerade = 'always';
+        else if (behaviour.masquerade === 'auto' && external && table.slots.length)
+          // externalTrafficPolicy Local: the node's own connections still are (kube-proxy's
+          // `fib saddr type local` rule); outside clients and pods keep their address.
+          u.masquerade = 'fromNode';
         else if (behaviour.masquerade === 'never' && dkind === 'service') u.masquerade = 'never';
         if (behaviour.affinityTimeout !== undefined && table.slots.length)
           u.affinityTimeout = behaviour.affinityTimeout;
@@ -463,9 +503,8 @@ export function compileService(
       const vipUnit = (vip: string, ekind: DispatchEntry['kind']) =>
         unit('service', ekind, flat(`${vip} . ${proto} . ${sp.port}`), vip);
       out.units.push(vipUnit(clusterIP, 'clusterIP'));
-      for (const vip of ipsOf(svc.externalIPs, fi.version)) out.units.push(vipUnit(vip, 'externalIP'));
-      for (const vip of ipsOf(svc.loadBalancerIPs, fi.version))
-        out.units.push(vipUnit(vip, 'loadBalancerIP'));
+      for (const vip of externalIPs) out.units.push(vipUnit(vip, 'externalIP'));
+      for (const vip of lbIPs) out.units.push(vipUnit(vip, 'loadBalancerIP'));
       if (hasNodePorts && sp.nodePort) {
         out.units.push(unit('nodeport', 'nodePort', flat(`${proto} . ${sp.nodePort}`), undefined));
       }
@@ -485,16 +524,24 @@ export function compileService(
     return false;
   });
   const families = new Set(svc.clusterIPs.map(versionOf));
+  const inRange = (ip: string) => {
+    const addr = parseIP(ip)!;
+    return serviceCIDRs.find((c) => cidrContains(c, addr));
+  };
+  const refused = (ip: string) => {
+    if (!families.has(versionOf(ip))) return `the service has no IPv${versionOf(ip)} cluster IP`;
+    const range = inRange(ip);
+    return range
+      ? `it is inside the service CIDR ${formatCIDR(range)}, where only ClusterIPs belong`
+      : undefined;
+  };
   svc.externalIPs.forEach((ip, i) => {
-    if (!families.has(versionOf(ip)))
-      warn(`spec.externalIPs[${i}]`, `${ip} is ignored: the service has no IPv${versionOf(ip)} cluster IP`);
+    const why = refused(ip);
+    if (why) warn(`spec.externalIPs[${i}]`, `${ip} is ignored: ${why}`);
   });
   svc.loadBalancerIPs.forEach((ip) => {
-    if (!families.has(versionOf(ip)))
-      warn(
-        'status.loadBalancer.ingress',
-        `${ip} is ignored: the service has no IPv${versionOf(ip)} cluster IP`,
-      );
+    const why = refused(ip);
+    if (why) warn('status.loadBalancer.ingress', `${ip} is ignored: ${why}`);
   });
   if (svc.loadBalancerSourceRanges.length && svc.type !== ServiceType.LoadBalancer)
     warn('spec.loadBalancerSourceRanges', `has no effect on a ${svc.type} service`);

@@ -1,6 +1,6 @@
 /**
  * The fixed part of each table: every chain, set and map, and the elements that come from
- * settings rather than services (cluster CIDRs, NodePort addresses). Plus the pick chains,
+ * settings rather than services (cluster and service CIDRs, NodePort addresses). Plus the pick chains,
  * one per kind and slot count.
  */
 import {
@@ -82,9 +82,12 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   const portType = ['inet_proto', 'inet_service'];
   set(Sets.clusterIPs, addrType);
   set(Sets.clusterCIDRs, addrType, { flags: ['interval'] });
+  set(Sets.serviceCIDRs, addrType, { flags: ['interval'] });
   set(Sets.nodeportAddresses, addrType, { flags: ['interval'] });
   set(Sets.masqueradeServices, vipType);
   set(Sets.masqueradeNodeports, portType);
+  set(Sets.masqueradeFromNode, vipType);
+  set(Sets.masqueradeNodeportsFromNode, portType);
   set(Sets.hairpin, [addrType, addrType]);
   set(Maps.serviceIPs, vipType, { map: 'verdict' });
   set(Maps.serviceNodeports, portType, { map: 'verdict' });
@@ -160,6 +163,7 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   const ofFamily = (cs: CIDR[]) => cs.filter((c) => c.version === fi.version);
   const clusterCIDRs = ofFamily(config.clusterCIDRs);
   addElems(Sets.clusterCIDRs, clusterCIDRs.map(cidrText));
+  addElems(Sets.serviceCIDRs, ofFamily(config.serviceCIDRs).map(cidrText));
   // `primary` adds the node's own IPs. Normalised together with the CIDRs, since an
   // interval set refuses overlapping elements (10.0.0.0/8 and 10.0.0.5).
   const primary = config.nodePortPrimary
@@ -214,6 +218,12 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
     ]);
   }
   services.push([match(vipKey, '==', setRef(Sets.masqueradeServices)), jump(Chains.markForMasquerade)]);
+  const fromNode = match(fibSaddrType(), '==', 'local');
+  services.push([
+    fromNode,
+    match(vipKey, '==', setRef(Sets.masqueradeFromNode)),
+    jump(Chains.markForMasquerade),
+  ]);
   // ClientIP affinity: a client with a live entry goes back to its endpoint; no entry, no
   // match, and the pick below chooses (affinity-record remembers the choice).
   const affinityKey = concat(saddr, daddr, meta('l4proto'), payload('th', 'dport'));
@@ -236,6 +246,11 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   chain(Chains.services, services);
   chain(Chains.nodeports, [
     [match(portKey, '==', setRef(Sets.masqueradeNodeports)), jump(Chains.markForMasquerade)],
+    [
+      fromNode,
+      match(portKey, '==', setRef(Sets.masqueradeNodeportsFromNode)),
+      jump(Chains.markForMasquerade),
+    ],
     [match(portKey, '==', setRef(Sets.affinityNodeports)), affinityDnat],
     [...fromOutside, vmap(portKey, Maps.localServiceNodeports)],
     [vmap(portKey, Maps.serviceNodeports)],
@@ -275,7 +290,12 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   ]);
   chain(Chains.serviceEndpointsCheck, [[vmap(vipKey, Maps.noEndpointServices)]]);
   chain(Chains.nodeportEndpointsCheck, [[...localNodePort, vmap(portKey, Maps.noEndpointNodeports)]]);
-  chain(Chains.clusterIPsCheck, [[match(daddr, '==', setRef(Sets.clusterIPs)), goto(Chains.reject)]]);
+  // A live ClusterIP's unused port is refused; an address of the range no service holds
+  // is dropped (routed on, it would reach the default gateway).
+  chain(Chains.clusterIPsCheck, [
+    [match(daddr, '==', setRef(Sets.clusterIPs)), goto(Chains.reject)],
+    [match(daddr, '==', setRef(Sets.serviceCIDRs)), { drop: null }],
+  ]);
 
   chain(BaseChains.natPrerouting, [[jump(Chains.services)]], {
     type: 'nat',

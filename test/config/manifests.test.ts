@@ -56,12 +56,13 @@ const KINDS = [
 ];
 /**
  * `group/resource verb`, all and only what nftproxy calls: src/k8s/api-source.ts lists and
- * watches Services, EndpointSlices, Nodes and ProxyPolicies; src/controller/policy-status.ts
+ * watches Services, EndpointSlices, Nodes, ServiceCIDRs and ProxyPolicies; src/controller/policy-status.ts
  * GETs and merge-patches the ProxyPolicy status subresource and creates core v1 Events.
  */
 const GRANTS = [
   ...['services', 'nodes'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `/${r} ${v}`)),
   ...['get', 'list', 'watch'].map((v) => `discovery.k8s.io/endpointslices ${v}`),
+  ...['get', 'list', 'watch'].map((v) => `networking.k8s.io/servicecidrs ${v}`),
   ...['get', 'list', 'watch'].map((v) => `nftproxy.dev/proxypolicies ${v}`),
   'nftproxy.dev/proxypolicies/status get',
   'nftproxy.dev/proxypolicies/status patch',

@@ -21,6 +21,8 @@ import { capturingLogger } from '../support/log.js';
 import { kernelTestsPossible, Netns } from '../support/netns.js';
 
 const CIDRS = ['10.244.0.0/16'];
+/** What the API source lists and watches (the stand-in serves them all). */
+const RESOURCES = ['Service', 'EndpointSlice', 'Node', 'ServiceCIDR', 'ProxyPolicy'];
 
 const svc = (name: string, ip: string, port = 80) => ({
   apiVersion: 'v1',
@@ -152,6 +154,36 @@ describe('API source (client-node against a stand-in API server)', function () {
     await eventually(matches(svc('web', '10.96.0.10')));
   });
 
+  it('takes service CIDRs from ServiceCIDR objects as they come and go', async () => {
+    const range = (name: string, cidrs: string[]) => ({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'ServiceCIDR',
+      metadata: { name },
+      spec: { cidrs },
+    });
+    api.apply(svc('web', '10.96.0.10'));
+    api.apply(range('kubernetes', ['10.96.0.0/16']));
+    op = operatorFor(api, fake);
+    await op.start();
+    await eventually(matches(svc('web', '10.96.0.10'), range('kubernetes', ['10.96.0.0/16'])));
+    const cidrs = async () =>
+      [...(await readRuleset(fake)).tables.get('ip nftproxy')!.sets.get('service-cidrs')!.elems.keys()]
+        .length;
+    assert.equal(await cidrs(), 1, 'the ServiceCIDR is programmed');
+    api.apply(range('extra', ['10.100.0.0/16']));
+    await eventually(
+      matches(
+        svc('web', '10.96.0.10'),
+        range('kubernetes', ['10.96.0.0/16']),
+        range('extra', ['10.100.0.0/16']),
+      ),
+    );
+    api.delete('ServiceCIDR', '', 'kubernetes');
+    api.delete('ServiceCIDR', '', 'extra');
+    await eventually(matches(svc('web', '10.96.0.10')));
+    assert.equal(await cidrs(), 0, 'removed with its objects');
+  });
+
   it('survives a dropped watch, and a 410 Gone with a relist that notices deletions, without a flush', async () => {
     api.apply(svc('web', '10.96.0.10'));
     api.apply(svc('db', '10.96.0.20'));
@@ -210,8 +242,12 @@ describe('API source (client-node against a stand-in API server)', function () {
     op = operatorFor(api, fake, { watchdogMs: 500 });
     await op.start();
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(api.openWatches, 4, 'one watch per resource');
-    assert.equal(api.requests.filter((r) => r.startsWith('list')).length, 4, 'one list per resource');
+    assert.equal(api.openWatches, RESOURCES.length, 'one watch per resource');
+    assert.equal(
+      api.requests.filter((r) => r.startsWith('list')).length,
+      RESOURCES.length,
+      'one list per resource',
+    );
     await op.stop();
     await eventually(async () => assert.equal(api.openWatches, 0));
   });
@@ -265,14 +301,22 @@ describe('API source: back after an outage', function () {
         [],
       ),
     );
-    assert.deepEqual([...watchSamples(o, 'connected').values()], [1, 1, 1, 1], 'all four watching');
+    assert.deepEqual(
+      [...watchSamples(o, 'connected').values()],
+      RESOURCES.map(() => 1),
+      'every resource watching',
+    );
     await api.down();
     await eventually(() => {
       const failures = watchSamples(o, 'failures_total');
-      assert.equal(failures.size, 4);
+      assert.equal(failures.size, RESOURCES.length);
       for (const [resource, n] of failures) assert.ok(n >= 2, `${resource}: ${n} failures`);
     }, 10_000);
-    assert.deepEqual([...watchSamples(o, 'connected').values()], [0, 0, 0, 0], 'none watching');
+    assert.deepEqual(
+      [...watchSamples(o, 'connected').values()],
+      RESOURCES.map(() => 0),
+      'none watching',
+    );
     api.apply(eps('web', ['10.244.1.1', '10.244.1.2']));
     return o;
   }
@@ -296,7 +340,11 @@ describe('API source: back after an outage', function () {
     await eventually(async () => assert.ok(await programmed(), 'programmed'), 1500);
     const tookMs = Date.now() - ready;
     assert.ok(tookMs < 1500, `programmed ${tookMs} ms after /readyz answered`);
-    assert.deepEqual([...watchSamples(o, 'connected').values()], [1, 1, 1, 1], 'all watching again');
+    assert.deepEqual(
+      [...watchSamples(o, 'connected').values()],
+      RESOURCES.map(() => 1),
+      'all watching again',
+    );
     const lastEvent = watchSamples(o, 'last_event_timestamp_seconds');
     for (const [resource, t] of lastEvent)
       assert.ok(t * 1000 >= ready - 50, `${resource} heard from at ${t}`);
@@ -413,7 +461,7 @@ describe('API source: ProxyPolicies', function () {
     api.notInstalled.delete('ProxyPolicy');
     api.apply(policy('p1'));
     await eventually(() => assert.ok(told(calls, 'p1'), calls.join(', ')));
-    await eventually(() => assert.equal(api.openWatches, 4));
+    await eventually(() => assert.equal(api.openWatches, RESOURCES.length));
   });
 
   it('CRD deleted while running: its policies go, the rest keeps watching, and it comes back', async () => {
@@ -431,7 +479,9 @@ describe('API source: ProxyPolicies', function () {
     api.dropWatches();
     await eventually(() => assert.ok(calls.includes('remove ProxyPolicy default/p1'), calls.join(', ')));
     assert.deepEqual(warnings, ['ProxyPolicy CRD not installed; policies ignored']);
-    await eventually(() => assert.equal(api.openWatches, 3, 'the other kinds watch again'));
+    await eventually(() =>
+      assert.equal(api.openWatches, RESOURCES.length - 1, 'the other kinds watch again'),
+    );
     api.apply(svc('api', '10.96.0.11'));
     await eventually(() => assert.ok(calls.includes('upsert Service default/api'), calls.join(', ')));
     assert.ok(!calls.includes('remove Service default/web'), 'services untouched');
@@ -439,14 +489,14 @@ describe('API source: ProxyPolicies', function () {
     api.notInstalled.delete('ProxyPolicy');
     api.apply(policy('p2'));
     await eventually(() => assert.ok(told(calls, 'p2'), calls.join(', ')));
-    await eventually(() => assert.equal(api.openWatches, 4));
+    await eventually(() => assert.equal(api.openWatches, RESOURCES.length));
     assert.ok(!told(calls.slice(calls.indexOf('remove ProxyPolicy default/p1')), 'p1'), 'p1 stays gone');
   });
 
   it('does not touch ProxyPolicies when told not to', async () => {
     const { sink } = recorder();
     await start(sink, { watchPolicies: false });
-    assert.equal(api.openWatches, 3);
+    assert.equal(api.openWatches, RESOURCES.length - 1);
     assert.ok(!api.requests.some((r) => r.includes('ProxyPolicy')));
   });
 });

@@ -1,15 +1,18 @@
 /**
- * @kernel The operator against a real kube-apiserver (v1.20.2 with etcd, test/support/
- * kube-apiserver.ts), programming a node namespace, with traffic from a client pod.
+ * The operator against a real kube-apiserver (v1.20.2 with etcd, test/support/
+ * kube-apiserver.ts): programming a node namespace through an outage, with traffic from a
+ * client pod (@kernel); and optional APIs the server lacks or RBAC refuses.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { sourceFor } from '../../src/cli/run.js';
+import { ApiSource } from '../../src/k8s/api-source.js';
 import { Operator } from '../../src/controller/operator.js';
 import { resolveSettings } from '../../src/controller/settings.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
 import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
+import { kustomizeBuild } from '../support/kustomize.js';
 import { capturingLogger } from '../support/log.js';
 import {
   createTopology,
@@ -152,5 +155,70 @@ describe('@kernel real kube-apiserver: watches resume after an outage', function
       await topo?.destroy();
       await api?.stop();
     }
+  });
+});
+
+describe('real kube-apiserver: optional APIs never hold up the start', function () {
+  this.timeout(120_000);
+  let api: RealApiServer;
+
+  before(async function () {
+    requireRealApiServer(this);
+    api = await RealApiServer.start();
+    // config/'s Namespace, ServiceAccount, ClusterRole and binding, as a user applies them.
+    for (const o of kustomizeBuild('config'))
+      if (['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind))
+        await api.apply(o as never);
+  });
+
+  after(async () => {
+    await api?.stop();
+  });
+
+  /** Starts an API source as config/'s ServiceAccount; resolves with its warnings once synced. */
+  async function startAs(): Promise<string[]> {
+    const log = capturingLogger();
+    const source = new ApiSource({
+      nodeName: 'node1',
+      kubeConfig: await api.serviceAccountKubeConfig('nftproxy-system', 'nftproxy'),
+      backoff: { initialMs: 200, maxMs: 1000 },
+      log,
+    });
+    const sink = { upsert: () => undefined, remove: () => undefined, diagnostics: () => undefined };
+    try {
+      await Promise.race([
+        source.start(sink),
+        sleep(20_000).then(() => {
+          throw new Error(`not synced in 20 s: ${JSON.stringify(log.lines)}`);
+        }),
+      ]);
+      return log.lines.filter((l) => l.level === 'warn').map((l) => l.msg);
+    } finally {
+      await source.stop();
+    }
+  }
+
+  it('ServiceCIDRs on a server without that API (1.20): a 404, no objects', async () => {
+    const warnings = await startAs();
+    assert.ok(
+      warnings.some((w) => w.startsWith('ServiceCIDR API not served')),
+      warnings.join('; '),
+    );
+  });
+
+  it('ServiceCIDRs the ServiceAccount may not list (RBAC of an older release): a 403, no objects', async () => {
+    // The server checks RBAC before it looks for the resource: without the grant, a 403.
+    const role = kustomizeBuild('config').find((o) => o.kind === 'ClusterRole')! as unknown as {
+      rules: { resources: string[] }[];
+    };
+    await api.apply({
+      ...role,
+      rules: role.rules.filter((r) => !r.resources.includes('servicecidrs')),
+    } as never);
+    const warnings = await startAs();
+    assert.ok(
+      warnings.some((w) => w.startsWith('not allowed to list servicecidrs')),
+      warnings.join('; '),
+    );
   });
 });

@@ -86,3 +86,49 @@ describe('ClusterStore endpoint changes', () => {
     );
   });
 });
+
+describe('ClusterStore ServiceCIDRs', () => {
+  const range = (name: string, cidrs: unknown[]) =>
+    parseResource({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'ServiceCIDR',
+      metadata: { name },
+      spec: { cidrs },
+    });
+
+  it('parses spec.cidrs canonically and refuses a bad one, naming it', () => {
+    assert.deepEqual(range('kubernetes', ['10.96.0.5/16', 'FD00:96::/112']).parsed?.object, {
+      metadata: { namespace: '', name: 'kubernetes', labels: {}, annotations: {} },
+      cidrs: ['10.96.0.0/16', 'fd00:96::/112'],
+    });
+    const bad = range('odd', ['10.96.0.0/33']);
+    assert.equal(bad.parsed, undefined);
+    assert.deepEqual(
+      bad.diagnostics.map((d) => `${d.object} ${d.field}: ${d.message}`),
+      ['ServiceCIDR odd spec.cidrs[0]: not a valid CIDR: "10.96.0.0/33"'],
+    );
+  });
+
+  it('a ServiceCIDR change makes everything dirty; the same ranges again, nothing', () => {
+    const store = new ClusterStore('n1');
+    assert.deepEqual(store.upsert(range('kubernetes', ['10.96.0.0/16']).parsed!), {
+      services: [],
+      node: true,
+    });
+    assert.deepEqual(store.upsert(range('kubernetes', ['10.96.0.0/16']).parsed!), {
+      services: [],
+      node: false,
+    });
+    assert.deepEqual(store.upsert(range('kubernetes', ['10.96.0.0/12']).parsed!), {
+      services: [],
+      node: true,
+    });
+    assert.deepEqual(
+      store.state().serviceCIDRs?.map((s) => s.cidrs),
+      [['10.96.0.0/12']],
+    );
+    assert.deepEqual([...store.keysOf('ServiceCIDR')], ['/kubernetes']);
+    assert.deepEqual(store.remove('ServiceCIDR', '', 'kubernetes'), { services: [], node: true });
+    assert.deepEqual(store.remove('ServiceCIDR', '', 'kubernetes'), { services: [], node: false });
+  });
+});

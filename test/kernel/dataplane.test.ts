@@ -29,7 +29,8 @@ import {
   type Topology,
 } from '../support/netns.js';
 
-const CONFIG = parseProxyConfig({ nodeName: 'node1', clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/64'] });
+const CONFIG_INPUT = { nodeName: 'node1', clusterCIDRs: ['10.244.0.0/16', 'fd00:244::/64'] };
+const CONFIG = parseProxyConfig(CONFIG_INPUT);
 
 function clusterFor(t: Topology, webPods = t.pods): ClusterState {
   const [a] = t.pods;
@@ -191,6 +192,47 @@ describe('@kernel data plane in a network namespace', function () {
     }
     const udp = await probe(t.client.ns, { host: '10.96.0.20', port: 53, protocol: 'udp' }, 1, 3000);
     assert.equal(udp[0]!.error, 'ECONNREFUSED', 'ICMP port unreachable for UDP');
+  });
+
+  it('drops an unallocated ClusterIP of --service-cidr instead of routing it to the gateway', async () => {
+    // The external host (the node's default gateway) answers on 10.96.0.99: without service
+    // CIDRs, a pod's connection there leaves the cluster and is answered.
+    const gateway = { name: 'gateway', ns: t.external, ip: '10.96.0.99', ip6: 'fd00:96::99' };
+    await t.external.sh('ip addr add 10.96.0.99/32 dev eth0');
+    const stop = await startEchoServer(gateway, { tcp: [80] });
+    const withCIDRs = compile(
+      clusterFor(t),
+      parseProxyConfig({ ...CONFIG_INPUT, serviceCIDRs: ['10.96.0.0/16', 'fd00:96::/112'] }),
+    ).ruleset;
+    try {
+      const routed = await probe(t.client.ns, { host: '10.96.0.99', port: 80 }, 3);
+      assert.ok(
+        routed.every((r) => r.ok && r.server === 'gateway'),
+        `without service CIDRs: ${JSON.stringify(routed)}`,
+      );
+      await nft.apply(diffRulesets(applied, withCIDRs).tx);
+      for (const from of [t.client.ns, t.node]) {
+        const dropped = await probe(from, { host: '10.96.0.99', port: 80 }, 3, 700);
+        assert.ok(
+          dropped.every((r) => r.error === 'ETIMEDOUT'),
+          `with service CIDRs, from ${from.name}: ${JSON.stringify(dropped)}`,
+        );
+      }
+      const live = await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 10);
+      assert.ok(
+        live.every((r) => r.ok),
+        'live ClusterIPs still answer',
+      );
+      const unused = await probe(t.client.ns, { host: '10.96.0.10', port: 81 }, 2, 3000);
+      assert.ok(
+        unused.every((r) => r.error === 'ECONNREFUSED'),
+        'an unused port of a live ClusterIP is still refused',
+      );
+    } finally {
+      await nft.apply(diffRulesets(withCIDRs, applied).tx);
+      await stop();
+      await t.external.sh('ip addr del 10.96.0.99/32 dev eth0');
+    }
   });
 
   it('forwards an IPv6 ClusterIP and an IPv6 NodePort', async () => {

@@ -166,6 +166,27 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
     }
   });
 
+  it('externalTrafficPolicy Local: the node itself is masqueraded, a pod is not', async () => {
+    // The node reaches the LB IP from 192.168.50.1 (its route there); masqueraded, the
+    // endpoint sees the node's address on the pod side instead.
+    const podSide = '10.244.1.1';
+    for (const [host, port] of [
+      [LB, 80],
+      [t.nodeIP, 30070],
+    ] as const) {
+      const fromNode = await probe(t.node, { host, port }, 10);
+      assert.ok(
+        fromNode.every((r) => r.ok && r.seenFrom === podSide),
+        `${host}:${port} from the node: ${JSON.stringify(fromNode)}`,
+      );
+      const fromPod = await probe(t.client.ns, { host, port }, 10);
+      assert.ok(
+        fromPod.every((r) => r.ok && r.seenFrom === t.client.ip),
+        `${host}:${port} from a pod: ${JSON.stringify(fromPod)}`,
+      );
+    }
+  });
+
   it('internalTrafficPolicy Local: ClusterIP traffic stays on this node', async () => {
     const results = await probe(t.client.ns, { host: '10.96.0.62', port: 80 }, 20);
     assert.deepEqual(servers(results), ['pod-a']);

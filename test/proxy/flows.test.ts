@@ -9,7 +9,7 @@ import { compileService } from '../../src/proxy/service.js';
 import { parseProxyConfig, type ProxyConfigInput } from '../../src/proxy/config.js';
 import { type Entry, Tracer, type TraceProtocol, type TraceResult } from '../../src/nft/tracer.js';
 import type { ClusterState } from '../../src/k8s/types.js';
-import { cluster, node, service, slice } from '../support/cluster.js';
+import { cluster, node, service, serviceCIDR, slice } from '../support/cluster.js';
 
 const NODE_IP = '192.168.50.1';
 const NODE_IP6 = 'fd00:50::1';
@@ -141,6 +141,40 @@ describe('packet flows', () => {
     it('leaves traffic to other addresses alone', () => {
       assertUntouched(trace(tracerFor(web()), POD, '10.96.0.99', 80));
       assertUntouched(trace(tracerFor(web()), POD, '8.8.8.8', 80));
+    });
+
+    it('drops traffic to an unallocated address of --service-cidr, from pods and the node', () => {
+      const t = tracerFor(web(), { serviceCIDRs: ['10.96.0.0/16', 'fd00:96::/112'] });
+      for (const from of [POD, NODE_IP]) {
+        const r = trace(t, from, '10.96.0.99', 80);
+        assert.deepEqual(
+          r.outcomes.map((o) => o.verdict),
+          ['drop'],
+          `${from}: ${r.outcomes[0]?.path.join(' | ')}`,
+        );
+      }
+      assert.deepEqual(
+        trace(t, POD6, 'fd00:96::99', 80).outcomes.map((o) => o.verdict),
+        ['drop'],
+      );
+      // A live ClusterIP still answers, its unused port still gets a reset, and outside the
+      // range nothing changes.
+      assertReaches(
+        trace(t, POD, '10.96.0.10', 80),
+        ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'],
+        false,
+      );
+      assertRejected(trace(t, POD, '10.96.0.10', 81), 'tcp reset');
+      assertUntouched(trace(t, POD, '8.8.8.8', 80));
+    });
+
+    it('learns service CIDRs from ServiceCIDR objects too', () => {
+      const state = web();
+      state.serviceCIDRs = [serviceCIDR('kubernetes', ['10.96.0.0/16'])];
+      assert.deepEqual(
+        trace(tracerFor(state), POD, '10.96.0.99', 80).outcomes.map((o) => o.verdict),
+        ['drop'],
+      );
     });
   });
 
@@ -296,6 +330,48 @@ describe('packet flows', () => {
         t.trace({ saddr: OUTSIDE, daddr: '192.168.99.33', dport: 80, protocol: 'tcp', entry: 'external' }),
         ['10.244.1.11:80'],
         true,
+      );
+    });
+
+    it('admits the LB IP itself as a source when the source ranges admit a node IP', () => {
+      const state = (ranges: string[]) =>
+        cluster(
+          node('node1', [NODE_IP]),
+          service(
+            'fw',
+            {
+              type: 'LoadBalancer',
+              clusterIP: '10.96.0.34',
+              loadBalancerSourceRanges: ranges,
+              ports: [{ port: 80, nodePort: 30034 }],
+            },
+            { status: { loadBalancer: { ingress: [{ ip: '192.168.99.34' }] } } },
+          ),
+          slice('fw', [{ port: 80 }], ['10.244.1.10']),
+        );
+      // The node reaches its own VIP (held locally, as MetalLB L2 or kube-vip do): the
+      // packet leaves with the VIP as its source.
+      const fromVIP = (ranges: string[]) =>
+        new Tracer(compile(state(ranges), parseProxyConfig(BASE)).ruleset, {
+          localAddresses: [NODE_IP, '192.168.99.34'],
+        }).trace({
+          saddr: '192.168.99.34',
+          daddr: '192.168.99.34',
+          dport: 80,
+          protocol: 'tcp',
+          entry: 'host',
+        });
+      assertReaches(fromVIP(['192.168.50.0/24']), ['10.244.1.10:80'], true);
+      // Ranges that do not admit the node do not admit its VIP either.
+      assert.deepEqual(
+        fromVIP(['203.0.113.0/24']).outcomes.map((o) => o.verdict),
+        ['drop'],
+      );
+      // Outside sources are still held to the ranges.
+      const t = tracerFor(state(['192.168.50.0/24']));
+      assert.deepEqual(
+        trace(t, '203.0.113.9', '192.168.99.34', 80).outcomes.map((o) => o.verdict),
+        ['drop'],
       );
     });
 
@@ -539,6 +615,88 @@ describe('packet flows', () => {
       const t = tracerFor(state);
       assertReaches(trace(t, OUTSIDE, '192.168.99.80', 80), ['10.244.1.1:80'], true);
       assertReaches(trace(t, POD, '10.96.0.81', 80), ['10.244.1.2:80'], false);
+    });
+
+    it('never lets an external IP take another service’s ClusterIP, whatever the order', () => {
+      const state = () =>
+        cluster(
+          service('web', { clusterIP: '10.96.0.90', ports: [{ port: 80 }] }, { namespace: 'shop' }),
+          slice('web', [{ port: 80 }], ['10.244.1.90'], { namespace: 'shop' }),
+          // `aaa` sorts first: by name order it would win.
+          service(
+            'thief',
+            { clusterIP: '10.96.0.91', externalIPs: ['10.96.0.90'], ports: [{ port: 80 }] },
+            { namespace: 'aaa' },
+          ),
+          slice('thief', [{ port: 80 }], ['10.244.1.91'], { namespace: 'aaa' }),
+        );
+      const result = compile(state(), parseProxyConfig(BASE));
+      const errors = result.diagnostics.filter((d) => d.severity === 'error');
+      assert.equal(errors.length, 1, JSON.stringify(result.diagnostics));
+      assert.equal(errors[0]!.object, 'Service aaa/thief');
+      assert.match(
+        errors[0]!.message,
+        /10\.96\.0\.90:80\/TCP is already used by Service shop\/web \(its ClusterIP\)/,
+      );
+      assertReaches(trace(tracerFor(state()), POD, '10.96.0.90', 80), ['10.244.1.90:80'], false);
+
+      // Built one service at a time, in either order, the ClusterIP ends up owning it.
+      const s = state();
+      for (const order of [
+        [0, 1],
+        [1, 0],
+      ]) {
+        const b = new RulesetBuilder(parseProxyConfig(BASE), []);
+        for (const i of order) {
+          const svc = s.services[i]!;
+          const key = `${svc.metadata.namespace}/${svc.metadata.name}`;
+          b.setService(
+            key,
+            compileService(
+              svc,
+              s.endpointSlices.filter((e) => e.metadata.namespace === svc.metadata.namespace),
+            ),
+          );
+        }
+        const owner = b.units().find((u) => u.claim === '10.96.0.90 . tcp . 80');
+        assert.equal(owner?.service, 'shop/web', `order ${order.join(',')}`);
+        // Removing the ClusterIP's service hands the address to the external IP.
+        b.setService('shop/web', undefined);
+        assert.equal(b.units().find((u) => u.claim === '10.96.0.90 . tcp . 80')?.service, 'aaa/thief');
+      }
+    });
+
+    it('refuses external and LB IPs inside the service CIDRs', () => {
+      const state = cluster(
+        service(
+          'odd',
+          {
+            type: 'LoadBalancer',
+            clusterIP: '10.96.0.92',
+            externalIPs: ['10.96.0.200', '192.168.99.92'],
+            ports: [{ port: 80, nodePort: 30092 }],
+          },
+          { status: { loadBalancer: { ingress: [{ ip: '10.96.0.201' }] } } },
+        ),
+        slice('odd', [{ port: 80 }], ['10.244.1.92']),
+      );
+      const config = { serviceCIDRs: ['10.96.0.0/16'] };
+      const result = compile(state, parseProxyConfig({ ...BASE, ...config }));
+      assert.deepEqual(
+        result.diagnostics.map((d) => `${d.field}: ${d.message}`),
+        [
+          'spec.externalIPs[0]: 10.96.0.200 is ignored: it is inside the service CIDR 10.96.0.0/16, where only ClusterIPs belong',
+          'status.loadBalancer.ingress: 10.96.0.201 is ignored: it is inside the service CIDR 10.96.0.0/16, where only ClusterIPs belong',
+        ],
+      );
+      const t = tracerFor(state, config);
+      assert.deepEqual(
+        trace(t, POD, '10.96.0.200', 80).outcomes.map((o) => o.verdict),
+        ['drop'],
+      );
+      assertReaches(trace(t, OUTSIDE, '192.168.99.92', 80), ['10.244.1.92:80'], true);
+      // Without service CIDRs the same addresses are programmed.
+      assertReaches(trace(tracerFor(state), OUTSIDE, '10.96.0.200', 80), ['10.244.1.92:80'], true);
     });
   });
 });

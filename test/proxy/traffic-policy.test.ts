@@ -172,6 +172,30 @@ describe('traffic features', () => {
       assert.deepEqual(trace(t, NODE_IP, LB, 80).endpoints, ALL);
     });
 
+    it('masquerades the node itself, and only the node, on its external addresses', () => {
+      const t = tracer(build(state));
+      for (const [to, port] of [
+        [LB, 80],
+        [EXT, 80],
+        [NODE_IP, 30080],
+      ] as const) {
+        const fromNode = trace(t, NODE_IP, to, port);
+        assert.ok(fromNode.outcomes.length > 0, `${to}:${port} from the node reaches nothing`);
+        assert.ok(
+          fromNode.outcomes.every((o) => o.masquerade),
+          `${to}:${port} from the node kept its address: ${fromNode.outcomes[0]!.path.join(' | ')}`,
+        );
+        assert.ok(
+          trace(t, POD, to, port).outcomes.every((o) => !o.masquerade),
+          `${to}:${port} from a pod masqueraded`,
+        );
+      }
+      // The ClusterIP is not an external address: the node is masqueraded there only as an
+      // off-cluster source, as for any service.
+      const viaClusterIP = trace(t, POD, '10.96.0.10', 80);
+      assert.ok(viaClusterIP.outcomes.every((o) => !o.masquerade));
+    });
+
     it('leaves the ClusterIP alone', () => {
       const t = tracer(build(state, { nodeName: 'node9' }));
       assert.deepEqual(trace(t, POD, '10.96.0.10', 80).endpoints, ALL);

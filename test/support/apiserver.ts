@@ -47,6 +47,12 @@ const KINDS: Kind[] = [
   },
   { base: '/api/v1', plural: 'nodes', kind: 'Node', apiVersion: 'v1' },
   {
+    base: '/apis/networking.k8s.io/v1',
+    plural: 'servicecidrs',
+    kind: 'ServiceCIDR',
+    apiVersion: 'networking.k8s.io/v1',
+  },
+  {
     base: '/apis/nftproxy.dev/v1alpha1',
     plural: 'proxypolicies',
     kind: 'ProxyPolicy',

@@ -3,7 +3,7 @@
  * read like manifests and exercise the same path as users' files.
  */
 import { parseResource } from '../../src/k8s/parse.js';
-import type { ClusterState, EndpointSlice, Node, Service } from '../../src/k8s/types.js';
+import type { ClusterState, EndpointSlice, Node, Service, ServiceCIDR } from '../../src/k8s/types.js';
 import type { PolicyObject } from '../../src/api/types.js';
 import { formatDiagnostic } from '../../src/k8s/types.js';
 
@@ -145,11 +145,24 @@ export function policy(
   return r.parsed.object;
 }
 
+/** A networking.k8s.io/v1 ServiceCIDR. */
+export function serviceCIDR(name: string, cidrs: string[]): ServiceCIDR {
+  return parse({
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'ServiceCIDR',
+    metadata: { name },
+    spec: { cidrs },
+  });
+}
+
 /** A cluster state from objects of any kind. */
-export function cluster(...objects: (Service | EndpointSlice | Node | PolicyObject)[]): ClusterState {
-  const state: ClusterState = { services: [], endpointSlices: [], nodes: [], policies: [] };
+export function cluster(
+  ...objects: (Service | EndpointSlice | Node | PolicyObject | ServiceCIDR)[]
+): ClusterState {
+  const state: ClusterState = { services: [], endpointSlices: [], nodes: [], serviceCIDRs: [], policies: [] };
   for (const o of objects) {
     if ('problems' in o) state.policies!.push(o);
+    else if ('cidrs' in o) state.serviceCIDRs!.push(o);
     else if ('serviceName' in o) state.endpointSlices.push(o);
     else if ('podCIDRs' in o) state.nodes.push(o);
     else state.services.push(o);

@@ -255,6 +255,21 @@ export class RealApiServer {
     return kc;
   }
 
+  /**
+   * The identity of a ServiceAccount, with a token from the TokenRequest API: it may do what
+   * RBAC grants that account, nothing more.
+   */
+  async serviceAccountKubeConfig(namespace: string, name: string): Promise<KubeConfig> {
+    const r = await this.request('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, {
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenRequest',
+      spec: { expirationSeconds: 3600 },
+    });
+    if (r.status !== 201 && r.status !== 200) throw new Error(`TokenRequest: ${r.status} ${r.body}`);
+    const token = (JSON.parse(r.body) as { status: { token: string } }).status.token;
+    return this.kubeConfigFor({ name: `system:serviceaccount:${namespace}:${name}`, token });
+  }
+
   private startEtcd(): void {
     const { etcd, peer } = this.ports;
     this.etcd = this.spawn('etcd', 'etcd', [
