@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { ConntrackCleaner } from '../controller/conntrack.js';
 import { Operator } from '../controller/operator.js';
 import { PolicyStatusWriter } from '../controller/policy-status.js';
+import { ApiEventRecorder } from '../controller/events.js';
 import { ServiceHealthServer } from '../controller/service-health.js';
 import {
   readSettingsFile,
@@ -90,14 +91,13 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
   const serviceHealth = settings.netns
     ? undefined
     : new ServiceHealthServer({ proxyHealthy: () => operator.healthy(), log });
-  // Policy status goes to the API server; with manifests, problems are only logged.
-  const policyStatus = settings.manifests
+  // Policy status and Events go to the API server; with manifests, problems are only logged.
+  const kubeConfig = settings.manifests
     ? undefined
-    : new PolicyStatusWriter({
-        kubeConfig: loadKubeConfig(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {}),
-        nodeName: settings.proxy.nodeName,
-        log,
-      });
+    : loadKubeConfig(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {});
+  const policyStatus =
+    kubeConfig && new PolicyStatusWriter({ kubeConfig, nodeName: settings.proxy.nodeName, log });
+  const events = kubeConfig && new ApiEventRecorder({ kubeConfig, nodeName: settings.proxy.nodeName, log });
   const operator: Operator = new Operator({
     settings,
     source: sourceFor(settings, log),
@@ -106,6 +106,7 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
     log,
     ...(serviceHealth ? { serviceHealth } : {}),
     ...(policyStatus ? { policyStatus } : {}),
+    ...(events ? { events } : {}),
     watchTables: (h) => {
       const backend = nft.backend;
       const m = new TableMonitor({

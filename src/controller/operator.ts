@@ -22,6 +22,8 @@ import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status.js';
 import { healthChecks, noLocalEndpoints, policyResults, type SyncOutcome } from './reports.js';
 import type { ServiceHealthServer } from './service-health.js';
+import { EventReason, type EventRecorder } from './events.js';
+import { conflictMessage } from '../proxy/builder.js';
 import { type SyncResult, Syncer } from './syncer.js';
 
 /** What the operator runs on. */
@@ -38,6 +40,8 @@ export interface OperatorDeps {
   backoff?: { initialMs: number; maxMs: number };
   /** Writes ProxyPolicy results into their status (API source only). */
   policyStatus?: Pick<PolicyStatusWriter, 'report'>;
+  /** Posts Warning Events on Services (API source only); without it problems are only logged. */
+  events?: EventRecorder;
   /** Serves the healthCheckNodePorts of externalTrafficPolicy Local services. */
   serviceHealth?: Pick<ServiceHealthServer, 'update' | 'close'>;
   /**
@@ -84,6 +88,8 @@ export class Operator {
   private stopped = false;
   /** How the last sync went (policies report it as Programmed). */
   private outcome: SyncOutcome = { ok: false, message: 'not synced yet' };
+  /** The address conflicts after the last sync: `service message`. */
+  private conflicts = new Set<string>();
   /** The reports of the last sync, under way (tests wait for them). */
   reported: Promise<void> = Promise.resolve();
   /** The port /healthz listens on, once started (0 when disabled). */
@@ -123,12 +129,14 @@ export class Operator {
           deps.onSync?.(e as Error);
           throw e;
         }
+        const conflicts = this.reportConflicts();
         this.metrics.syncSucceeded(r, {
           at: this.clock.now(),
           mark,
           ...(this.syncer.current ? { programmedCounts: this.syncer.current.counts() } : {}),
           localGaps: noLocalEndpoints(this.store, settings.proxy.nodeName, r.services),
           conntrack: deps.conntrack !== undefined,
+          conflicts,
         });
         this.outcome = { ok: true };
         this.report();
@@ -288,6 +296,25 @@ export class Operator {
         this.log.error('reporting failed', { error: e instanceof Error ? e.message : String(e) });
       }
     });
+  }
+
+  /**
+   * Posts a Warning Event on each Service that newly lost an address to another; returns how
+   * many addresses are lost now.
+   */
+  private reportConflicts(): number {
+    const conflicts = this.syncer.current?.conflicts() ?? [];
+    const now = new Set<string>();
+    for (const c of conflicts) {
+      const message = conflictMessage(c);
+      const id = `${c.unit.service} ${message}`;
+      now.add(id);
+      if (this.conflicts.has(id)) continue;
+      const [namespace, name] = c.unit.service.split('/') as [string, string];
+      this.deps.events?.warn({ namespace, name }, EventReason.addressConflict, message);
+    }
+    this.conflicts = now;
+    return conflicts.length;
   }
 
   private every(ms: number, fn: () => Promise<void>): void {

@@ -304,11 +304,16 @@ export class RulesetBuilder implements DesiredSource {
     return out;
   }
 
-  /** How many addresses some service lost to another (rivals of every claim). */
-  conflictCount(): number {
-    let n = 0;
-    for (const t of this.tables.values()) for (const r of t.rivals.values()) n += r.size;
-    return n;
+  /** Every unit that lost its address to another service (the rivals of contested claims). */
+  conflicts(): Conflict[] {
+    const out: Conflict[] = [];
+    for (const t of this.tables.values()) {
+      for (const [claim, rivals] of t.rivals) {
+        const owner = t.claims.get(claim)!;
+        for (const unit of rivals.values()) out.push({ unit, owner: owner.service, ownerKind: owner.kind });
+      }
+    }
+    return out;
   }
 
   /**

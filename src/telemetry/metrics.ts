@@ -444,6 +444,8 @@ export interface SyncContext {
   localGaps: ReadonlyMap<string, LocalEndpointGaps>;
   /** Whether stale flows were actually cleared (a conntrack cleaner is configured). */
   conntrack: boolean;
+  /** Service addresses not programmed because another service holds them. */
+  conflicts?: number;
 }
 
 /** The metrics nftproxy exports, and how sync and change events update them. */
@@ -547,6 +549,13 @@ export class ProxyMetrics {
   readonly chainsProgrammed = this.registry.gauge({
     name: 'nftproxy_chains_programmed',
     help: "Chains in nftproxy's tables after the last successful sync",
+  });
+  /** Addresses lost to another service. */
+  readonly addressConflicts = this.registry.gauge({
+    name: 'nftproxy_address_conflicts',
+    help:
+      'Service addresses (IP or NodePort, protocol, port) not programmed because another Service ' +
+      'holds them, after the last successful sync; each has a Warning Event AddressConflict',
   });
   /** Sizes of the nft scripts sent. */
   readonly transactionBytes = this.registry.histogram({
@@ -678,6 +687,7 @@ export class ProxyMetrics {
     this.noLocalEndpoints.labels({ traffic_policy: TrafficPolicyLabel.internal }).set(internal);
     this.noLocalEndpoints.labels({ traffic_policy: TrafficPolicyLabel.external }).set(external);
 
+    if (ctx.conflicts !== undefined) this.addressConflicts.set(ctx.conflicts);
     if (ctx.programmedCounts) {
       this.elementsProgrammed.set(ctx.programmedCounts.elements);
       this.chainsProgrammed.set(ctx.programmedCounts.chains);

@@ -411,9 +411,19 @@ export class RealApiServer {
     return `${base}${ns}/${found.plural}`;
   }
 
-  /** Creates the object, or replaces it if it exists; returns what the server stored. */
+  /**
+   * Creates the object, or replaces it if it exists; returns what the server stored. An
+   * object read from the server (it has a resourceVersion) is replaced at once, with that
+   * version as precondition.
+   */
   async apply<T extends KubernetesObject>(obj: T): Promise<T> {
     const path = await this.collection(obj);
+    if (obj.metadata?.resourceVersion) {
+      const one = `${path}/${obj.metadata.name!}`;
+      const replaced = await this.request('PUT', one, obj);
+      if (replaced.status !== 200) throw new Error(`replace ${one}: ${replaced.status} ${replaced.body}`);
+      return JSON.parse(replaced.body) as T;
+    }
     const created = await this.request('POST', path, obj);
     if (created.status === 201 || created.status === 200) return JSON.parse(created.body) as T;
     if (created.status !== 409)

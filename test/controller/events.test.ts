@@ -1,0 +1,115 @@
+/**
+ * Warning Events on Services, against a real kube-apiserver: two nodes see the same address
+ * conflict, the cluster gets one Event, on the losing Service, with its uid.
+ */
+import assert from 'node:assert/strict';
+import { ApiEventRecorder, EventReason } from '../../src/controller/events.js';
+import { Operator } from '../../src/controller/operator.js';
+import { resolveSettings } from '../../src/controller/settings.js';
+import { ApiSource } from '../../src/k8s/api-source.js';
+import { FakeBackend } from '../../src/nft/fake.js';
+import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
+import { capturingLogger } from '../support/log.js';
+
+interface EventList {
+  items: {
+    reason: string;
+    message: string;
+    type: string;
+    involvedObject: { kind: string; namespace: string; name: string; uid: string };
+    source: { component: string; host: string };
+  }[];
+}
+
+describe('Service Events (real kube-apiserver)', function () {
+  this.timeout(120_000);
+  let api: RealApiServer;
+
+  before(async function () {
+    requireRealApiServer(this);
+    api = await RealApiServer.start();
+  });
+
+  after(async () => {
+    await api?.stop();
+  });
+
+  const events = async (namespace: string): Promise<EventList['items']> => {
+    const r = await api.get(`/api/v1/namespaces/${namespace}/events`);
+    return (JSON.parse(r.body) as EventList).items.filter((e) => e.source.component === 'nftproxy');
+  };
+
+  it('one AddressConflict Event for the Service whose external IP is another’s ClusterIP, from two nodes', async () => {
+    for (const ns of ['shop', 'aaa'])
+      await api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } } as never);
+    const web = (await api.apply({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web', namespace: 'shop' },
+      spec: { ports: [{ port: 80, protocol: 'TCP' }] },
+    } as never)) as unknown as { spec: { clusterIP: string } };
+    const ip = web.spec.clusterIP;
+    const thief = (await api.apply({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'thief', namespace: 'aaa' },
+      spec: { externalIPs: [ip], ports: [{ port: 80, protocol: 'TCP' }] },
+    } as never)) as unknown as { metadata: { uid: string }; spec: Record<string, unknown> };
+
+    const operators: Operator[] = [];
+    try {
+      for (const node of ['node1', 'node2']) {
+        const log = capturingLogger();
+        const settings = resolveSettings({
+          nodeName: node,
+          healthzBindAddress: '',
+          metricsBindAddress: '',
+          minSyncInterval: '10ms',
+        });
+        const op = new Operator({
+          settings,
+          source: new ApiSource({ nodeName: node, kubeConfig: api.kubeConfig(), watchPolicies: false, log }),
+          nft: new FakeBackend(),
+          events: new ApiEventRecorder({ kubeConfig: api.kubeConfig(), nodeName: node, log }),
+          log,
+        });
+        operators.push(op);
+        await op.start();
+      }
+      const message = `${ip}:80/TCP is already used by Service shop/web (its ClusterIP); not programmed for this service`;
+      await api.until(async () => (await events('aaa')).length > 0, 10_000, 'an Event posted');
+      // Both nodes have posted (or found it posted) by now; still one Event.
+      for (const op of operators) {
+        assert.match(op.metrics.registry.render(), /^nftproxy_address_conflicts 1$/m);
+        const owner = op.syncer.current!.units().find((u) => u.claim === `${ip} . tcp . 80`);
+        assert.equal(owner?.service, 'shop/web', 'the ClusterIP keeps its address');
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const posted = await events('aaa');
+      assert.equal(posted.length, 1, JSON.stringify(posted));
+      const [e] = posted;
+      const { kind, namespace, name, uid } = e!.involvedObject;
+      assert.deepEqual(
+        { type: e!.type, reason: e!.reason, message: e!.message, on: { kind, namespace, name, uid } },
+        {
+          type: 'Warning',
+          reason: EventReason.addressConflict,
+          message,
+          on: { kind: 'Service', namespace: 'aaa', name: 'thief', uid: thief.metadata.uid },
+        },
+      );
+      assert.deepEqual(await events('shop'), [], 'nothing about the winner');
+
+      // Resolved: the conflict count goes back to 0.
+      await api.apply({ ...thief, spec: { ...thief.spec, externalIPs: [] } } as never);
+      await api.until(
+        async () =>
+          operators.every((op) => /^nftproxy_address_conflicts 0$/m.test(op.metrics.registry.render())),
+        10_000,
+        'conflict gone',
+      );
+    } finally {
+      for (const op of operators) await op.stop();
+    }
+  });
+});
