@@ -6,7 +6,9 @@ import { ConntrackCleaner } from '../controller/conntrack.js';
 import { Operator } from '../controller/operator.js';
 import { PolicyStatusWriter } from '../controller/policy-status.js';
 import { ApiEventRecorder } from '../controller/events.js';
-import { ServiceHealthServer } from '../controller/service-health.js';
+import { networkInterfaces } from 'node:os';
+import { nodeIPsOf } from '../proxy/compile.js';
+import { healthCheckHosts, ServiceHealthServer } from '../controller/service-health.js';
 import {
   readSettingsFile,
   resolveSettings,
@@ -90,7 +92,16 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
   // so there is nothing meaningful to serve here.
   const serviceHealth = settings.netns
     ? undefined
-    : new ServiceHealthServer({ proxyHealthy: () => operator.healthy(), log });
+    : new ServiceHealthServer({
+        proxyHealthy: () => operator.healthy(),
+        hosts: () =>
+          healthCheckHosts(
+            settings.proxy,
+            nodeIPsOf({ nodes: operator.store.nodeList() }, settings.proxy),
+            networkInterfaces(),
+          ),
+        log,
+      });
   // Policy status and Events go to the API server; with manifests, problems are only logged.
   const kubeConfig = settings.manifests
     ? undefined

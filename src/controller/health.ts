@@ -1,9 +1,11 @@
 /**
  * /healthz and /livez, as kube-proxy serves them.
  *
- * /livez: the process answers. /healthz: rules are programmed and no change has waited
- * longer than the health timeout (2 x the sync period) to reach the kernel; otherwise 503.
- * The JSON body says why.
+ * /livez: the sync loop works: no change has waited longer than the health timeout (2 x the
+ * sync period) to reach the kernel; otherwise 503, and the kubelet restarts a stuck process.
+ * /healthz: that, rules programmed at least once, and this node eligible for load balancer
+ * traffic (not being deleted or drained, KEP-3836); otherwise 503, and load balancers that
+ * probe it stop sending traffic here. Both answer JSON saying why, with `nosniff`.
  */
 import { createServer, type Server } from 'node:http';
 import { closeServer, listenOn } from '../net/http.js';
@@ -17,14 +19,15 @@ export interface HealthSource {
   pendingSince: number | undefined;
 }
 
-/** The health verdict and its reasons. */
-export function health(
-  src: HealthSource,
-  timeoutMs: number,
-  now: number,
-): { healthy: boolean; body: Record<string, unknown> } {
+/** A health verdict: the status code's meaning, and the JSON body that explains it. */
+export interface HealthVerdict {
+  healthy: boolean;
+  body: Record<string, unknown>;
+}
+
+/** /livez: whether the sync loop keeps up (no change waits longer than `timeoutMs`). */
+export function liveness(src: HealthSource, timeoutMs: number, now: number): HealthVerdict {
   const reasons: string[] = [];
-  if (src.lastSuccessAt === undefined) reasons.push('no successful sync yet');
   if (src.pendingSince !== undefined && now - src.pendingSince > timeoutMs) {
     reasons.push(
       `a change has waited ${Math.round((now - src.pendingSince) / 1000)} s to be applied (limit ${timeoutMs / 1000} s)`,
@@ -40,27 +43,75 @@ export function health(
   };
 }
 
+/** The rules' health: live, and programmed at least once. */
+export function health(src: HealthSource, timeoutMs: number, now: number): HealthVerdict {
+  const live = liveness(src, timeoutMs, now);
+  const reasons = [
+    ...(src.lastSuccessAt === undefined ? ['no successful sync yet'] : []),
+    ...((live.body.reasons as string[] | undefined) ?? []),
+  ];
+  return {
+    healthy: reasons.length === 0,
+    body: { ...live.body, ...(reasons.length ? { reasons } : {}) },
+  };
+}
+
+/**
+ * /healthz: the rules' health, and whether this node should get load balancer traffic.
+ * `draining` says why it should not (undefined: it should).
+ */
+export function readiness(
+  src: HealthSource,
+  timeoutMs: number,
+  now: number,
+  draining: string | undefined,
+): HealthVerdict {
+  const h = health(src, timeoutMs, now);
+  const reasons = [
+    ...((h.body.reasons as string[] | undefined) ?? []),
+    ...(draining ? [`node ${draining}`] : []),
+  ];
+  return {
+    healthy: h.healthy && draining === undefined,
+    body: {
+      lastUpdated: h.body.lastUpdated,
+      currentTime: h.body.currentTime,
+      nodeEligible: draining === undefined,
+      ...(reasons.length ? { reasons } : {}),
+    },
+  };
+}
+
 /** The health HTTP server. */
 export class HealthServer {
   private server: Server | undefined;
 
+  /** `draining`: why this node should get no load balancer traffic now (undefined: it should). */
   constructor(
     private readonly src: HealthSource,
     private readonly timeoutMs: number,
-    private readonly clock: Clock = systemClock,
+    private readonly clock: Pick<Clock, 'now'> = systemClock,
+    private readonly draining: () => string | undefined = () => undefined,
   ) {}
 
   /** Listens on `host:port`; resolves with the bound port. */
   async listen(bind: string): Promise<number> {
     this.server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
-      if (path === '/livez') {
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-      } else if (path === '/healthz') {
-        const h = health(this.src, this.timeoutMs, this.clock.now());
+      const now = this.clock.now();
+      const verdict =
+        path === '/livez'
+          ? liveness(this.src, this.timeoutMs, now)
+          : path === '/healthz'
+            ? readiness(this.src, this.timeoutMs, now, this.draining())
+            : undefined;
+      if (verdict) {
         res
-          .writeHead(h.healthy ? 200 : 503, { 'content-type': 'application/json' })
-          .end(JSON.stringify(h.body) + '\n');
+          .writeHead(verdict.healthy ? 200 : 503, {
+            'content-type': 'application/json',
+            'x-content-type-options': 'nosniff',
+          })
+          .end(JSON.stringify(verdict.body) + '\n');
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       }

@@ -174,7 +174,9 @@ export class Operator {
       this.log.info('serving /metrics', { address: settings.metricsBindAddress, port: this.metricsPort });
     }
     if (settings.healthzBindAddress) {
-      this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock);
+      this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock, () =>
+        this.store.nodeDraining(),
+      );
       this.healthPort = await this.health.listen(settings.healthzBindAddress);
       if (this.stopped) return void (await this.health.close());
       this.log.info('serving /healthz and /livez', {
@@ -290,8 +292,11 @@ export class Operator {
     this.reported = this.reported.then(async () => {
       try {
         if (policyStatus) await policyStatus.report(policies);
-        for (const p of (await serviceHealth?.update(checks)) ?? [])
+        for (const p of (await serviceHealth?.update(checks)) ?? []) {
           this.log.warn('cannot serve a health check node port', { ...p });
+          const [namespace, name] = p.service.split('/') as [string, string];
+          this.deps.events?.warn({ namespace, name }, EventReason.healthCheckFailed, p.message);
+        }
       } catch (e) {
         this.log.error('reporting failed', { error: e instanceof Error ? e.message : String(e) });
       }

@@ -8,8 +8,11 @@
  * A node whose proxy is unhealthy answers 503 too, as kube-proxy does since 1.28: its rules
  * may be stale, so it should not get new traffic even with local endpoints.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { closeServer } from '../net/http.js';
+import type { NetworkInterfaceInfo } from 'node:os';
+import { cidrContains, formatHostPort, formatIP, parseIP } from '../net/ip.js';
+import type { ProxyConfig } from '../proxy/config.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 
 /** What a service needs served: its health check node port and its endpoints on this node. */
@@ -31,10 +34,12 @@ export interface ServiceHealthProblem {
 /** Options of {@link ServiceHealthServer}. */
 export interface ServiceHealthOptions {
   /**
-   * The address to listen on; '' (the default) means every address, IPv4 and IPv6, as
-   * kube-proxy does when no nodePortAddresses are set. `[::1]` and `::1` are both accepted.
+   * The addresses to listen on, asked at every update (addresses come and go): one listener
+   * each, as kube-proxy binds the node's addresses within nodePortAddresses (none: nothing is
+   * listened on). Undefined (the default) means every address, IPv4 and IPv6, as when no
+   * nodePortAddresses are set. `[::1]` and `::1` are both accepted.
    */
-  host?: string;
+  hosts?: () => readonly string[] | undefined;
   /** Whether the proxy itself is healthy (its /healthz verdict); asked on every request. */
   proxyHealthy: () => boolean;
   log?: Logger;
@@ -47,7 +52,10 @@ interface Instance {
   port: number;
   /** Updated in place, so a count change needs no new socket. */
   localEndpoints: number;
-  server: Server;
+  /** The addresses listened on, joined by spaces ('*' for every address, '' for none). */
+  hosts: string;
+  /** One per address. */
+  servers: Server[];
 }
 
 /**
@@ -58,7 +66,7 @@ interface Instance {
  * never affects the other services' listeners.
  */
 export class ServiceHealthServer {
-  private readonly host: string;
+  private readonly hosts: () => readonly string[] | undefined;
   private readonly proxyHealthy: () => boolean;
   private readonly log: Logger;
   /** Open health checks by `namespace/name`. */
@@ -68,7 +76,7 @@ export class ServiceHealthServer {
   private closed = false;
 
   constructor(options: ServiceHealthOptions) {
-    this.host = (options.host ?? '').replace(/^\[|\]$/g, '');
+    this.hosts = options.hosts ?? (() => undefined);
     this.proxyHealthy = options.proxyHealthy;
     this.log = options.log ?? silentLogger;
   }
@@ -93,7 +101,7 @@ export class ServiceHealthServer {
     return this.serialize(async () => {
       const all = [...this.open.values()];
       this.open.clear();
-      await Promise.all(all.map((i) => closeServer(i.server)));
+      await Promise.all(all.flatMap((i) => i.servers.map(closeServer)));
     });
   }
 
@@ -115,6 +123,9 @@ export class ServiceHealthServer {
 
   private async sync(wanted: Map<string, ServiceHealthState>): Promise<ServiceHealthProblem[]> {
     if (this.closed) return [];
+    const given = this.hosts();
+    // '*': every address; otherwise the addresses, space-separated ('' for none).
+    const hosts = given ? [...new Set(given.map((h) => h.replace(/^\[|\]$/g, '')))].sort().join(' ') : '*';
     const problems: ServiceHealthProblem[] = [];
     const valid = new Map<string, ServiceHealthState & { namespace: string; name: string }>();
     for (const [service, state] of wanted) {
@@ -127,13 +138,13 @@ export class ServiceHealthServer {
     const closing: Promise<void>[] = [];
     for (const [service, inst] of this.open) {
       const want = valid.get(service);
-      if (want?.port === inst.port) {
+      if (want?.port === inst.port && inst.hosts === hosts) {
         inst.localEndpoints = want.localEndpoints;
         continue;
       }
       this.open.delete(service);
       this.log.info('closing service health check', { service, port: inst.port });
-      closing.push(closeServer(inst.server));
+      closing.push(...inst.servers.map(closeServer));
     }
     await Promise.all(closing);
 
@@ -153,7 +164,7 @@ export class ServiceHealthServer {
       }
       portOwner.set(want.port, service);
       opening.push(
-        this.start(service, want).then(
+        this.start(service, want, hosts).then(
           () => undefined,
           (err: unknown) => ({
             service,
@@ -171,9 +182,10 @@ export class ServiceHealthServer {
   private async start(
     service: string,
     want: ServiceHealthState & { namespace: string; name: string },
+    hosts: string,
   ): Promise<void> {
-    const inst: Instance = { ...want, server: createServer() };
-    inst.server.on('request', (_req, res) => {
+    const inst: Instance = { ...want, hosts, servers: [] };
+    const answer = (res: ServerResponse) => {
       const healthy = this.isProxyHealthy();
       const body = {
         service: { namespace: inst.namespace, name: inst.name },
@@ -188,26 +200,40 @@ export class ServiceHealthServer {
           'x-load-balancing-endpoint-weight': String(inst.localEndpoints),
         })
         .end(JSON.stringify(body) + '\n');
-    });
-    await new Promise<void>((resolve, reject) => {
-      inst.server.once('error', reject);
-      const listening = () => {
-        inst.server.off('error', reject);
-        resolve();
-      };
-      if (this.host) inst.server.listen(want.port, this.host, listening);
-      else inst.server.listen(want.port, listening);
-    });
-    inst.server.on('error', (err) =>
-      this.log.error('service health check failed', { service, port: want.port, error: err }),
-    );
+    };
+    try {
+      for (const host of hosts === '*' ? [''] : hosts.split(' ').filter(Boolean)) {
+        const server = createServer((_req, res) => answer(res));
+        inst.servers.push(server);
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          const listening = () => {
+            server.off('error', reject);
+            resolve();
+          };
+          if (host) server.listen(want.port, host, listening);
+          else server.listen(want.port, listening);
+        }).catch((err: unknown) => {
+          throw new Error(
+            `${host ? formatHostPort(host, want.port) : `port ${want.port}`}: ${errorMessage(err)}`,
+          );
+        });
+        server.on('error', (err) =>
+          this.log.error('service health check failed', { service, port: want.port, error: err }),
+        );
+      }
+    } catch (err) {
+      // All addresses or none: a half-served check would answer some load balancer probes.
+      await Promise.all(inst.servers.filter((srv) => srv.listening).map(closeServer));
+      throw err;
+    }
     // close() may have been called while this listen was pending; it ran after us, but be sure.
     if (this.closed) {
-      await closeServer(inst.server);
+      await Promise.all(inst.servers.map(closeServer));
       return;
     }
     this.open.set(service, inst);
-    this.log.info('serving service health check', { service, port: want.port, host: this.host || '*' });
+    this.log.info('serving service health check', { service, port: want.port, hosts: hosts || 'none' });
   }
 }
 
@@ -231,4 +257,25 @@ function splitKey(service: string): { namespace: string; name: string } {
 
 function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Where health check node ports listen, as kube-proxy: every address when nodePortAddresses
+ * is not set; otherwise this node's addresses inside those CIDRs (and its node IPs for
+ * `primary`). `interfaces` is os.networkInterfaces() of the node.
+ */
+export function healthCheckHosts(
+  config: Pick<ProxyConfig, 'nodePortCIDRs' | 'nodePortPrimary'>,
+  nodeIPs: readonly string[],
+  interfaces: NodeJS.Dict<NetworkInterfaceInfo[]>,
+): string[] | undefined {
+  if (!config.nodePortCIDRs.length && !config.nodePortPrimary) return undefined;
+  const out = new Set<string>(config.nodePortPrimary ? nodeIPs : []);
+  for (const list of Object.values(interfaces)) {
+    for (const a of list ?? []) {
+      const ip = parseIP(a.address);
+      if (ip && config.nodePortCIDRs.some((c) => cidrContains(c, ip))) out.add(formatIP(ip));
+    }
+  }
+  return [...out].sort();
 }

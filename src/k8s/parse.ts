@@ -469,8 +469,19 @@ function parseNode(raw: Obj, r: Reader): Node {
     if (cidr) podCIDRs.push(formatCIDR(cidr));
     else if (s !== undefined) r.bad(`spec.podCIDRs[${i}]`, `not a valid CIDR: ${quote(s)}`);
   });
-  return { metadata, addresses, podCIDRs };
+  const meta = r.obj(raw.metadata, 'metadata') ?? {};
+  const taints = r.arr(spec.taints, 'spec.taints').map((t, i) => r.obj(t, `spec.taints[${i}]`)?.key);
+  const draining =
+    typeof meta.deletionTimestamp === 'string'
+      ? `being deleted since ${meta.deletionTimestamp}`
+      : taints.includes(TO_BE_DELETED_TAINT)
+        ? `tainted ${TO_BE_DELETED_TAINT} (the cluster autoscaler is removing it)`
+        : undefined;
+  return { metadata, addresses, podCIDRs, ...(draining ? { draining } : {}) };
 }
+
+/** The cluster autoscaler's taint on a node it is about to remove. */
+const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
 
 /** Parses a networking.k8s.io/v1 ServiceCIDR. */
 function parseServiceCIDR(raw: Obj, r: Reader): ServiceCIDR {

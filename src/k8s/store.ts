@@ -243,6 +243,11 @@ export class ClusterStore {
     return this.policies.has(namespace);
   }
 
+  /** Why this node should get no load balancer traffic, when it should not (see Node.draining). */
+  nodeDraining(): string | undefined {
+    return this.nodes.get(this.nodeName)?.draining;
+  }
+
   /** The Node objects known (normally just this node's). */
   nodeList(): Node[] {
     return [...this.nodes.values()];

@@ -149,6 +149,12 @@ export interface Node {
   /** `status.addresses` of IP types (InternalIP, ExternalIP), canonical. */
   addresses: { type: string; address: string }[];
   podCIDRs: string[];
+  /**
+   * Why load balancers should stop sending this node traffic (KEP-3836): it is being deleted
+   * (`metadata.deletionTimestamp`), or the cluster autoscaler is about to remove it (taint
+   * `ToBeDeletedByClusterAutoscaler`). Absent: eligible.
+   */
+  draining?: string;
 }
 
 /**

@@ -10,6 +10,8 @@ import { ApiSource } from '../../src/k8s/api-source.js';
 import { FakeBackend } from '../../src/nft/fake.js';
 import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
 import { capturingLogger } from '../support/log.js';
+import { createServer } from 'node:net';
+import { ServiceHealthServer } from '../../src/controller/service-health.js';
 
 interface EventList {
   items: {
@@ -110,6 +112,52 @@ describe('Service Events (real kube-apiserver)', function () {
       );
     } finally {
       for (const op of operators) await op.stop();
+    }
+  });
+
+  it('FailedToStartServiceHealthcheck when the health check node port is taken', async () => {
+    await api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'lb' } } as never);
+    const svc = (await api.apply({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'local', namespace: 'lb' },
+      spec: { type: 'LoadBalancer', externalTrafficPolicy: 'Local', ports: [{ port: 80, protocol: 'TCP' }] },
+    } as never)) as unknown as { spec: { healthCheckNodePort: number } };
+    const port = svc.spec.healthCheckNodePort;
+    assert.ok(port > 0, 'the server allocated a health check node port');
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(port, '127.0.0.1', resolve));
+    const log = capturingLogger();
+    const settings = resolveSettings({
+      nodeName: 'node1',
+      healthzBindAddress: '',
+      metricsBindAddress: '',
+      minSyncInterval: '10ms',
+    });
+    const serviceHealth = new ServiceHealthServer({
+      proxyHealthy: () => true,
+      hosts: () => ['127.0.0.1'],
+      log,
+    });
+    const op = new Operator({
+      settings,
+      source: new ApiSource({ nodeName: 'node1', kubeConfig: api.kubeConfig(), watchPolicies: false, log }),
+      nft: new FakeBackend(),
+      serviceHealth,
+      events: new ApiEventRecorder({ kubeConfig: api.kubeConfig(), nodeName: 'node1', log }),
+      log,
+    });
+    try {
+      await op.start();
+      await api.until(async () => (await events('lb')).length > 0, 10_000, 'an Event posted');
+      const [e] = await events('lb');
+      assert.equal(e!.reason, EventReason.healthCheckFailed);
+      assert.equal(e!.involvedObject.name, 'local');
+      assert.match(e!.message, new RegExp(`127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
+    } finally {
+      await op.stop();
+      await serviceHealth.close();
+      await new Promise((r) => squatter.close(r));
     }
   });
 });

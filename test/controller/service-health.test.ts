@@ -1,10 +1,16 @@
 /**
  * The health check node ports of externalTrafficPolicy: Local services, on loopback.
  */
+import type { NetworkInterfaceInfo } from 'node:os';
+import { parseProxyConfig } from '../../src/proxy/config.js';
 import assert from 'node:assert/strict';
 import { Agent, get, type IncomingHttpHeaders } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { ServiceHealthServer, type ServiceHealthState } from '../../src/controller/service-health.js';
+import {
+  healthCheckHosts,
+  ServiceHealthServer,
+  type ServiceHealthState,
+} from '../../src/controller/service-health.js';
 import { silentLogger } from '../../src/telemetry/log.js';
 
 const HOST = '127.0.0.1';
@@ -17,11 +23,11 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function listenTcp(port: number): Promise<Server> {
+function listenTcp(port: number, host = HOST): Promise<Server> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
-    s.listen(port, HOST, () => resolve(s));
+    s.listen(port, host, () => resolve(s));
   });
 }
 
@@ -37,9 +43,9 @@ interface Reply {
   localPort: number;
 }
 
-function request(port: number, path = '/', agent: Agent | false = false): Promise<Reply> {
+function request(port: number, path = '/', agent: Agent | false = false, host = HOST): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    get({ host: HOST, port, path, agent }, (res) => {
+    get({ host, port, path, agent }, (res) => {
       const localPort = res.socket.localPort!;
       let text = '';
       res.setEncoding('utf8');
@@ -59,12 +65,14 @@ describe('service health check node ports', () => {
   let healthy: boolean;
   let errors: (Record<string, unknown> | undefined)[];
   let hs: ServiceHealthServer;
+  let hosts: string[];
 
   beforeEach(() => {
+    hosts = [HOST];
     healthy = true;
     errors = [];
     hs = new ServiceHealthServer({
-      host: HOST,
+      hosts: () => hosts,
       proxyHealthy: () => healthy,
       log: { ...silentLogger, error: (_msg, fields) => errors.push(fields) },
     });
@@ -120,7 +128,7 @@ describe('service health check node ports', () => {
     const [port] = await freePorts(1);
     await hs.close();
     hs = new ServiceHealthServer({
-      host: HOST,
+      hosts: () => hosts,
       proxyHealthy: () => {
         throw new Error('no verdict');
       },
@@ -196,6 +204,33 @@ describe('service health check node ports', () => {
     assert.deepEqual((r.body as { service: unknown }).service, { namespace: 'shop', name: 'web' });
   });
 
+  it('listens on the given addresses only, one listener each, and follows them as they change', async () => {
+    const [port] = await freePorts(1);
+    hosts = ['127.0.0.2', '127.0.0.3'];
+    assert.deepEqual(await hs.update(services({ 'shop/web': { port: port!, localEndpoints: 1 } })), []);
+    for (const h of hosts) assert.equal((await request(port!, '/', false, h)).status, 200, h);
+    await assert.rejects(request(port!, '/', false, '127.0.0.4'), { code: 'ECONNREFUSED' });
+    await refused(port!); // 127.0.0.1 is not one of them
+    hosts = ['127.0.0.4'];
+    assert.deepEqual(await hs.update(services({ 'shop/web': { port: port!, localEndpoints: 1 } })), []);
+    assert.equal((await request(port!, '/', false, '127.0.0.4')).status, 200);
+    await assert.rejects(request(port!, '/', false, '127.0.0.2'), { code: 'ECONNREFUSED' });
+  });
+
+  it('serves all of its addresses or none, naming the one that failed', async () => {
+    const [port] = await freePorts(1);
+    const squatter = await listenTcp(port!, '127.0.0.3');
+    try {
+      hosts = ['127.0.0.2', '127.0.0.3'];
+      const problems = await hs.update(services({ 'shop/web': { port: port!, localEndpoints: 1 } }));
+      assert.equal(problems.length, 1);
+      assert.match(problems[0]!.message, new RegExp(`127\\.0\\.0\\.3:${port}: .*EADDRINUSE`));
+      await assert.rejects(request(port!, '/', false, '127.0.0.2'), { code: 'ECONNREFUSED' });
+    } finally {
+      await closeTcp(squatter);
+    }
+  });
+
   it('serves one service per port and reports the other one claiming it', async () => {
     const [port] = await freePorts(1);
     await hs.update(services({ 'shop/web': { port: port!, localEndpoints: 1 } }));
@@ -259,5 +294,34 @@ describe('service health check node ports', () => {
     await refused(p2!);
     assert.deepEqual(await hs.update(want), []);
     await refused(p1!);
+  });
+});
+
+describe('where health check node ports listen', () => {
+  const config = (cidrs: string[], primary = false) => {
+    const c = parseProxyConfig({
+      nodeName: 'n1',
+      nodePortAddresses: [...cidrs, ...(primary ? ['primary'] : [])],
+    });
+    return { nodePortCIDRs: c.nodePortCIDRs, nodePortPrimary: c.nodePortPrimary };
+  };
+  const ifaces = {
+    lo: [{ address: '127.0.0.1' }, { address: '::1' }],
+    eth0: [{ address: '192.168.50.1' }, { address: 'fd00:50::1' }],
+    eth1: [{ address: '10.0.0.7' }],
+  } as unknown as NodeJS.Dict<NetworkInterfaceInfo[]>;
+
+  it('every address without nodePortAddresses', () => {
+    assert.equal(healthCheckHosts(config([]), ['192.168.50.1'], ifaces), undefined);
+  });
+
+  it("the node's addresses inside nodePortAddresses, and its node IPs for primary", () => {
+    assert.deepEqual(healthCheckHosts(config(['192.168.50.0/24']), [], ifaces), ['192.168.50.1']);
+    assert.deepEqual(healthCheckHosts(config(['192.168.50.0/24', 'fd00:50::/64']), [], ifaces), [
+      '192.168.50.1',
+      'fd00:50::1',
+    ]);
+    assert.deepEqual(healthCheckHosts(config([], true), ['10.0.0.7'], ifaces), ['10.0.0.7']);
+    assert.deepEqual(healthCheckHosts(config(['172.16.0.0/12']), [], ifaces), [], 'none matches: none');
   });
 });
