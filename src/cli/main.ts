@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../proxy/config.js';
 import { NftError } from '../nft/errors.js';
 import { UsageError } from './common.js';
+import { BindError } from '../net/http.js';
 import { explainCommand } from './explain.js';
 import { renderCommand } from './render.js';
 import { cleanupCommand, runCommand } from './run.js';
@@ -35,7 +36,12 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode;
-    if (e instanceof UsageError || e instanceof ConfigError || e instanceof NftError) {
+    if (
+      e instanceof UsageError ||
+      e instanceof ConfigError ||
+      e instanceof NftError ||
+      e instanceof BindError
+    ) {
       process.stderr.write(`nftproxy: ${e.message}\n`);
       return 2;
     }

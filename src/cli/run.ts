@@ -140,7 +140,15 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
     process.once('SIGINT', () => stop('SIGINT'));
   });
   if (tracing.enabled) log.info('tracing every sync', { exporters: tracing.exporters });
-  await operator.start();
+  try {
+    await operator.start();
+  } catch (e) {
+    // A port taken, say: let go of what started, so the process exits with the message.
+    await operator.stop().catch(() => undefined);
+    nft.backend.close?.();
+    await tracing.shutdown();
+    throw e;
+  }
   await done;
   nft.backend.close?.();
   await tracing.shutdown();

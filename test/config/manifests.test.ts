@@ -14,7 +14,12 @@ import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
 import { HealthServer } from '../../src/controller/health.js';
-import { readSettingsFile, resolveSettings, type Settings } from '../../src/controller/settings.js';
+import {
+  readSettingsFile,
+  resolveSettings,
+  type Settings,
+  type SettingsInput,
+} from '../../src/controller/settings.js';
 import { ConfigError } from '../../src/proxy/config.js';
 import { structuralProblems, type Schema } from '../support/crd-validator.js';
 import { KustomizeError, kustomizeBuild, type KObject } from '../support/kustomize.js';
@@ -154,12 +159,12 @@ async function servedStatus(path: string): Promise<number> {
   }
 }
 
-/** The settings `nftproxy run --config` makes of a config file's text. */
-async function settingsOf(text: string): Promise<Settings> {
+/** The settings `nftproxy run --config FILE FLAGS` makes of a config file's text. */
+async function settingsOf(text: string, flags: SettingsInput = {}): Promise<Settings> {
   const dir = mkdtempSync(join(tmpdir(), 'nftproxy-manifests-'));
   try {
     writeFileSync(join(dir, 'config.yaml'), text);
-    return resolveSettings({}, await readSettingsFile(join(dir, 'config.yaml')), { NODE_NAME: 'node1' });
+    return resolveSettings(flags, await readSettingsFile(join(dir, 'config.yaml')), { NODE_NAME: 'node1' });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -290,9 +295,23 @@ async function manifestProblems(objects: KObject[]): Promise<string[]> {
   const cm = one<KObject & { data?: Record<string, string> }>('ConfigMap');
   const args = c.args ?? [];
   const configPath = args[0] === 'run' && args[1] === '--config' ? args[2] : undefined;
+  // Flags an overlay may add (they override the file): the bind addresses.
+  const FLAGS = {
+    '--healthz-bind-address': 'healthzBindAddress',
+    '--metrics-bind-address': 'metricsBindAddress',
+  };
+  const flags: SettingsInput = {};
+  const extra = args.slice(3).filter((a) => {
+    const [flag, value] = a.split(/=(.*)/s) as [string, string | undefined];
+    if (!Object.hasOwn(FLAGS, flag) || value === undefined) return true;
+    flags[FLAGS[flag as keyof typeof FLAGS] as 'healthzBindAddress'] = value;
+    return false;
+  });
   let configText: string | undefined;
-  if (!configPath || args.length !== 3)
-    problems.push(`daemonset: args ${JSON.stringify(args)}, want run --config FILE`);
+  if (!configPath || extra.length)
+    problems.push(
+      `daemonset: args ${JSON.stringify(args)}, want run --config FILE [--healthz-bind-address=A] [--metrics-bind-address=A]`,
+    );
   else {
     const mount = c.volumeMounts?.find(
       (m) => !m.subPath && posix.dirname(configPath) === posix.normalize(m.mountPath),
@@ -312,7 +331,7 @@ async function manifestProblems(objects: KObject[]): Promise<string[]> {
   let settings: Settings | undefined;
   if (configText !== undefined) {
     try {
-      settings = await settingsOf(configText);
+      settings = await settingsOf(configText, flags);
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e;
       problems.push(...e.problems.map((p) => `config.yaml: ${p}`));
@@ -824,6 +843,23 @@ describe('manifests', () => {
     assert.deepEqual(await manifestProblems(built), []);
   });
 
+  it('alongside-kube-proxy: passes every check, on ports other than kube-proxy’s', async () => {
+    const objects = kustomizeBuild(repo('config/alongside-kube-proxy'));
+    assert.deepEqual(await manifestProblems(objects), []);
+    const ds = objects.find((o) => o.kind === 'DaemonSet') as unknown as {
+      spec: { template: { spec: { containers: { ports: { name: string; containerPort: number }[] }[] } } };
+    };
+    const ports = ds.spec.template.spec.containers[0]!.ports.map((p) => p.containerPort);
+    assert.deepEqual(ports, [10356, 10349]);
+    for (const kubeProxy of [10256, 10249])
+      assert.ok(!ports.includes(kubeProxy), `${kubeProxy} is kube-proxy's`);
+    // Otherwise the base, object for object.
+    assert.deepEqual(
+      objects.map((o) => `${o.kind}/${o.metadata.name}`),
+      built.map((o) => `${o.kind}/${o.metadata.name}`),
+    );
+  });
+
   describe('reports a broken base', () => {
     for (const m of MUTATIONS)
       it(m.name, async () => {
@@ -844,7 +880,20 @@ describe('manifests', () => {
       writeFileSync(join(dir, 'c.txt'), 'x');
       const k = 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n';
       const cases: [string, RegExp][] = [
-        ['resources: [cm.yaml]\npatches: [{path: p.yaml}]', /field patches is not implemented/],
+        ['resources: [cm.yaml]\npatches: [{path: p.yaml}]', /a path is not implemented/],
+        [
+          'resources: [cm.yaml]\npatches: [{target: {kind: ConfigMap}, patch: "data: {a: b}"}]',
+          /only JSON 6902 patches/,
+        ],
+        [
+          'resources: [cm.yaml]\npatches: [{target: {kind: ConfigMap}, patch: "[{op: move, path: /data, from: /x}]"}]',
+          /op move is not implemented/,
+        ],
+        [
+          'resources: [cm.yaml]\npatches: [{target: {kind: ConfigMap}, patch: "[{op: replace, path: /data/x, value: 1}]"}]',
+          /\/data\/x: data does not exist/,
+        ],
+        ['resources: [cm.yaml]\npatches: [{target: {kind: Secret}, patch: "[]"}]', /matches nothing/],
         ['resources: [cm.yaml]\nnamePrefix: x-', /field namePrefix/],
         ['configMapGenerator: [{name: c, files: [c.txt]}]', /name suffix hashes/],
         [

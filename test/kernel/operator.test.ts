@@ -8,7 +8,9 @@ import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { OperatorProcess } from '../support/operator.js';
+import { createServer, type AddressInfo } from 'node:net';
+import { execa } from 'execa';
+import { BIN, OperatorProcess } from '../support/operator.js';
 import {
   createTopology,
   kernelTestsPossible,
@@ -271,6 +273,24 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
         );
     }, 5_000);
     assert.match(op!.stdout, /'k8s\.node\.name': 'node1'/);
+  });
+
+  it('a taken port is one clear line naming the address and its holder, exit 2, no stack trace', async () => {
+    const squatter = createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    const port = (squatter.address() as AddressInfo).port;
+    try {
+      const flags = args();
+      flags[flags.indexOf('--healthz-bind-address') + 1] = `127.0.0.1:${port}`;
+      const r = await execa('node', [BIN, 'run', ...flags], { reject: false, timeout: 60_000 });
+      assert.equal(r.exitCode, 2, r.stderr);
+      const lines = r.stderr.split('\n').filter((l) => !l.startsWith('{'));
+      assert.deepEqual(lines, [
+        `nftproxy: cannot listen on 127.0.0.1:${port} for healthz: the port is in use (by node (pid ${process.pid}))`,
+      ]);
+    } finally {
+      await new Promise((r) => squatter.close(r));
+    }
   });
 
   it('stops on SIGTERM and leaves the rules in place', async () => {

@@ -5,7 +5,8 @@
  * - resources: files, and directories holding a kustomization.yaml (built recursively);
  * - namespace: sets metadata.namespace of namespaced objects, and renames Namespace objects;
  * - configMapGenerator: `files` (`key=path` or `path`), with disableNameSuffixHash: true;
- * - images: newName and newTag.
+ * - images: newName and newTag;
+ * - patches: inline JSON 6902 patches (add, replace, remove) with a target kind and name.
  *
  * Anything else (another field, a generator option, a remote resource, an unknown kind whose
  * scope is not known here) throws, so a manifest that starts using more fails loudly instead
@@ -26,7 +27,15 @@ export interface KObject {
 
 export class KustomizeError extends Error {}
 
-const FIELDS = new Set(['apiVersion', 'kind', 'namespace', 'resources', 'configMapGenerator', 'images']);
+const FIELDS = new Set([
+  'apiVersion',
+  'kind',
+  'namespace',
+  'resources',
+  'configMapGenerator',
+  'images',
+  'patches',
+]);
 const GENERATOR_FIELDS = new Set(['name', 'files', 'options']);
 const IMAGE_FIELDS = new Set(['name', 'newName', 'newTag']);
 
@@ -166,6 +175,53 @@ function setImages(objects: KObject[], images: unknown[], where: string): void {
   }
 }
 
+/** Applies one JSON 6902 operation (RFC 6902: add, replace, remove; `-` appends). */
+function applyOp(o: KObject, op: unknown, where: string): void {
+  if (!isRecord(op) || typeof op.op !== 'string' || typeof op.path !== 'string')
+    fail(where, 'a patch op needs op and path');
+  if (!['add', 'replace', 'remove'].includes(op.op)) fail(where, `patch op ${op.op} is not implemented`);
+  const keys = op.path
+    .split('/')
+    .slice(1)
+    .map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
+  const last = keys.pop();
+  if (last === undefined) fail(where, 'a patch of the whole object');
+  let at: unknown = o;
+  for (const k of keys) {
+    at = Array.isArray(at) ? at[Number(k)] : isRecord(at) ? at[k] : undefined;
+    if (at === undefined) fail(where, `${op.path}: ${k} does not exist`);
+  }
+  if (Array.isArray(at)) {
+    const i = last === '-' ? at.length : Number(last);
+    if (!Number.isInteger(i) || i < 0 || i > at.length || (op.op !== 'add' && i === at.length))
+      fail(where, `${op.path}: no index ${last}`);
+    if (op.op === 'add') at.splice(i, 0, op.value);
+    else if (op.op === 'replace') at[i] = op.value;
+    else at.splice(i, 1);
+  } else if (isRecord(at)) {
+    if (op.op !== 'add' && !Object.hasOwn(at, last)) fail(where, `${op.path} does not exist`);
+    if (op.op === 'remove') delete at[last];
+    else at[last] = op.value;
+  } else fail(where, `${op.path}: not inside an object or list`);
+}
+
+function applyPatches(objects: KObject[], patches: unknown[], where: string): void {
+  for (const p of patches) {
+    if (!isRecord(p) || typeof p.patch !== 'string' || !isRecord(p.target))
+      fail(where, 'patches entries need an inline patch and a target (a path is not implemented)');
+    for (const k of Object.keys(p.target))
+      if (k !== 'kind' && k !== 'name') fail(where, `patches target.${k} is not implemented`);
+    const ops: unknown = parse(p.patch);
+    if (!Array.isArray(ops)) fail(where, 'only JSON 6902 patches (a list of ops) are implemented');
+    const target = p.target as { kind?: unknown; name?: unknown };
+    const targets = objects.filter(
+      (o) => o.kind === target.kind && (target.name === undefined || o.metadata.name === target.name),
+    );
+    if (!targets.length) fail(where, `patch target ${JSON.stringify(p.target)} matches nothing`);
+    for (const o of targets) for (const op of ops) applyOp(o, op, `${where} (${o.kind} ${o.metadata.name})`);
+  }
+}
+
 /** Builds the kustomization in `dir` into its objects. */
 export function kustomizeBuild(dir: string): KObject[] {
   const root = resolve(dir);
@@ -193,6 +249,7 @@ export function kustomizeBuild(dir: string): KObject[] {
     for (const o of objects) setNamespace(o, k.namespace, `${file} (${o.kind} ${o.metadata.name})`);
   }
   if (k.images !== undefined) setImages(objects, k.images as unknown[], file);
+  if (k.patches !== undefined) applyPatches(objects, k.patches as unknown[], file);
 
   const ids = new Set<string>();
   for (const o of objects) {

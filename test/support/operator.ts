@@ -4,7 +4,8 @@
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const BIN = fileURLToPath(new URL('../../bin/nftproxy.js', import.meta.url));
+/** bin/nftproxy.js of this checkout. */
+export const BIN = fileURLToPath(new URL('../../bin/nftproxy.js', import.meta.url));
 
 /** A log line of the operator. */
 export type LogLine = { level: string; msg: string } & Record<string, unknown>;
