@@ -43,6 +43,7 @@ interface RunFlags {
   node?: string;
   clusterCidr?: string[];
   serviceCidr?: string[];
+  serviceProxyName?: string;
   nodeportAddresses?: string[];
   nodeIp?: string[];
   masqueradeAll?: boolean;
@@ -67,6 +68,7 @@ export function sourceFor(settings: Settings, log: Logger): ClusterSource {
     ...(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {}),
     backoff: { initialMs: 1000, maxMs: settings.apiBackoffMaxMs },
     probeIntervalMs: settings.apiProbeIntervalMs,
+    ...(settings.proxy.serviceProxyName ? { serviceProxyName: settings.proxy.serviceProxyName } : {}),
     log,
   });
 }
@@ -212,6 +214,10 @@ export function runCommand(): Command {
     )
     .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect)
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs')
+    .option(
+      '--service-proxy-name <name>',
+      'program only Services labelled service.kubernetes.io/service-proxy-name=NAME (default: only those without the label)',
+    )
     .option('--sync-period <duration>', 'how often to check that our tables are intact (default 30s)')
     .option('--full-sync-period <duration>', 'how often to recompile everything and reconcile (default 1h)')
     .option('--min-sync-interval <duration>', 'minimum time between two syncs (default 100ms)')
@@ -243,6 +249,7 @@ export function runCommand(): Command {
         ...(f.node !== undefined ? { nodeName: f.node } : {}),
         ...(f.clusterCidr ? { clusterCIDRs: f.clusterCidr } : {}),
         ...(f.serviceCidr ? { serviceCIDRs: f.serviceCidr } : {}),
+        ...(f.serviceProxyName !== undefined ? { serviceProxyName: f.serviceProxyName } : {}),
         ...(f.nodeportAddresses ? { nodePortAddresses: f.nodeportAddresses } : {}),
         ...(f.nodeIp ? { nodeIPs: f.nodeIp } : {}),
         ...(f.masqueradeAll ? { masqueradeAll: true } : {}),

@@ -134,7 +134,12 @@ export class Operator {
           at: this.clock.now(),
           mark,
           ...(this.syncer.current ? { programmedCounts: this.syncer.current.counts() } : {}),
-          localGaps: noLocalEndpoints(this.store, settings.proxy.nodeName, r.services),
+          localGaps: noLocalEndpoints(
+            this.store,
+            settings.proxy.nodeName,
+            r.services,
+            settings.proxy.serviceProxyName,
+          ),
           conntrack: deps.conntrack !== undefined,
           conflicts,
         });
@@ -288,7 +293,9 @@ export class Operator {
     const { policyStatus, serviceHealth, settings } = this.deps;
     if (!policyStatus && !serviceHealth) return;
     const policies = policyStatus ? policyResults(this.store, this.outcome) : [];
-    const checks = serviceHealth ? healthChecks(this.store, settings.proxy.nodeName) : new Map();
+    const checks = serviceHealth
+      ? healthChecks(this.store, settings.proxy.nodeName, settings.proxy.serviceProxyName)
+      : new Map();
     this.reported = this.reported.then(async () => {
       try {
         if (policyStatus) await policyStatus.report(policies);

@@ -75,11 +75,19 @@ export function policyResults(store: ClusterStore, outcome: SyncOutcome): Policy
  * and a healthCheckNodePort, with its ready endpoints on this node (distinct addresses over
  * all its ports), as kube-proxy counts them.
  */
-export function healthChecks(store: ClusterStore, nodeName: string): Map<string, ServiceHealthState> {
+export function healthChecks(
+  store: ClusterStore,
+  nodeName: string,
+  serviceProxyName = '',
+): Map<string, ServiceHealthState> {
   const out = new Map<string, ServiceHealthState>();
   for (const key of store.serviceKeys()) {
     const svc = store.service(key)!;
-    if (!proxied(svc) || svc.externalTrafficPolicy !== TrafficPolicy.Local || !svc.healthCheckNodePort)
+    if (
+      !proxied(svc, serviceProxyName) ||
+      svc.externalTrafficPolicy !== TrafficPolicy.Local ||
+      !svc.healthCheckNodePort
+    )
       continue;
     const local = new Set<string>();
     for (const slice of store.slicesOf(key)) {
@@ -105,11 +113,12 @@ export function noLocalEndpoints(
   store: ClusterStore,
   nodeName: string,
   keys: Iterable<string> = store.serviceKeys(),
+  serviceProxyName = '',
 ): Map<string, LocalEndpointGaps> {
   const out = new Map<string, LocalEndpointGaps>();
   for (const key of keys) {
     const svc = store.service(key);
-    if (!svc || !proxied(svc)) continue;
+    if (!svc || !proxied(svc, serviceProxyName)) continue;
     const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
     const externalLocal =
       svc.externalTrafficPolicy === TrafficPolicy.Local && svc.type !== ServiceType.ClusterIP;

@@ -17,6 +17,8 @@ export interface SettingsInput {
   nodePortAddresses?: string[];
   nodeIPs?: string[];
   masqueradeAll?: boolean;
+  /** The service.kubernetes.io/service-proxy-name value this proxy takes ('' or absent: unlabelled services). */
+  serviceProxyName?: string;
   /** Entries of the ClientIP affinity map per family. */
   affinityMapSize?: number;
   /** Counters on backends map elements (see ProxyConfigInput.endpointCounters). */
@@ -87,6 +89,7 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   nodePortAddresses: 'strings',
   nodeIPs: 'strings',
   masqueradeAll: 'boolean',
+  serviceProxyName: 'string',
   affinityMapSize: 'number',
   endpointCounters: 'boolean',
   manifests: 'string',
@@ -212,6 +215,7 @@ export function resolveSettings(
       nodePortAddresses: pick('nodePortAddresses') ?? [],
       nodeIPs: pick('nodeIPs') ?? [],
       masqueradeAll: pick('masqueradeAll') ?? false,
+      serviceProxyName: pick('serviceProxyName') ?? '',
       ...(pick('affinityMapSize') !== undefined
         ? { affinityMapSize: pick('affinityMapSize') as number }
         : {}),

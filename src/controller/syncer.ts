@@ -311,7 +311,7 @@ export class Syncer {
 
   private contribution(key: string): ServiceContribution | undefined {
     const svc = this.store.service(key);
-    if (!svc || !proxied(svc)) return undefined;
+    if (!svc || !proxied(svc, this.config.serviceProxyName)) return undefined;
     const { policy } = this.store.policyOf(svc);
     const ctx = this.context ?? this.freshContext().context;
     return compileService(svc, this.store.slicesOf(key), { ...ctx, ...(policy ? { policy } : {}) });

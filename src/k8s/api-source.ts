@@ -43,6 +43,8 @@ export interface ApiSourceOptions {
   probeIntervalMs?: number;
   /** Restart a watch that delivered nothing for this long. Default 5 min. */
   watchdogMs?: number;
+  /** The service-proxy-name this proxy answers to (see ProxyConfig.serviceProxyName). */
+  serviceProxyName?: string;
   /** Watch ProxyPolicies. Default true. */
   watchPolicies?: boolean;
   /** While the ProxyPolicy CRD is not installed, look for it again this often. Default 3 min. */
@@ -82,7 +84,10 @@ export class ApiSource implements ClusterSource {
 
   async start(sink: SourceSink): Promise<void> {
     const kc = (this.kc = loadKubeConfig(this.opts));
-    const notOurs = `!${Labels.serviceProxyName}`;
+    // Only the services this proxy programs (and their slices, which carry the label too).
+    const notOurs = this.opts.serviceProxyName
+      ? `${Labels.serviceProxyName}=${this.opts.serviceProxyName}`
+      : `!${Labels.serviceProxyName}`;
     const resources: ResourceSpec[] = [
       { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: notOurs },
       {

@@ -122,13 +122,13 @@ export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSo
     state.services.map((svc) => [serviceKey(svc.metadata.namespace, svc.metadata.name), svc]),
   );
   let skipped = 0;
-  for (const svc of services.values()) if (!proxied(svc)) skipped++;
+  for (const svc of services.values()) if (!proxied(svc, config.serviceProxyName)) skipped++;
   return {
     skipped,
     keys: () => services.keys(),
     contribution: (key) => {
       const svc = services.get(key);
-      if (!svc || !proxied(svc)) return undefined;
+      if (!svc || !proxied(svc, config.serviceProxyName)) return undefined;
       const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
       return compileService(svc, slices.get(key) ?? [], {
         node,

@@ -1,7 +1,7 @@
 /**
  * Node-level settings of the compiler: who this node is and how it masquerades.
  */
-import { type CIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
+import { type CIDR, formatCIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
 import { DEFAULT_AFFINITY_MAP_SIZE } from './names.js';
 
 /** Settings as a user gives them (flags, config file). */
@@ -17,12 +17,18 @@ export interface ProxyConfigInput {
    */
   serviceCIDRs?: string[];
   /**
-   * Where NodePorts answer: CIDRs, or `primary` for the node's own IPs. Empty: every local
-   * address except loopback.
+   * Where NodePorts answer: CIDRs, `primary` for the node's own IPs, or `all`. Empty or `all`:
+   * every local address except loopback (kube-proxy's iptables mode; its nftables mode
+   * defaults to `primary`). Loopback CIDRs are refused: NodePorts never answer there.
    */
   nodePortAddresses?: string[];
   /** Masquerade all traffic to ClusterIPs, not only that from outside the cluster CIDRs. */
   masqueradeAll?: boolean;
+  /**
+   * Program only the services whose `service.kubernetes.io/service-proxy-name` label is this
+   * (empty, the default: only those without the label).
+   */
+  serviceProxyName?: string;
   /** This node's IPs; when empty, taken from the Node object's addresses. */
   nodeIPs?: string[];
   /** Size limit of the ClientIP affinity map (clients x affinity addresses), per family. */
@@ -44,6 +50,8 @@ export interface ProxyConfig {
   nodePortCIDRs: CIDR[];
   nodePortPrimary: boolean;
   masqueradeAll: boolean;
+  /** '' when not set. */
+  serviceProxyName: string;
   nodeIPs: string[];
   affinityMapSize: number;
   endpointCounters: boolean;
@@ -60,20 +68,34 @@ export class ConfigError extends Error {
 /** Validates settings; throws `ConfigError` listing every problem. */
 export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
   const problems: string[] = [];
-  const cidrs = (values: string[] | undefined, what: string, allowPrimary: boolean): [CIDR[], boolean] => {
+  const cidrs = (values: string[] | undefined, what: string, keywords: boolean): [CIDR[], boolean] => {
     const out: CIDR[] = [];
     let primary = false;
     for (const v of values ?? []) {
-      if (allowPrimary && v === 'primary') primary = true;
+      if (keywords && v === 'primary') primary = true;
+      else if (keywords && v === 'all')
+        continue; // every local address: as if none were given
       else {
         const c = parseCIDR(v);
-        if (c) out.push(c);
-        else problems.push(`${what}: not a valid CIDR: ${JSON.stringify(v)}`);
+        if (!c) problems.push(`${what}: not a valid CIDR: ${JSON.stringify(v)}`);
+        else if (keywords && isLoopback(c))
+          problems.push(
+            `${what}: ${JSON.stringify(v)} is loopback, where NodePorts never answer (as in kube-proxy); use a node address range, primary or all`,
+          );
+        else out.push(c);
       }
     }
+    if (keywords && (values ?? []).includes('all') && (values ?? []).length > 1)
+      problems.push(
+        `${what}: all means every local address; it cannot be combined with ${JSON.stringify((values ?? []).filter((v) => v !== 'all'))}`,
+      );
     return [normalizeCIDRs(out), primary];
   };
   if (!input.nodeName) problems.push('node name: required (flag --node, or NODE_NAME)');
+  const proxyName = input.serviceProxyName ?? '';
+  // A label value: up to 63 characters, alphanumerics with - _ . inside.
+  if (proxyName && !/^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(proxyName))
+    problems.push(`service proxy name: not a valid label value: ${JSON.stringify(proxyName)}`);
   const [clusterCIDRs] = cidrs(input.clusterCIDRs, 'cluster CIDR', false);
   const [serviceCIDRs] = cidrs(input.serviceCIDRs, 'service CIDR', false);
   const [nodePortCIDRs, nodePortPrimary] = cidrs(input.nodePortAddresses, 'nodeport address', true);
@@ -96,10 +118,16 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     nodePortCIDRs,
     nodePortPrimary,
     masqueradeAll: input.masqueradeAll ?? false,
+    serviceProxyName: input.serviceProxyName ?? '',
     nodeIPs,
     affinityMapSize,
     endpointCounters: input.endpointCounters ?? true,
   };
+}
+
+/** Whether every address of the CIDR is a loopback address (127.0.0.0/8, ::1). */
+function isLoopback(c: CIDR): boolean {
+  return c.version === 4 ? c.bytes[0] === 127 && c.len >= 8 : c.len === 128 && formatCIDR(c) === '::1/128';
 }
 
 /** The addresses (canonical) of one IP version. */

@@ -327,13 +327,18 @@ export function compareServiceKeys(a: string, b: string): number {
   return ra < rb ? -1 : ra > rb ? 1 : 0;
 }
 
-/** Whether the proxy should program this service at all. */
-export function proxied(svc: Service): boolean {
+/**
+ * Whether the proxy should program this service at all. `serviceProxyName`: the name this
+ * proxy answers to in the `service.kubernetes.io/service-proxy-name` label; without one it
+ * takes the services without that label (as kube-proxy), with one only those labelled so
+ * (as Cilium's k8s-service-proxy-name), so services can be split between proxies.
+ */
+export function proxied(svc: Service, serviceProxyName = ''): boolean {
   return (
     svc.type !== ServiceType.ExternalName &&
     !svc.headless &&
     svc.clusterIPs.length > 0 &&
-    svc.metadata.labels[Labels.serviceProxyName] === undefined &&
+    (svc.metadata.labels[Labels.serviceProxyName] ?? '') === serviceProxyName &&
     svc.metadata.labels[Labels.headless] === undefined
   );
 }

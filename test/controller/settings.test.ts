@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { health } from '../../src/controller/health.js';
 import { parseDuration, readSettingsFile, resolveSettings } from '../../src/controller/settings.js';
-import { ConfigError } from '../../src/proxy/config.js';
+import { ConfigError, parseProxyConfig } from '../../src/proxy/config.js';
+import { formatCIDR } from '../../src/net/ip.js';
 
 async function withFile(text: string, fn: (path: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'nftproxy-settings-'));
@@ -118,6 +119,31 @@ describe('settings', () => {
     assert.ok(p.some((x) => /logLevel/.test(x)));
     assert.ok(p.some((x) => /cluster CIDR: not a valid CIDR: "x"/.test(x)));
     assert.ok(p.some((x) => /choose one source/.test(x)));
+  });
+});
+
+describe('nodePortAddresses', () => {
+  const parse = (nodePortAddresses: string[]) => parseProxyConfig({ nodeName: 'n', nodePortAddresses });
+
+  it('takes CIDRs, primary, and all (every local address, as when none is given)', () => {
+    const c = parse(['192.168.0.0/16', 'primary']);
+    assert.deepEqual(c.nodePortCIDRs.map(formatCIDR), ['192.168.0.0/16']);
+    assert.equal(c.nodePortPrimary, true);
+    const all = parse(['all']);
+    assert.deepEqual([all.nodePortCIDRs, all.nodePortPrimary], [[], false]);
+    assert.deepEqual(all, parse([]));
+  });
+
+  it('refuses loopback CIDRs and all with anything else, saying why', () => {
+    const p = problems(() => parse(['127.0.0.0/8', '::1/128', '127.0.0.1/32', 'all', 'primary']));
+    assert.deepEqual(p, [
+      'nodeport address: "127.0.0.0/8" is loopback, where NodePorts never answer (as in kube-proxy); use a node address range, primary or all',
+      'nodeport address: "::1/128" is loopback, where NodePorts never answer (as in kube-proxy); use a node address range, primary or all',
+      'nodeport address: "127.0.0.1/32" is loopback, where NodePorts never answer (as in kube-proxy); use a node address range, primary or all',
+      'nodeport address: all means every local address; it cannot be combined with ["127.0.0.0/8","::1/128","127.0.0.1/32","primary"]',
+    ]);
+    // A range that merely includes loopback is fine: loopback itself never answers.
+    assert.deepEqual(parse(['0.0.0.0/0']).nodePortCIDRs.map(formatCIDR), ['0.0.0.0/0']);
   });
 });
 

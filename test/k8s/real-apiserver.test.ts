@@ -11,6 +11,7 @@ import { ApiSource } from '../../src/k8s/api-source.js';
 import { Operator } from '../../src/controller/operator.js';
 import { resolveSettings } from '../../src/controller/settings.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
+import { FakeBackend } from '../../src/nft/fake.js';
 import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
 import { kustomizeBuild } from '../support/kustomize.js';
 import { capturingLogger } from '../support/log.js';
@@ -220,5 +221,75 @@ describe('real kube-apiserver: optional APIs never hold up the start', function 
       warnings.some((w) => w.startsWith('not allowed to list servicecidrs')),
       warnings.join('; '),
     );
+  });
+});
+
+describe('real kube-apiserver: services split between proxies by service-proxy-name', function () {
+  this.timeout(120_000);
+  let api: RealApiServer;
+
+  before(async function () {
+    requireRealApiServer(this);
+    api = await RealApiServer.start();
+    const proxyLabel = (name?: string) => (name ? { 'service.kubernetes.io/service-proxy-name': name } : {});
+    for (const [name, proxy] of [
+      ['plain', undefined],
+      ['ours', 'nftproxy'],
+      ['theirs', 'other-proxy'],
+    ] as const) {
+      await api.apply({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name, namespace: 'default', labels: proxyLabel(proxy) },
+        spec: { ports: [{ port: 80, protocol: 'TCP' }] },
+      } as never);
+      // The EndpointSlice controller copies the Service's labels to its slices.
+      await api.apply({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: {
+          name: `${name}-1`,
+          namespace: 'default',
+          labels: { 'kubernetes.io/service-name': name, ...proxyLabel(proxy) },
+        },
+        addressType: 'IPv4',
+        ports: [{ port: 8080, protocol: 'TCP' }],
+        endpoints: [{ addresses: ['10.244.1.1'], conditions: { ready: true } }],
+      } as never);
+    }
+  });
+
+  after(async () => {
+    await api?.stop();
+  });
+
+  /** The services an operator with this --service-proxy-name programs. */
+  async function programmed(serviceProxyName?: string): Promise<string[]> {
+    const settings = resolveSettings({
+      nodeName: 'node1',
+      healthzBindAddress: '',
+      metricsBindAddress: '',
+      ...(serviceProxyName ? { serviceProxyName } : {}),
+    });
+    const op = new Operator({
+      settings,
+      source: sourceFor({ ...settings, kubeconfig: api.kubeconfigPath }, capturingLogger()),
+      nft: new FakeBackend(),
+    });
+    try {
+      await op.start();
+      await until('synced', async () => op.syncer.current !== undefined, 10_000);
+      return [...new Set(op.syncer.current!.units().map((u) => u.service))].sort();
+    } finally {
+      await op.stop();
+    }
+  }
+
+  it('without a name: the unlabelled services (kube-proxy’s rule)', async () => {
+    assert.deepEqual(await programmed(), ['default/kubernetes', 'default/plain']);
+  });
+
+  it('with --service-proxy-name nftproxy: only the services labelled so', async () => {
+    assert.deepEqual(await programmed('nftproxy'), ['default/ours']);
   });
 });

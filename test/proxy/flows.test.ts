@@ -597,6 +597,32 @@ describe('packet flows', () => {
       assert.equal(result.stats.skipped, 3);
       assertUntouched(trace(tracerFor(state), POD, '10.96.0.70', 80));
     });
+
+    it('with --service-proxy-name, takes only the services labelled with that name', () => {
+      const labelled = (name: string, ip: string, proxy?: string) => [
+        service(
+          name,
+          { clusterIP: ip, ports: [{ port: 80 }] },
+          proxy ? { labels: { 'service.kubernetes.io/service-proxy-name': proxy } } : {},
+        ),
+        slice(name, [{ port: 80 }], ['10.244.1.2']),
+      ];
+      const state = cluster(
+        ...labelled('plain', '10.96.0.71'),
+        ...labelled('ours', '10.96.0.72', 'nftproxy'),
+        ...labelled('theirs', '10.96.0.73', 'other'),
+      );
+      const reached = (config: Partial<ProxyConfigInput>) =>
+        ['10.96.0.71', '10.96.0.72', '10.96.0.73'].filter(
+          (ip) => trace(tracerFor(state, config), POD, ip, 80).endpoints.length > 0,
+        );
+      assert.deepEqual(reached({}), ['10.96.0.71']);
+      assert.deepEqual(reached({ serviceProxyName: 'nftproxy' }), ['10.96.0.72']);
+      assert.throws(
+        () => parseProxyConfig({ ...BASE, serviceProxyName: 'no spaces' }),
+        /not a valid label value/,
+      );
+    });
   });
 
   describe('conflicts', () => {
