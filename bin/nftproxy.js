@@ -16,5 +16,10 @@ if (existsSync(sources)) {
     // tsx is a dev dependency; without it, fall back to the compiled code.
   }
 }
+// `nftproxy render | head`: a closed pipe ends the output, not the process with a stack.
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 const { main } = await import(entry);
 process.exitCode = await main(process.argv);

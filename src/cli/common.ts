@@ -12,14 +12,15 @@ import { parseProxyConfig, type ProxyConfig } from '../proxy/config.js';
 export interface NodeFlags {
   manifests: string;
   node?: string;
-  clusterCidr: string[];
-  serviceCidr: string[];
-  nodeportAddresses: string[];
-  nodeIp: string[];
-  masqueradeAll: boolean;
+  clusterCidr?: string[];
+  serviceCidr?: string[];
+  nodeportAddresses?: string[];
+  nodeIp?: string[];
+  masqueradeAll?: boolean;
 }
 
-const collect = (value: string, previous: string[]): string[] => [
+/** A repeatable flag that also takes comma-separated values: `--x a --x b,c` -> [a, b, c]. */
+export const collect = (value: string, previous: string[] = []): string[] => [
   ...previous,
   ...value.split(',').filter(Boolean),
 ];
@@ -39,22 +40,19 @@ export function nodeOptions(
       '--cluster-cidr <cidr>',
       'pod network CIDR, repeatable; off-cluster traffic to ClusterIPs is masqueraded',
       collect,
-      [],
     )
     .option(
       '--service-cidr <cidr>',
       'ClusterIP range, repeatable; traffic to an unallocated ClusterIP is dropped',
       collect,
-      [],
     )
     .option(
       '--nodeport-addresses <cidr|primary>',
       'answer NodePorts only on local addresses in these CIDRs, repeatable',
       collect,
-      [],
     )
-    .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect, [])
-    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs', false);
+    .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect)
+    .option('--masquerade-all', 'masquerade all traffic to ClusterIPs');
 }
 
 /** Command prefix that runs `tool` in a network namespace, or here when none is named. */

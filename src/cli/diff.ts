@@ -20,14 +20,16 @@ import { listLiveRuleset } from './live.js';
 
 /** One line summing up a diff. */
 export function formatStats(s: DiffStats): string {
+  const n = (count: number, one: string, what: string) =>
+    count ? `${count} ${count === 1 ? one : `${one}s`} ${what}` : '';
   const parts = [
-    s.tablesReplaced && `${s.tablesReplaced} tables created or replaced`,
-    s.tablesDeleted && `${s.tablesDeleted} tables deleted`,
-    s.chainsAdded && `${s.chainsAdded} chains added`,
-    s.chainsDeleted && `${s.chainsDeleted} chains deleted`,
-    s.chainsFlushed && `${s.chainsFlushed} chains rewritten`,
-    s.elementsAdded && `${s.elementsAdded} elements added`,
-    s.elementsDeleted && `${s.elementsDeleted} elements deleted`,
+    n(s.tablesReplaced, 'table', 'created or replaced'),
+    n(s.tablesDeleted, 'table', 'deleted'),
+    n(s.chainsAdded, 'chain', 'added'),
+    n(s.chainsDeleted, 'chain', 'deleted'),
+    n(s.chainsFlushed, 'chain', 'rewritten'),
+    n(s.elementsAdded, 'element', 'added'),
+    n(s.elementsDeleted, 'element', 'deleted'),
   ].filter(Boolean);
   return parts.length ? parts.join(', ') : 'in step: nothing to change';
 }

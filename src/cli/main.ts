@@ -6,6 +6,7 @@ import { ConfigError } from '../proxy/config.js';
 import { NftError } from '../nft/errors.js';
 import { UsageError } from './common.js';
 import { BindError } from '../net/http.js';
+import { NoKubeconfigError } from '../k8s/api-source.js';
 import { explainCommand } from './explain.js';
 import { renderCommand } from './render.js';
 import { cleanupCommand, runCommand } from './run.js';
@@ -40,7 +41,8 @@ export async function main(argv: string[]): Promise<number> {
       e instanceof UsageError ||
       e instanceof ConfigError ||
       e instanceof NftError ||
-      e instanceof BindError
+      e instanceof BindError ||
+      e instanceof NoKubeconfigError
     ) {
       process.stderr.write(`nftproxy: ${e.message}\n`);
       return 2;

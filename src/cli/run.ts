@@ -29,12 +29,7 @@ import { FAMILIES, TABLE } from '../proxy/names.js';
 import { ConfigError } from '../proxy/config.js';
 import { jsonLogger, type Logger } from '../telemetry/log.js';
 import { setupTracing, type Tracing } from '../telemetry/tracing.js';
-import { inNetns } from './common.js';
-
-const collect = (value: string, previous: string[] = []): string[] => [
-  ...previous,
-  ...value.split(',').filter(Boolean),
-];
+import { collect, inNetns } from './common.js';
 
 interface RunFlags {
   config?: string;
@@ -82,6 +77,11 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
   } catch (e) {
     throw new ConfigError([e instanceof Error ? e.message : String(e)]);
   }
+  // Policy status and Events go to the API server; with manifests, problems are only logged.
+  // Loaded before anything opens: no API server to find is a message and exit 2.
+  const kubeConfig = settings.manifests
+    ? undefined
+    : loadKubeConfig(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {});
   const nft = await openBackend(settings);
   log.info('starting', {
     node: settings.proxy.nodeName,
@@ -104,10 +104,6 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
           ),
         log,
       });
-  // Policy status and Events go to the API server; with manifests, problems are only logged.
-  const kubeConfig = settings.manifests
-    ? undefined
-    : loadKubeConfig(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {});
   const policyStatus =
     kubeConfig && new PolicyStatusWriter({ kubeConfig, nodeName: settings.proxy.nodeName, log });
   const events = kubeConfig && new ApiEventRecorder({ kubeConfig, nodeName: settings.proxy.nodeName, log });

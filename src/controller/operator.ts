@@ -20,7 +20,7 @@ import { COLLECT_FROM_SERVICES, collectNow, collectSoon } from './memory.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status.js';
-import { healthChecks, noLocalEndpoints, policyResults, type SyncOutcome } from './reports.js';
+import { healthChecks, noLocalEndpoints, policyResults, startWarnings, type SyncOutcome } from './reports.js';
 import type { ServiceHealthServer } from './service-health.js';
 import { EventReason, type EventRecorder } from './events.js';
 import { conflictMessage } from '../proxy/builder.js';
@@ -203,6 +203,7 @@ export class Operator {
     if (this.stopped) return void (await this.deps.source.stop()); // stop() came meanwhile
     this.ready = true;
     this.log.info('cluster state read; programming', this.store.counts());
+    for (const w of startWarnings(this.store, settings.proxy)) this.log.warn(w);
     // What reading the cluster left (list pages) goes before the first sync adds its own.
     if (this.store.counts().services >= COLLECT_FROM_SERVICES) collectNow();
     this.watch = this.watchTables();

@@ -5,6 +5,8 @@
  * (for metrics).
  */
 import type { ClusterStore } from '../k8s/store.js';
+import { versionOf } from '../net/ip.js';
+import type { ProxyConfig } from '../proxy/config.js';
 import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../proxy/policy.js';
@@ -133,6 +135,36 @@ export function noLocalEndpoints(
       if (externalLocal) gaps.external++;
     }
     if (gaps.internal || gaps.external) out.set(key, gaps);
+  }
+  return out;
+}
+
+/**
+ * Settings that silently do less than the user likely meant, found once the cluster is read:
+ * a node name no Node object has, and a family whose services have ClusterIPs but that has no
+ * cluster CIDR. One line each, for the log at start.
+ */
+export function startWarnings(store: ClusterStore, config: ProxyConfig): string[] {
+  const out: string[] = [];
+  const node = store.nodeList().find((n) => n.metadata.name === config.nodeName);
+  if (!node)
+    out.push(
+      `no Node object is named ${JSON.stringify(config.nodeName)} (--node, or NODE_NAME): this node's IPs, zone and draining state are unknown, so nodePortAddresses primary, topology hints, local endpoints and nodeEligible cannot work as meant`,
+    );
+  for (const version of [4, 6] as const) {
+    if (config.clusterCIDRs.some((c) => c.version === version)) continue;
+    let services = 0;
+    for (const key of store.serviceKeys()) {
+      const svc = store.service(key)!;
+      if (proxied(svc, config.serviceProxyName) && svc.clusterIPs.some((ip) => versionOf(ip) === version))
+        services++;
+    }
+    if (!services) continue;
+    const podCIDRs = node?.podCIDRs.filter((c) => versionOf(c.split('/')[0]!) === version) ?? [];
+    out.push(
+      `no IPv${version} cluster CIDR (--cluster-cidr), but ${services} service${services === 1 ? ' has' : 's have'} IPv${version} ClusterIPs: off-cluster traffic to them is not masqueraded, and externalTrafficPolicy Local sends pods only to local endpoints` +
+        (podCIDRs.length ? ` (this Node's podCIDRs: ${podCIDRs.join(', ')})` : ''),
+    );
   }
   return out;
 }

@@ -13,6 +13,9 @@
  * waiting reflector reconnects at once, so a change made after an outage of any length is
  * seen within about a second of the API server's return, not after the rest of a 30 s wait.
  */
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../api/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
@@ -54,13 +57,41 @@ export interface ApiSourceOptions {
   log?: Logger;
 }
 
-/** Loads the kubeconfig the options ask for. */
-export function loadKubeConfig(opts: Pick<ApiSourceOptions, 'kubeconfig' | 'kubeConfig'>): KubeConfig {
+/** No API server can be found: the message says where nftproxy looked. */
+export class NoKubeconfigError extends Error {
+  override readonly name = 'NoKubeconfigError';
+}
+
+/**
+ * Loads the kubeconfig the options ask for: the file given, else the in-cluster config in a
+ * pod, else $KUBECONFIG or ~/.kube/config. When none of them exists it throws, naming each
+ * (client-node would fall back to http://localhost:8080 and retry forever).
+ */
+export function loadKubeConfig(
+  opts: Pick<ApiSourceOptions, 'kubeconfig' | 'kubeConfig'>,
+  env: NodeJS.ProcessEnv = process.env,
+): KubeConfig {
   if (opts.kubeConfig) return opts.kubeConfig;
   const kc = new KubeConfig();
-  if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
-  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
-  else kc.loadFromDefault();
+  if (opts.kubeconfig) {
+    if (!existsSync(opts.kubeconfig))
+      throw new NoKubeconfigError(`--kubeconfig ${opts.kubeconfig}: no such file`);
+    kc.loadFromFile(opts.kubeconfig);
+  } else if (env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else {
+    const files = env.KUBECONFIG ? env.KUBECONFIG.split(delimiter).filter(Boolean) : [];
+    const home = join(env.HOME ?? homedir(), '.kube', 'config');
+    if (!files.some((f) => existsSync(f)) && !(files.length === 0 && existsSync(home)))
+      throw new NoKubeconfigError(
+        'no API server to talk to; tried: --kubeconfig (not given), the in-cluster config ' +
+          '(KUBERNETES_SERVICE_HOST not set: not in a pod), ' +
+          (files.length
+            ? `$KUBECONFIG (${files.join(', ')}: none exists)`
+            : `$KUBECONFIG (not set), ${home} (absent)`) +
+          '. Give --kubeconfig FILE, or --manifests DIR to read the cluster from files',
+      );
+    kc.loadFromDefault();
+  }
   return kc;
 }
 

@@ -2,7 +2,9 @@
  * The CLI as users run it: through bin/nftproxy.js, checking output and exit codes.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 
@@ -129,6 +131,31 @@ describe('nftproxy CLI', function () {
       const r = await run('diff', '--manifests', BASIC, '--kubeconfig', '/nonexistent', ...NODE);
       assert.equal(r.exitCode, 2);
       assert.match(r.stderr, /choose one source/);
+    });
+  });
+
+  describe('run', () => {
+    it('without any kubeconfig: one line saying where it looked, exit 2, before touching the kernel', async () => {
+      const home = await mkdtemp(join(tmpdir(), 'nftproxy-home-'));
+      try {
+        const r = await execa('node', [BIN, 'run', '--node', 'n1'], {
+          reject: false,
+          env: { HOME: home, KUBERNETES_SERVICE_HOST: '', KUBECONFIG: '' },
+          extendEnv: false,
+        });
+        assert.equal(r.exitCode, 2, r.stderr);
+        assert.equal(
+          r.stderr.trim(),
+          `nftproxy: no API server to talk to; tried: --kubeconfig (not given), the in-cluster config (KUBERNETES_SERVICE_HOST not set: not in a pod), $KUBECONFIG (not set), ${home}/.kube/config (absent). Give --kubeconfig FILE, or --manifests DIR to read the cluster from files`,
+        );
+        const missing = await execa('node', [BIN, 'run', '--node', 'n1', '--kubeconfig', '/nonexistent/kc'], {
+          reject: false,
+        });
+        assert.equal(missing.exitCode, 2);
+        assert.equal(missing.stderr.trim(), 'nftproxy: --kubeconfig /nonexistent/kc: no such file');
+      } finally {
+        await rm(home, { recursive: true, force: true });
+      }
     });
   });
 });
