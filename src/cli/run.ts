@@ -6,7 +6,8 @@ import { ConntrackCleaner } from '../controller/conntrack.js';
 import { Operator } from '../controller/operator.js';
 import { PolicyStatusWriter } from '../controller/policy-status.js';
 import { ApiEventRecorder } from '../controller/events.js';
-import { networkInterfaces } from 'node:os';
+import { availableParallelism, networkInterfaces } from 'node:os';
+import { applyConntrackSettings, sysctlAccess } from '../controller/sysctl.js';
 import { nodeIPsOf } from '../proxy/compile.js';
 import { healthCheckHosts, ServiceHealthServer } from '../controller/service-health.js';
 import {
@@ -53,6 +54,13 @@ interface RunFlags {
   backend?: string;
   logLevel?: string;
   traceConsole?: boolean;
+  conntrackMaxPerCore?: string;
+  conntrackMin?: string;
+  conntrackTcpTimeoutEstablished?: string;
+  conntrackTcpTimeoutCloseWait?: string;
+  conntrackTcpBeLiberal?: boolean;
+  conntrackUdpTimeout?: string;
+  conntrackUdpTimeoutStream?: string;
 }
 
 /** The source the settings name: a manifest directory, or the API server with the settings' backoff and probing. */
@@ -83,6 +91,7 @@ export async function runOperator(settings: Settings, opts: { traceConsole?: boo
     ? undefined
     : loadKubeConfig(settings.kubeconfig ? { kubeconfig: settings.kubeconfig } : {});
   const nft = await openBackend(settings);
+  await applyConntrackSettings(settings.conntrack, sysctlAccess(settings.netns), availableParallelism(), log);
   log.info('starting', {
     node: settings.proxy.nodeName,
     backend: nft.backend.name,
@@ -237,6 +246,22 @@ export function runCommand(): Command {
     )
     .option('--log-level <level>', 'debug, info, warn or error (default info)')
     .option(
+      '--conntrack-max-per-core <n>',
+      "raise nf_conntrack_max to CPUs x n (at least --conntrack-min) at start (kube-proxy's 32768; default: leave it)",
+    )
+    .option('--conntrack-min <n>', 'the floor of nf_conntrack_max with --conntrack-max-per-core')
+    .option(
+      '--conntrack-tcp-timeout-established <duration>',
+      "idle established TCP flows (kube-proxy's 24h; default: leave it)",
+    )
+    .option(
+      '--conntrack-tcp-timeout-close-wait <duration>',
+      "TCP flows in CLOSE_WAIT (kube-proxy's 1h; default: leave it)",
+    )
+    .option('--conntrack-tcp-be-liberal', 'accept out-of-window TCP packets (nf_conntrack_tcp_be_liberal)')
+    .option('--conntrack-udp-timeout <duration>', 'unreplied UDP flows (default: leave it)')
+    .option('--conntrack-udp-timeout-stream <duration>', 'UDP flows with replies (default: leave it)')
+    .option(
       '--trace-console',
       'print every sync as OpenTelemetry spans on stdout (OTLP export is set with the OTEL_* variables)',
     )
@@ -261,6 +286,21 @@ export function runCommand(): Command {
         ...(f.healthzBindAddress !== undefined ? { healthzBindAddress: f.healthzBindAddress } : {}),
         ...(f.metricsBindAddress !== undefined ? { metricsBindAddress: f.metricsBindAddress } : {}),
         ...(f.logLevel !== undefined ? { logLevel: f.logLevel } : {}),
+        ...(f.conntrackMaxPerCore !== undefined
+          ? { conntrackMaxPerCore: Number(f.conntrackMaxPerCore) }
+          : {}),
+        ...(f.conntrackMin !== undefined ? { conntrackMin: Number(f.conntrackMin) } : {}),
+        ...(f.conntrackTcpTimeoutEstablished !== undefined
+          ? { conntrackTCPEstablishedTimeout: f.conntrackTcpTimeoutEstablished }
+          : {}),
+        ...(f.conntrackTcpTimeoutCloseWait !== undefined
+          ? { conntrackTCPCloseWaitTimeout: f.conntrackTcpTimeoutCloseWait }
+          : {}),
+        ...(f.conntrackTcpBeLiberal ? { conntrackTCPBeLiberal: true } : {}),
+        ...(f.conntrackUdpTimeout !== undefined ? { conntrackUDPTimeout: f.conntrackUdpTimeout } : {}),
+        ...(f.conntrackUdpTimeoutStream !== undefined
+          ? { conntrackUDPStreamTimeout: f.conntrackUdpTimeoutStream }
+          : {}),
       };
       const file = f.config ? await readSettingsFile(f.config) : {};
       await runOperator(resolveSettings(flags, file), { traceConsole: f.traceConsole ?? false });

@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseProxyConfig, type ProxyConfig } from '../proxy/config.js';
 import { LogLevel } from '../telemetry/log.js';
+import type { ConntrackSettings } from './sysctl.js';
 
 /** Settings as given: every field optional, values as text where the user writes text. */
 export interface SettingsInput {
@@ -46,6 +47,15 @@ export interface SettingsInput {
   /** `host:port` of /metrics; empty to disable. */
   metricsBindAddress?: string;
   logLevel?: string;
+  /** nf_conntrack_max from CPUs x this (at least conntrackMin); raised, never lowered. */
+  conntrackMaxPerCore?: number;
+  conntrackMin?: number;
+  /** Conntrack timeouts (durations); absent: the kernel's. */
+  conntrackTCPEstablishedTimeout?: string;
+  conntrackTCPCloseWaitTimeout?: string;
+  conntrackTCPBeLiberal?: boolean;
+  conntrackUDPTimeout?: string;
+  conntrackUDPStreamTimeout?: string;
 }
 
 /** Validated settings. */
@@ -63,6 +73,8 @@ export interface Settings {
   healthzBindAddress: string;
   metricsBindAddress: string;
   logLevel: LogLevel;
+  /** Conntrack sysctls to set at start (none by default). */
+  conntrack: ConntrackSettings;
 }
 
 /** How nftproxy writes to the kernel. */
@@ -104,6 +116,13 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   healthzBindAddress: 'string',
   metricsBindAddress: 'string',
   logLevel: 'string',
+  conntrackMaxPerCore: 'number',
+  conntrackMin: 'number',
+  conntrackTCPEstablishedTimeout: 'string',
+  conntrackTCPCloseWaitTimeout: 'string',
+  conntrackTCPBeLiberal: 'boolean',
+  conntrackUDPTimeout: 'string',
+  conntrackUDPStreamTimeout: 'string',
 };
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -195,6 +214,33 @@ export function resolveSettings(
   const minSyncIntervalMs = duration('minSyncInterval');
   const apiBackoffMaxMs = duration('apiBackoffMax');
   const apiProbeIntervalMs = duration('apiProbeInterval');
+  const conntrack: ConntrackSettings = {};
+  for (const [key, field] of [
+    ['conntrackMaxPerCore', 'maxPerCore'],
+    ['conntrackMin', 'min'],
+  ] as const) {
+    const v = pick(key);
+    if (v === undefined) continue;
+    if (!Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1)
+      problems.push(`${key}: want a whole number from 0, got ${JSON.stringify(v)}`);
+    else conntrack[field] = v;
+  }
+  for (const [key, field] of [
+    ['conntrackTCPEstablishedTimeout', 'tcpEstablishedTimeoutSeconds'],
+    ['conntrackTCPCloseWaitTimeout', 'tcpCloseWaitTimeoutSeconds'],
+    ['conntrackUDPTimeout', 'udpTimeoutSeconds'],
+    ['conntrackUDPStreamTimeout', 'udpStreamTimeoutSeconds'],
+  ] as const) {
+    const text = pick(key);
+    if (text === undefined) continue;
+    const ms = parseDuration(text);
+    if (ms === undefined || ms % 1000 !== 0)
+      problems.push(
+        `${key}: want a duration in whole seconds (like 24h, 1h, 30s), got ${JSON.stringify(text)}`,
+      );
+    else conntrack[field] = ms / 1000;
+  }
+  if (pick('conntrackTCPBeLiberal') !== undefined) conntrack.tcpBeLiberal = pick('conntrackTCPBeLiberal')!;
   const logLevel = pick('logLevel') ?? DEFAULTS.logLevel;
   if (!Object.hasOwn(LogLevel, logLevel))
     problems.push(
@@ -249,6 +295,7 @@ export function resolveSettings(
       problems,
     ),
     logLevel: logLevel as LogLevel,
+    conntrack,
   };
   if (problems.length) throw new ConfigError(problems);
   return settings;
