@@ -11,7 +11,7 @@ import { applyConntrackSettings, sysctlAccess } from '../controller/sysctl.js';
 import { nodeIPsOf } from '../proxy/compile.js';
 import { healthCheckHosts, ServiceHealthServer } from '../controller/service-health.js';
 import {
-  readSettingsFile,
+  loadSettingsFile,
   resolveSettings,
   type Settings,
   type SettingsInput,
@@ -76,9 +76,16 @@ export function sourceFor(settings: Settings, log: Logger): ClusterSource {
   });
 }
 
-/** Runs the operator until SIGTERM or SIGINT. `traceConsole`: print each sync's spans. */
-export async function runOperator(settings: Settings, opts: { traceConsole?: boolean } = {}): Promise<void> {
+/**
+ * Runs the operator until SIGTERM or SIGINT. `traceConsole`: print each sync's spans; `ignored`:
+ * what the config file set that nftproxy does not use, logged at start.
+ */
+export async function runOperator(
+  settings: Settings,
+  opts: { traceConsole?: boolean; ignored?: string[] } = {},
+): Promise<void> {
   const log = jsonLogger(settings.logLevel);
+  for (const i of opts.ignored ?? []) log.warn(`ignored: ${i}`);
   let tracing: Tracing;
   try {
     tracing = setupTracing({ console: opts.traceConsole ?? false, nodeName: settings.proxy.nodeName });
@@ -302,8 +309,11 @@ export function runCommand(): Command {
           ? { conntrackUDPStreamTimeout: f.conntrackUdpTimeoutStream }
           : {}),
       };
-      const file = f.config ? await readSettingsFile(f.config) : {};
-      await runOperator(resolveSettings(flags, file), { traceConsole: f.traceConsole ?? false });
+      const file = f.config ? await loadSettingsFile(f.config) : { settings: {}, ignored: [] };
+      await runOperator(resolveSettings(flags, file.settings), {
+        traceConsole: f.traceConsole ?? false,
+        ignored: file.ignored,
+      });
     });
 }
 

@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError, parseProxyConfig, type ProxyConfig } from '../proxy/config.js';
 import { LogLevel } from '../telemetry/log.js';
 import type { ConntrackSettings } from './sysctl.js';
+import { fromKubeProxyConfiguration, isKubeProxyConfiguration } from './kube-proxy-config.js';
 
 /** Settings as given: every field optional, values as text where the user writes text. */
 export interface SettingsInput {
@@ -137,6 +138,16 @@ export function parseDuration(text: string): number | undefined {
 
 /** Reads a YAML config file into settings input, checking keys and types. */
 export async function readSettingsFile(path: string): Promise<SettingsInput> {
+  return (await loadSettingsFile(path)).settings;
+}
+
+/**
+ * Reads a config file: nftproxy's settings, or kube-proxy's KubeProxyConfiguration (mapped;
+ * `ignored` lists what it sets that nftproxy does not use, for the log).
+ */
+export async function loadSettingsFile(
+  path: string,
+): Promise<{ settings: SettingsInput; ignored: string[] }> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -149,7 +160,11 @@ export async function readSettingsFile(path: string): Promise<SettingsInput> {
   } catch (e) {
     throw new ConfigError([`config file ${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`]);
   }
-  if (doc === null || doc === undefined) return {};
+  if (doc === null || doc === undefined) return { settings: {}, ignored: [] };
+  if (isKubeProxyConfiguration(doc)) {
+    const { settings, ignored } = fromKubeProxyConfiguration(doc);
+    return { settings, ignored: ignored.map((i) => `${path}: ${i}`) };
+  }
   if (typeof doc !== 'object' || Array.isArray(doc))
     throw new ConfigError([`config file ${path}: must be a mapping of settings`]);
   const problems: string[] = [];
@@ -171,7 +186,7 @@ export async function readSettingsFile(path: string): Promise<SettingsInput> {
     }
   }
   if (problems.length) throw new ConfigError(problems);
-  return out as SettingsInput;
+  return { settings: out as SettingsInput, ignored: [] };
 }
 
 function bindAddress(text: string, what: string, problems: string[]): string {

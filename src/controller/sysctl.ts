@@ -39,7 +39,17 @@ export function sysctlAccess(netns?: string): SysctlAccess {
     read: async (key) => (await execa('ip', ['netns', 'exec', netns, 'cat', path(key)])).stdout.trim(),
     // Not `sysctl -w`: procps exits 0 when the kernel refuses the value.
     write: async (key, value) => {
-      await execa('ip', ['netns', 'exec', netns, 'sh', '-c', 'printf %s "$1" > "$2"', 'sh', value, path(key)]);
+      await execa('ip', [
+        'netns',
+        'exec',
+        netns,
+        'sh',
+        '-c',
+        'printf %s "$1" > "$2"',
+        'sh',
+        value,
+        path(key),
+      ]);
     },
   };
 }
