@@ -40,6 +40,7 @@ interface RunFlags {
   clusterCidr?: string[];
   serviceCidr?: string[];
   serviceProxyName?: string;
+  detectLocalMode?: string;
   nodeportAddresses?: string[];
   nodeIp?: string[];
   masqueradeAll?: boolean;
@@ -227,6 +228,10 @@ export function runCommand(): Command {
     .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect)
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs')
     .option(
+      '--detect-local-mode <mode>',
+      "how pods are told apart: ClusterCIDR (source in --cluster-cidr, the default) or NodeCIDR (source in this Node's podCIDRs)",
+    )
+    .option(
       '--service-proxy-name <name>',
       'program only Services labelled service.kubernetes.io/service-proxy-name=NAME (default: only those without the label)',
     )
@@ -278,6 +283,7 @@ export function runCommand(): Command {
         ...(f.clusterCidr ? { clusterCIDRs: f.clusterCidr } : {}),
         ...(f.serviceCidr ? { serviceCIDRs: f.serviceCidr } : {}),
         ...(f.serviceProxyName !== undefined ? { serviceProxyName: f.serviceProxyName } : {}),
+        ...(f.detectLocalMode !== undefined ? { detectLocalMode: f.detectLocalMode } : {}),
         ...(f.nodeportAddresses ? { nodePortAddresses: f.nodeportAddresses } : {}),
         ...(f.nodeIp ? { nodeIPs: f.nodeIp } : {}),
         ...(f.masqueradeAll ? { masqueradeAll: true } : {}),

@@ -123,15 +123,15 @@ export function fromKubeProxyConfiguration(doc: Obj): { settings: SettingsInput;
       case 'conntrack':
         break; // below
       case 'detectLocalMode':
-        if (value !== 'ClusterCIDR')
-          ignore(field, `${String(value)}: nftproxy tells pods by clusterCIDR (--cluster-cidr) only`);
+        if (value === 'ClusterCIDR' || value === 'NodeCIDR') settings.detectLocalMode = value;
+        else ignore(field, `${String(value)}: nftproxy tells pods by ClusterCIDR or NodeCIDR only`);
         break;
       case 'detectLocal': {
         const dl = isObj(value) ? value : {};
         if (Array.isArray(dl.clusterCIDRs) && dl.clusterCIDRs.length && !settings.clusterCIDRs)
           settings.clusterCIDRs = dl.clusterCIDRs.map(String);
         for (const k of ['bridgeInterface', 'interfaceNamePrefix'])
-          if (set(dl[k])) ignore(`detectLocal.${k}`, 'nftproxy tells pods by clusterCIDR only');
+          if (set(dl[k])) ignore(`detectLocal.${k}`, 'nftproxy tells pods by ClusterCIDR or NodeCIDR only');
         break;
       }
       default:

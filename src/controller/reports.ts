@@ -7,6 +7,7 @@
 import type { ClusterStore } from '../k8s/store.js';
 import { versionOf } from '../net/ip.js';
 import type { ProxyConfig } from '../proxy/config.js';
+import { effectiveConfig } from '../proxy/compile.js';
 import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../proxy/policy.js';
@@ -144,8 +145,16 @@ export function noLocalEndpoints(
  * a node name no Node object has, and a family whose services have ClusterIPs but that has no
  * cluster CIDR. One line each, for the log at start.
  */
-export function startWarnings(store: ClusterStore, config: ProxyConfig): string[] {
+export function startWarnings(store: ClusterStore, settings: ProxyConfig): string[] {
   const out: string[] = [];
+  const config = effectiveConfig(settings, {
+    nodes: store.nodeList(),
+    serviceCIDRs: store.serviceCIDRList(),
+  });
+  const source =
+    config.detectLocalMode === 'NodeCIDR'
+      ? "in this Node's spec.podCIDRs (detectLocalMode NodeCIDR)"
+      : '(--cluster-cidr)';
   const node = store.nodeList().find((n) => n.metadata.name === config.nodeName);
   if (!node)
     out.push(
@@ -162,8 +171,10 @@ export function startWarnings(store: ClusterStore, config: ProxyConfig): string[
     if (!services) continue;
     const podCIDRs = node?.podCIDRs.filter((c) => versionOf(c.split('/')[0]!) === version) ?? [];
     out.push(
-      `no IPv${version} cluster CIDR (--cluster-cidr), but ${services} service${services === 1 ? ' has' : 's have'} IPv${version} ClusterIPs: off-cluster traffic to them is not masqueraded, and externalTrafficPolicy Local sends pods only to local endpoints` +
-        (podCIDRs.length ? ` (this Node's podCIDRs: ${podCIDRs.join(', ')})` : ''),
+      `no IPv${version} cluster CIDR ${source}, but ${services} service${services === 1 ? ' has' : 's have'} IPv${version} ClusterIPs: off-cluster traffic to them is not masqueraded, and externalTrafficPolicy Local sends pods only to local endpoints` +
+        (podCIDRs.length && config.detectLocalMode !== 'NodeCIDR'
+          ? ` (this Node's podCIDRs: ${podCIDRs.join(', ')})`
+          : ''),
     );
   }
   return out;

@@ -21,6 +21,8 @@ export interface SettingsInput {
   masqueradeAll?: boolean;
   /** The service.kubernetes.io/service-proxy-name value this proxy takes ('' or absent: unlabelled services). */
   serviceProxyName?: string;
+  /** ClusterCIDR (default) or NodeCIDR: how traffic from pods is told apart. */
+  detectLocalMode?: string;
   /** Entries of the ClientIP affinity map per family. */
   affinityMapSize?: number;
   /** Counters on backends map elements (see ProxyConfigInput.endpointCounters). */
@@ -103,6 +105,7 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   nodeIPs: 'strings',
   masqueradeAll: 'boolean',
   serviceProxyName: 'string',
+  detectLocalMode: 'string',
   affinityMapSize: 'number',
   endpointCounters: 'boolean',
   manifests: 'string',
@@ -277,6 +280,7 @@ export function resolveSettings(
       nodeIPs: pick('nodeIPs') ?? [],
       masqueradeAll: pick('masqueradeAll') ?? false,
       serviceProxyName: pick('serviceProxyName') ?? '',
+      detectLocalMode: pick('detectLocalMode') ?? '',
       ...(pick('affinityMapSize') !== undefined
         ? { affinityMapSize: pick('affinityMapSize') as number }
         : {}),

@@ -30,7 +30,7 @@ import {
   nodeInfoOf,
   nodeIPsOf,
   type ServiceSource,
-  withServiceCIDRs,
+  effectiveConfig,
 } from '../proxy/compile.js';
 import type { ProxyConfig } from '../proxy/config.js';
 import { TABLE } from '../proxy/names.js';
@@ -319,7 +319,10 @@ export class Syncer {
 
   /** The settings completed with the cluster's service CIDRs, and the services' context. */
   private freshContext(): { config: ProxyConfig; context: Omit<ServiceContext, 'policy'> } {
-    const config = withServiceCIDRs(this.config, { serviceCIDRs: this.store.serviceCIDRList() });
+    const config = effectiveConfig(this.config, {
+      serviceCIDRs: this.store.serviceCIDRList(),
+      nodes: this.store.nodeList(),
+    });
     const nodes = { nodes: this.store.nodeList() };
     return {
       config,

@@ -24,8 +24,8 @@ export interface Dirty {
   /** Keys (`namespace/name`) of services to recompile. */
   services: string[];
   /**
-   * Something every service depends on changed (this node's addresses or zone, the service
-   * CIDRs): everything must be recompiled.
+   * Something every service depends on changed (this node's addresses, pod CIDRs or zone, the
+   * service CIDRs): everything must be recompiled.
    */
   node: boolean;
   /** Keys of ProxyPolicies whose status may have changed. */
@@ -102,6 +102,7 @@ export class ClusterStore {
         const mine =
           name === this.nodeName &&
           (!irEqual(old?.addresses, p.object.addresses) ||
+            !irEqual(old?.podCIDRs, p.object.podCIDRs) ||
             old?.metadata.labels[Labels.zone] !== p.object.metadata.labels[Labels.zone]);
         return { services: [], node: mine };
       }

@@ -54,16 +54,22 @@ export function nodeIPsOf(state: Pick<ClusterState, 'nodes'>, config: ProxyConfi
 }
 
 /**
- * The settings with the service CIDRs completed: those given, and those of the cluster's
- * ServiceCIDR objects.
+ * The settings completed from the cluster: the service CIDRs given plus those of the
+ * ServiceCIDR objects; with detectLocalMode NodeCIDR, the pod network is this node's
+ * `spec.podCIDRs` (traffic from other nodes' pods then counts as off-cluster, as in kube-proxy).
  */
-export function withServiceCIDRs(
+export function effectiveConfig(
   config: ProxyConfig,
-  state: Pick<ClusterState, 'serviceCIDRs'>,
+  state: Pick<ClusterState, 'serviceCIDRs' | 'nodes'>,
 ): ProxyConfig {
+  let out = config;
   const objects = (state.serviceCIDRs ?? []).flatMap((o) => o.cidrs.map((c) => parseCIDR(c)!));
-  if (!objects.length) return config;
-  return { ...config, serviceCIDRs: normalizeCIDRs([...config.serviceCIDRs, ...objects]) };
+  if (objects.length) out = { ...out, serviceCIDRs: normalizeCIDRs([...config.serviceCIDRs, ...objects]) };
+  if (config.detectLocalMode === 'NodeCIDR') {
+    const node = state.nodes.find((n) => n.metadata.name === config.nodeName);
+    out = { ...out, clusterCIDRs: normalizeCIDRs((node?.podCIDRs ?? []).map((c) => parseCIDR(c)!)) };
+  }
+  return out;
 }
 
 /** This node's name and zone (`topology.kubernetes.io/zone` of its Node object). */
@@ -142,7 +148,7 @@ export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSo
 
 /** Compiles the whole cluster state into the desired ruleset. */
 export function compile(state: ClusterState, settings: ProxyConfig): CompileResult {
-  const config = withServiceCIDRs(settings, state);
+  const config = effectiveConfig(settings, state);
   const source = stateSource(state, config);
   const builder = buildRuleset(config, nodeIPsOf(state, config), source);
   return {

@@ -25,6 +25,11 @@ export interface ProxyConfigInput {
   /** Masquerade all traffic to ClusterIPs, not only that from outside the cluster CIDRs. */
   masqueradeAll?: boolean;
   /**
+   * How traffic from pods is told apart: `ClusterCIDR` (the default), source in
+   * `clusterCIDRs`; `NodeCIDR`, source in this node's Node `spec.podCIDRs`.
+   */
+  detectLocalMode?: string;
+  /**
    * Program only the services whose `service.kubernetes.io/service-proxy-name` label is this
    * (empty, the default: only those without the label).
    */
@@ -52,10 +57,15 @@ export interface ProxyConfig {
   masqueradeAll: boolean;
   /** '' when not set. */
   serviceProxyName: string;
+  detectLocalMode: DetectLocalMode;
   nodeIPs: string[];
   affinityMapSize: number;
   endpointCounters: boolean;
 }
+
+/** kube-proxy's detectLocalMode values nftproxy implements. */
+export const DetectLocalModes = ['ClusterCIDR', 'NodeCIDR'] as const;
+export type DetectLocalMode = (typeof DetectLocalModes)[number];
 
 /** Invalid settings; `problems` has one line per bad value. */
 export class ConfigError extends Error {
@@ -92,6 +102,14 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     return [normalizeCIDRs(out), primary];
   };
   if (!input.nodeName) problems.push('node name: required (flag --node, or NODE_NAME)');
+  const detectLocalMode = input.detectLocalMode || 'ClusterCIDR';
+  if (!(DetectLocalModes as readonly string[]).includes(detectLocalMode))
+    problems.push(
+      `detect local mode: want ${DetectLocalModes.join(' or ')}, got ${JSON.stringify(detectLocalMode)}` +
+        (['BridgeInterface', 'InterfaceNamePrefix'].includes(detectLocalMode)
+          ? ' (telling pods by interface is not implemented)'
+          : ''),
+    );
   const proxyName = input.serviceProxyName ?? '';
   // A label value: up to 63 characters, alphanumerics with - _ . inside.
   if (proxyName && !/^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(proxyName))
@@ -119,6 +137,7 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     nodePortPrimary,
     masqueradeAll: input.masqueradeAll ?? false,
     serviceProxyName: input.serviceProxyName ?? '',
+    detectLocalMode: detectLocalMode as DetectLocalMode,
     nodeIPs,
     affinityMapSize,
     endpointCounters: input.endpointCounters ?? true,

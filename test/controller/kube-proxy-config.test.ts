@@ -83,8 +83,8 @@ oomScoreAdj: -999
       [
         'nftables.masqueradeBit: nftproxy marks with bit 14 (0x4000), as kube-proxy by default',
         'clientConnection.qps: client-node defaults are used',
-        'detectLocalMode: InterfaceNamePrefix: nftproxy tells pods by clusterCIDR (--cluster-cidr) only',
-        'detectLocal.interfaceNamePrefix: nftproxy tells pods by clusterCIDR only',
+        'detectLocalMode: InterfaceNamePrefix: nftproxy tells pods by ClusterCIDR or NodeCIDR only',
+        'detectLocal.interfaceNamePrefix: nftproxy tells pods by ClusterCIDR or NodeCIDR only',
         'oomScoreAdj: no nftproxy equivalent',
       ],
     );

@@ -54,4 +54,18 @@ describe('start warnings', () => {
       ],
     );
   });
+
+  it('with NodeCIDR, says when the Node has no podCIDRs', () => {
+    const store = new ClusterStore('n1');
+    store.upsert(node('n1', []));
+    store.upsert(svc('web', ['10.96.0.10']));
+    assert.deepEqual(
+      startWarnings(store, parseProxyConfig({ nodeName: 'n1', detectLocalMode: 'NodeCIDR' })),
+      [
+        "no IPv4 cluster CIDR in this Node's spec.podCIDRs (detectLocalMode NodeCIDR), but 1 service has IPv4 ClusterIPs: off-cluster traffic to them is not masqueraded, and externalTrafficPolicy Local sends pods only to local endpoints",
+      ],
+    );
+    // A Node podCIDR change makes everything dirty (the pod network changed).
+    assert.deepEqual(store.upsert(node('n1', ['10.244.1.0/24'])).node, true);
+  });
 });

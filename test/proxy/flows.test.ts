@@ -119,6 +119,22 @@ describe('packet flows', () => {
       assertReaches(r, ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], true);
     });
 
+    it("with detectLocalMode NodeCIDR, takes this Node's podCIDRs for the pod network", () => {
+      const state = web();
+      state.nodes = [node('node1', [NODE_IP, NODE_IP6], { podCIDRs: ['10.244.1.0/24'] })];
+      const t = tracerFor(state, { clusterCIDRs: [], detectLocalMode: 'NodeCIDR' });
+      const all = ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'];
+      assertReaches(trace(t, POD, '10.96.0.10', 80), all, false);
+      // A pod of another node is off this node's pod CIDR: masqueraded, as kube-proxy does.
+      assertReaches(trace(t, '10.244.2.50', '10.96.0.10', 80, 'tcp', 'pod'), all, true);
+      // With ClusterCIDR, the same pod keeps its address.
+      assertReaches(trace(tracerFor(state), '10.244.2.50', '10.96.0.10', 80, 'tcp', 'pod'), all, false);
+      assert.throws(
+        () => parseProxyConfig({ ...BASE, detectLocalMode: 'BridgeInterface' }),
+        /want ClusterCIDR or NodeCIDR, got "BridgeInterface" \(telling pods by interface is not implemented\)/,
+      );
+    });
+
     it('does not masquerade off-cluster sources when no cluster CIDR is known', () => {
       const r = trace(tracerFor(web(), { clusterCIDRs: [] }), OUTSIDE, '10.96.0.10', 80);
       assertReaches(r, ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'], false);

@@ -103,11 +103,12 @@ export function slice(
 }
 
 /** A Node with InternalIP addresses. */
-export function node(name: string, ips: string[], opts: { zone?: string } = {}): Node {
+export function node(name: string, ips: string[], opts: { zone?: string; podCIDRs?: string[] } = {}): Node {
   return parse<Node>({
     apiVersion: 'v1',
     kind: 'Node',
     metadata: { name, ...(opts.zone ? { labels: { 'topology.kubernetes.io/zone': opts.zone } } : {}) },
+    ...(opts.podCIDRs ? { spec: { podCIDRs: opts.podCIDRs } } : {}),
     status: { addresses: ips.map((address) => ({ type: 'InternalIP', address })) },
   });
 }
