@@ -55,6 +55,7 @@ interface RunFlags {
   backend?: string;
   logLevel?: string;
   traceConsole?: boolean;
+  endpointMetrics?: string;
   conntrackMaxPerCore?: string;
   conntrackMin?: string;
   conntrackTcpTimeoutEstablished?: string;
@@ -258,6 +259,10 @@ export function runCommand(): Command {
     )
     .option('--log-level <level>', 'debug, info, warn or error (default info)')
     .option(
+      '--endpoint-metrics <series>',
+      'export the connection counter of each service endpoint on /metrics, at most this many series (default 0: none)',
+    )
+    .option(
       '--conntrack-max-per-core <n>',
       "raise nf_conntrack_max to CPUs x n (at least --conntrack-min) at start (kube-proxy's 32768; default: leave it)",
     )
@@ -299,6 +304,7 @@ export function runCommand(): Command {
         ...(f.healthzBindAddress !== undefined ? { healthzBindAddress: f.healthzBindAddress } : {}),
         ...(f.metricsBindAddress !== undefined ? { metricsBindAddress: f.metricsBindAddress } : {}),
         ...(f.logLevel !== undefined ? { logLevel: f.logLevel } : {}),
+        ...(f.endpointMetrics !== undefined ? { endpointMetrics: Number(f.endpointMetrics) } : {}),
         ...(f.conntrackMaxPerCore !== undefined
           ? { conntrackMaxPerCore: Number(f.conntrackMaxPerCore) }
           : {}),

@@ -12,7 +12,10 @@ import { ClusterStore, type Dirty, type StoreKind } from '../k8s/store.js';
 import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
-import { MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
+import { type EndpointCounterSample, MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
+import { formatHostPort } from '../net/ip.js';
+import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
+import { compareServiceKeys } from '../proxy/service.js';
 import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
 import { health, HealthServer } from './health.js';
@@ -108,6 +111,14 @@ export class Operator {
       programmed: () => this.syncer.current?.stats(),
       watches: () =>
         (deps.source.watches?.() ?? []).map((w) => ({ ...w, connected: w.phase === 'watching' })),
+      ...(settings.endpointMetrics > 0 && settings.proxy.endpointCounters && deps.nft.listElementCounters
+        ? {
+            endpointCounters: {
+              read: () => this.endpointCounterSamples(),
+              maxSeries: settings.endpointMetrics,
+            },
+          }
+        : {}),
     });
     this.syncer = new Syncer(this.store, settings.proxy, deps.nft, {
       ...(deps.conntrack ? { conntrack: deps.conntrack } : {}),
@@ -173,7 +184,7 @@ export class Operator {
   async start(): Promise<void> {
     const { settings } = this.deps;
     if (settings.metricsBindAddress) {
-      this.metricsServer = new MetricsServer(this.metrics.registry);
+      this.metricsServer = new MetricsServer(this.metrics.registry, () => this.metrics.refreshEndpoints());
       this.metricsPort = await this.metricsServer.listen(settings.metricsBindAddress);
       if (this.stopped) return void (await this.metricsServer.close());
       this.log.info('serving /metrics', { address: settings.metricsBindAddress, port: this.metricsPort });
@@ -309,6 +320,53 @@ export class Operator {
         this.log.error('reporting failed', { error: e instanceof Error ? e.message : String(e) });
       }
     });
+  }
+
+  /**
+   * The kernel's connection counters of every programmed endpoint, summed over its slots (a
+   * weighted endpoint holds several), by service address and port, in service order.
+   */
+  private async endpointCounterSamples(): Promise<EndpointCounterSample[] | undefined> {
+    const builder = this.syncer.current;
+    const list = this.deps.nft.listElementCounters?.bind(this.deps.nft);
+    if (!builder || !list) return undefined;
+    const sums = new Map<string, EndpointCounterSample>();
+    for (const family of FAMILIES) {
+      for (const [set, fields] of [
+        [Maps.backends, 3],
+        [Maps.nodeportBackends, 2],
+      ] as const) {
+        const counters = await list(family, TABLE, set);
+        for (const [line, packets] of counters ?? []) {
+          const [key, data] = line.split(' : ') as [string, string];
+          const claim = key.split(' . ').slice(0, fields).join(' . ');
+          const unit = builder.owner(family, claim);
+          if (!unit || !data) continue;
+          const [ip, port] = data.split(' . ') as [string, string];
+          const endpoint = formatHostPort(ip, Number(port));
+          const id = `${family} ${claim} ${endpoint}`;
+          const known = sums.get(id);
+          if (known) known.connections += packets;
+          else
+            sums.set(id, {
+              service: unit.service,
+              portName: unit.portName,
+              address: unit.address ?? '*',
+              protocol: unit.protocol,
+              port: unit.port,
+              endpoint,
+              connections: packets,
+            });
+        }
+      }
+    }
+    return [...sums.values()].sort(
+      (a, b) =>
+        compareServiceKeys(a.service, b.service) ||
+        (a.address < b.address ? -1 : a.address > b.address ? 1 : 0) ||
+        a.port - b.port ||
+        (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0),
+    );
   }
 
   /**

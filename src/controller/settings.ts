@@ -27,6 +27,8 @@ export interface SettingsInput {
   affinityMapSize?: number;
   /** Counters on backends map elements (see ProxyConfigInput.endpointCounters). */
   endpointCounters?: boolean;
+  /** Export the endpoint counters on /metrics, at most this many series (0: not exported). */
+  endpointMetrics?: number;
   /** Manifest directory: the source when no API server is used. */
   manifests?: string;
   /** Kubeconfig file for the API source; without it (and without manifests), in-cluster config. */
@@ -78,6 +80,8 @@ export interface Settings {
   logLevel: LogLevel;
   /** Conntrack sysctls to set at start (none by default). */
   conntrack: ConntrackSettings;
+  /** Endpoint counter series on /metrics at most (0: none). */
+  endpointMetrics: number;
 }
 
 /** How nftproxy writes to the kernel. */
@@ -108,6 +112,7 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   detectLocalMode: 'string',
   affinityMapSize: 'number',
   endpointCounters: 'boolean',
+  endpointMetrics: 'number',
   manifests: 'string',
   kubeconfig: 'string',
   netns: 'string',
@@ -258,6 +263,11 @@ export function resolveSettings(
       );
     else conntrack[field] = ms / 1000;
   }
+  const endpointMetrics = pick('endpointMetrics') ?? 0;
+  if (!Number.isInteger(endpointMetrics) || endpointMetrics < 0 || endpointMetrics > 1_000_000)
+    problems.push(
+      `endpointMetrics: want a whole number of series from 0 to 1000000, got ${JSON.stringify(endpointMetrics)}`,
+    );
   if (pick('conntrackTCPBeLiberal') !== undefined) conntrack.tcpBeLiberal = pick('conntrackTCPBeLiberal')!;
   const logLevel = pick('logLevel') ?? DEFAULTS.logLevel;
   if (!Object.hasOwn(LogLevel, logLevel))
@@ -315,6 +325,7 @@ export function resolveSettings(
     ),
     logLevel: logLevel as LogLevel,
     conntrack,
+    endpointMetrics,
   };
   if (problems.length) throw new ConfigError(problems);
   return settings;

@@ -32,6 +32,11 @@ export interface NftBackend extends Describer {
    * committing process) was made through this backend. Backends of the kernel have it.
    */
   ownsCommit?(pid: number): boolean;
+  /**
+   * The counters of a set's elements (sets declared with `counter`), by element line: packets
+   * seen. Undefined when the set does not exist. Backends that cannot read them lack it.
+   */
+  listElementCounters?(family: Family, table: string, set: string): Promise<Map<string, number> | undefined>;
   /** Releases what the backend holds open (a socket). */
   close?(): void;
 }

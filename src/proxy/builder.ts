@@ -304,6 +304,11 @@ export class RulesetBuilder implements DesiredSource {
     return out;
   }
 
+  /** The unit programmed for a claim (`10.96.0.10 . tcp . 80`, `tcp . 30080`) of a family. */
+  owner(family: Family, claim: string): DispatchUnit | undefined {
+    return this.tables.get(tableKey(family, TABLE))?.claims.get(claim);
+  }
+
   /** Every unit that lost its address to another service (the rivals of contested claims). */
   conflicts(): Conflict[] {
     const out: Conflict[] = [];

@@ -6,7 +6,7 @@
  * The registry is plain data and pure rendering; time comes in as arguments, so tests need no
  * clock. See docs/metrics.md for what each metric means.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { closeServer, listenOn } from '../net/http.js';
 import type { SyncResult } from '../controller/syncer.js';
 
@@ -124,6 +124,11 @@ abstract class Metric<L extends string, C> {
     let entry = this.children.get(key);
     if (!entry) this.children.set(key, (entry = { values: ordered, child: this.newChild() }));
     return entry.child;
+  }
+
+  /** Drops every child (series that went away stop being exported). */
+  clear(): void {
+    this.children.clear();
   }
 
   /** The only child of a metric without labels. */
@@ -416,6 +421,25 @@ export interface ProxyMetricsOptions {
   programmed?: () => ProgrammedFigures | undefined;
   /** The source's watches, read at each scrape (none for a manifest directory). */
   watches?: () => readonly WatchFigures[];
+  /**
+   * The connection counters of service endpoints, read from the kernel before each scrape
+   * (undefined: not exported). At most `maxSeries` series are exported.
+   */
+  endpointCounters?: { read: () => Promise<EndpointCounterSample[] | undefined>; maxSeries: number };
+}
+
+/** New connections to one endpoint through one service address and port, as the kernel counted them. */
+export interface EndpointCounterSample {
+  /** `namespace/name`. */
+  service: string;
+  portName: string;
+  /** The service address, or `*` for a NodePort. */
+  address: string;
+  protocol: string;
+  port: number;
+  /** `ip:port` (`[ip6]:port`). */
+  endpoint: string;
+  connections: number;
 }
 
 /** One watched resource, as the metrics show it. */
@@ -592,6 +616,21 @@ export class ProxyMetrics {
     help: 'Failed lists and watches of each API resource, each retried after a backoff',
     labelNames: ['resource'],
   });
+  /** Per endpoint connection counters (opt-in, bounded). */
+  readonly endpointConnections = this.registry.counter<
+    'service' | 'port_name' | 'address' | 'protocol' | 'port' | 'endpoint'
+  >({
+    name: 'nftproxy_endpoint_connections_total',
+    help:
+      'New connections sent to each endpoint through each service address and port (NodePorts: address "*"), ' +
+      "from the kernel's counters on the backends maps; restarts at 0 when the element is recreated",
+    labelNames: ['service', 'port_name', 'address', 'protocol', 'port', 'endpoint'],
+  });
+  /** Series left out by the limit. */
+  readonly endpointSeriesDropped = this.registry.gauge({
+    name: 'nftproxy_endpoint_connections_series_dropped',
+    help: 'Endpoint counter series not exported at the last scrape because of the series limit (--endpoint-metrics)',
+  });
   /** Times our tables were found changed by someone else. */
   readonly driftDetected = this.registry.counter({
     name: 'nftproxy_drift_detected_total',
@@ -624,6 +663,32 @@ export class ProxyMetrics {
         failures.inc(Math.max(0, w.failures - failures.value));
       }
     });
+  }
+
+  /**
+   * Reads the endpoint counters into their series (before a scrape), the first `maxSeries`
+   * in service order; a failed read keeps the last values.
+   */
+  async refreshEndpoints(): Promise<void> {
+    const ec = this.opts.endpointCounters;
+    if (!ec) return;
+    const samples = await ec.read().catch(() => undefined);
+    if (!samples) return;
+    this.endpointConnections.clear();
+    const kept = samples.slice(0, ec.maxSeries);
+    for (const x of kept) {
+      this.endpointConnections
+        .labels({
+          service: x.service,
+          port_name: x.portName,
+          address: x.address,
+          protocol: x.protocol,
+          port: String(x.port),
+          endpoint: x.endpoint,
+        })
+        .inc(x.connections);
+    }
+    this.endpointSeriesDropped.set(samples.length - kept.length);
   }
 
   /** A change was queued for a sync (`at`: epoch ms). */
@@ -710,7 +775,11 @@ export class ProxyMetrics {
 export class MetricsServer {
   private server: Server | undefined;
 
-  constructor(private readonly registry: Pick<Registry, 'render'>) {}
+  /** `before`: runs (awaited) before each scrape renders, to read what is read per scrape. */
+  constructor(
+    private readonly registry: Pick<Registry, 'render'>,
+    private readonly before?: () => Promise<void>,
+  ) {}
 
   /** Listens on `host:port` (port 0: any free one); resolves with the bound port. */
   async listen(bind: string): Promise<number> {
@@ -721,21 +790,25 @@ export class MetricsServer {
       } else if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('method not allowed\n');
       } else {
-        let body: string;
-        try {
-          body = this.registry.render();
-        } catch (e) {
-          res
-            .writeHead(500, { 'content-type': 'text/plain' })
-            .end(`cannot collect metrics: ${e instanceof Error ? e.message : String(e)}\n`);
-          return;
-        }
-        res
-          .writeHead(200, { 'content-type': EXPOSITION_CONTENT_TYPE })
-          .end(req.method === 'HEAD' ? '' : body);
+        void this.answer(req.method === 'HEAD', res);
       }
     });
     return listenOn(this.server, bind, 'metrics');
+  }
+
+  /** Renders the registry (after `before`) into one answer; a failure is a 500 saying why. */
+  private async answer(head: boolean, res: ServerResponse): Promise<void> {
+    let body: string;
+    try {
+      await this.before?.();
+      body = this.registry.render();
+    } catch (e) {
+      res
+        .writeHead(500, { 'content-type': 'text/plain' })
+        .end(`cannot collect metrics: ${e instanceof Error ? e.message : String(e)}\n`);
+      return;
+    }
+    res.writeHead(200, { 'content-type': EXPOSITION_CONTENT_TYPE }).end(head ? '' : body);
   }
 
   /** Stops listening and drops open connections. */

@@ -202,6 +202,25 @@ export class NetlinkBackend implements NftBackend {
   }
 
   async listElements(family: Family, table: string, set: string): Promise<string[] | undefined> {
+    const d = this.dumpElements(family, table, set);
+    return d && elementLines(d.spec, d.payloads);
+  }
+
+  /** The counters of a set's elements (declared with `counter`): line -> packets. */
+  async listElementCounters(
+    family: Family,
+    table: string,
+    set: string,
+  ): Promise<Map<string, number> | undefined> {
+    const d = this.dumpElements(family, table, set);
+    if (!d) return undefined;
+    const counters = new Map<string, number>();
+    elementLines(d.spec, d.payloads, counters);
+    return counters;
+  }
+
+  /** A set's declaration and the kernel's dump of its elements; undefined if there is no such set. */
+  private dumpElements(family: Family, table: string, set: string) {
     const conn = this.connection();
     let spec = this.specs.get(key3(family, table, set));
     if (!spec) {
@@ -213,7 +232,7 @@ export class NetlinkBackend implements NftBackend {
       w.str(SetElemListAttr.TABLE, table);
       w.str(SetElemListAttr.SET, set);
     });
-    return payloads && elementLines(spec, payloads);
+    return payloads ? { spec, payloads } : undefined;
   }
 
   /**

@@ -185,7 +185,7 @@ function valueIn(b: Buffer, range: [number, number] | undefined): [number, numbe
  * The elements of a set dump (NEWSETELEM payloads) as element lines. Read in place, without
  * an object per attribute: a dump of a large map is hundreds of thousands of elements.
  */
-export function elementLines(spec: SetSpec, payloads: Buffer[]): string[] {
+export function elementLines(spec: SetSpec, payloads: Buffer[], counters?: Map<string, number>): string[] {
   const out: string[] = [];
   const rb: { key: Buffer; end: boolean; open: boolean }[] = [];
   const rbtree = spec.interval && spec.key.fields.length === 1;
@@ -237,12 +237,47 @@ export function elementLines(spec: SetSpec, payloads: Buffer[]): string[] {
         continue;
       }
       const v = find(b, data[0], data[1], DataAttr.VALUE);
-      out.push(v && spec.data ? `${keyText} : ${readTextFields(spec.data, b, v[0])}` : keyText);
+      const line = v && spec.data ? `${keyText} : ${readTextFields(spec.data, b, v[0])}` : keyText;
+      out.push(line);
+      if (counters) {
+        const packets = counterPackets(b, es, ee);
+        if (packets !== undefined) counters.set(line, packets);
+      }
     }
   }
   if (rbtree) out.push(...rbtreeLines(spec, rb));
   return out;
 }
+
+/**
+ * The packet count of an element's counter (NFTA_SET_ELEM_EXPR, or the first counter in
+ * NFTA_SET_ELEM_EXPRESSIONS), if it has one.
+ */
+function counterPackets(b: Buffer, es: number, ee: number): number | undefined {
+  const one = (range: [number, number] | undefined): number | undefined => {
+    if (!range) return undefined;
+    const name = find(b, range[0], range[1], ExprAttr.NAME);
+    if (!name || cstr(b, name[0], name[1]) !== 'counter') return undefined;
+    const data = find(b, range[0], range[1], ExprAttr.DATA);
+    const packets = data && find(b, data[0], data[1], COUNTER_PACKETS);
+    return packets ? Number(b.readBigUInt64BE(packets[0])) : undefined;
+  };
+  const single = one(find(b, es, ee, SetElemAttr.EXPR));
+  if (single !== undefined) return single;
+  const list = find(b, es, ee, SetElemAttr.EXPRESSIONS);
+  if (!list) return undefined;
+  for (let p = list[0]; p + 4 <= list[1];) {
+    const len = u16(b, p);
+    if (len < 4) break;
+    const got = one([p + 4, p + len]);
+    if (got !== undefined) return got;
+    p += (len + 3) & ~3;
+  }
+  return undefined;
+}
+
+/** NFTA_COUNTER_PACKETS, inside a counter expression's data. */
+const COUNTER_PACKETS = 2;
 
 /** Intervals of an rbtree set from its start and end elements, as lines. */
 function rbtreeLines(spec: SetSpec, items: { key: Buffer; end: boolean; open: boolean }[]): string[] {
