@@ -54,7 +54,7 @@ export async function listenOn(server: Server, bind: string, what: string): Prom
       const owner = (await portOwner(port)) ?? WELL_KNOWN[port];
       why = `the port is in use${owner ? ` (by ${owner})` : ''}`;
       if (WELL_KNOWN[port])
-        why += `; if kube-proxy still runs on this node, give nftproxy other ports meanwhile (config/alongside-kube-proxy, docs/operations.md)`;
+        why += `; if kube-proxy still runs on this node, give nftproxy other ports meanwhile (overlays/alongside-kube-proxy, docs/operations.md)`;
     } else if (code === 'EADDRNOTAVAIL') why = 'no such local address';
     else if (code === 'EACCES') why = 'permission denied';
     throw new BindError(bind, `cannot listen on ${bind} for ${what}: ${why}`);

@@ -22,6 +22,7 @@ import {
 } from '../../src/controller/settings.js';
 import { ConfigError } from '../../src/proxy/config.js';
 import { structuralProblems, type Schema } from '../support/crd-validator.js';
+import { requireTool } from '../support/tools.js';
 import { KustomizeError, kustomizeBuild, type KObject } from '../support/kustomize.js';
 import { CLUSTER as KIND_CLUSTER } from '../../e2e/kind/cluster.js';
 
@@ -780,9 +781,8 @@ describe('manifests', () => {
     );
   });
 
-  it('builds as kubectl kustomize does (where kubectl is installed)', function () {
-    const r = spawnSync('kubectl', ['kustomize', repo('config')], { encoding: 'utf8' });
-    if (r.error) return this.skip();
+  it('builds as kubectl kustomize (v1.30, kustomize v5) does', function () {
+    const r = spawnSync(requireTool(this, 'kubectl'), ['kustomize', repo('config')], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const key = (o: KObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
     const theirs = parseAllDocuments(r.stdout).map((d) => d.toJS() as KObject);
@@ -831,9 +831,10 @@ describe('manifests', () => {
     assert.equal(env.KUBERNETES_SERVICE_PORT, '6443');
   });
 
-  it('kind/overlay builds with kubectl kustomize (where kubectl is installed)', function () {
-    const r = spawnSync('kubectl', ['kustomize', repo('kind/overlay')], { encoding: 'utf8' });
-    if (r.error) return this.skip();
+  it('kind/overlay builds with kubectl kustomize', function () {
+    const r = spawnSync(requireTool(this, 'kubectl'), ['kustomize', repo('kind/overlay')], {
+      encoding: 'utf8',
+    });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /image: nftproxy:e2e\n\s+imagePullPolicy: Never/);
     assert.match(r.stdout, /name: KUBERNETES_SERVICE_HOST\n\s+value: nftproxy-e2e-control-plane/);
@@ -843,8 +844,21 @@ describe('manifests', () => {
     assert.deepEqual(await manifestProblems(built), []);
   });
 
-  it('alongside-kube-proxy: passes every check, on ports other than kube-proxy’s', async () => {
-    const objects = kustomizeBuild(repo('config/alongside-kube-proxy'));
+  it('alongside-kube-proxy: passes every check, on ports other than kube-proxy’s', async function () {
+    const objects = kustomizeBuild(repo('overlays/alongside-kube-proxy'));
+    // The real kustomize builds it the same (it refuses an overlay inside its own base).
+    const r = spawnSync(requireTool(this, 'kubectl'), ['kustomize', repo('overlays/alongside-kube-proxy')], {
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const key = (o: KObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const theirs = new Map(
+      parseAllDocuments(r.stdout)
+        .map((d) => d.toJS() as KObject)
+        .map((o) => [key(o), o]),
+    );
+    for (const o of objects) assert.deepEqual(o, theirs.get(key(o)), key(o));
+    assert.equal(theirs.size, objects.length);
     assert.deepEqual(await manifestProblems(objects), []);
     const ds = objects.find((o) => o.kind === 'DaemonSet') as unknown as {
       spec: { template: { spec: { containers: { ports: { name: string; containerPort: number }[] }[] } } };
@@ -921,7 +935,7 @@ describe('manifests', () => {
   });
 
   describe('release workflow', () => {
-    type Step = { id?: string; uses?: string; run?: string; with?: Record<string, unknown> };
+    type Step = { id?: string; name?: string; uses?: string; run?: string; with?: Record<string, unknown> };
     const wf = parse(readFileSync(repo('.github/workflows/release.yaml'), 'utf8')) as {
       on: { push: { tags: string[] } };
       env: { IMAGE: string };
@@ -961,6 +975,12 @@ describe('manifests', () => {
       assert.equal(push.with?.context, '.');
       assert.equal(push.with?.tags, '${{ env.IMAGE }}:${{ steps.version.outputs.version }}');
       assert.ok(existsSync(repo('Dockerfile')));
+      const chart = steps.find((x) => x.name === 'Chart')!;
+      assert.match(chart.run!, /helm package charts\/nftproxy/);
+      assert.match(
+        chart.run!,
+        /helm push .*nftproxy-\$\{\{ steps\.version\.outputs\.version \}\}\.tgz"? oci:\/\/ghcr\.io\/nftproxy\/charts/,
+      );
     });
 
     it('refuses a tag that is not the version package.json and config/ name', () => {
