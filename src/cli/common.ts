@@ -14,6 +14,9 @@ export interface NodeFlags {
   node?: string;
   clusterCidr?: string[];
   serviceCidr?: string[];
+  detectLocalMode?: string;
+  podBridgeInterface?: string;
+  podInterfaceNamePrefix?: string;
   nodeportAddresses?: string[];
   nodeIp?: string[];
   masqueradeAll?: boolean;
@@ -51,6 +54,15 @@ export function nodeOptions(
       'answer NodePorts only on local addresses in these CIDRs, repeatable',
       collect,
     )
+    .option(
+      '--detect-local-mode <mode>',
+      'ClusterCIDR (default), NodeCIDR, BridgeInterface or InterfaceNamePrefix',
+    )
+    .option('--pod-bridge-interface <name>', 'the pods bridge, with --detect-local-mode BridgeInterface')
+    .option(
+      '--pod-interface-name-prefix <prefix>',
+      'the pod interfaces, with --detect-local-mode InterfaceNamePrefix',
+    )
     .option('--node-ip <ip>', "this node's IP, repeatable (default: from its Node object)", collect)
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs');
 }
@@ -83,6 +95,11 @@ export async function loadCluster(
     nodeName: flags.node ?? process.env.NODE_NAME ?? '',
     clusterCIDRs: flags.clusterCidr,
     serviceCIDRs: flags.serviceCidr,
+    ...(flags.detectLocalMode !== undefined ? { detectLocalMode: flags.detectLocalMode } : {}),
+    ...(flags.podBridgeInterface !== undefined ? { podBridgeInterface: flags.podBridgeInterface } : {}),
+    ...(flags.podInterfaceNamePrefix !== undefined
+      ? { podInterfaceNamePrefix: flags.podInterfaceNamePrefix }
+      : {}),
     nodePortAddresses: flags.nodeportAddresses,
     nodeIPs: flags.nodeIp,
     masqueradeAll: flags.masqueradeAll,

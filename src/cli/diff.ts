@@ -79,6 +79,11 @@ async function settingsOf(flags: DiffFlags): Promise<Settings> {
     ...(flags.node !== undefined ? { nodeName: flags.node } : {}),
     ...(flags.clusterCidr?.length ? { clusterCIDRs: flags.clusterCidr } : {}),
     ...(flags.serviceCidr?.length ? { serviceCIDRs: flags.serviceCidr } : {}),
+    ...(flags.detectLocalMode !== undefined ? { detectLocalMode: flags.detectLocalMode } : {}),
+    ...(flags.podBridgeInterface !== undefined ? { podBridgeInterface: flags.podBridgeInterface } : {}),
+    ...(flags.podInterfaceNamePrefix !== undefined
+      ? { podInterfaceNamePrefix: flags.podInterfaceNamePrefix }
+      : {}),
     ...(flags.nodeportAddresses?.length ? { nodePortAddresses: flags.nodeportAddresses } : {}),
     ...(flags.nodeIp?.length ? { nodeIPs: flags.nodeIp } : {}),
     ...(flags.masqueradeAll ? { masqueradeAll: true } : {}),

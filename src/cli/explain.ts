@@ -131,7 +131,8 @@ export function formatTrace(result: TraceResult, owner: Owner | undefined, verbo
   const p = result.packet;
   const lines: string[] = [];
   const dst = formatHostPort(p.daddr, p.dport);
-  lines.push(`packet   ${p.saddr} -> ${dst}/${p.protocol}, ${ENTRY_TEXT[p.entry]}`);
+  const iif = p.iifname ? ` on ${p.iifname}` : '';
+  lines.push(`packet   ${p.saddr} -> ${dst}/${p.protocol}, ${ENTRY_TEXT[p.entry]}${iif}`);
   if (owner) {
     lines.push(`service  ${owner.service}`);
     lines.push(`policy   ${owner.details.join(', ')}`);
@@ -214,6 +215,7 @@ type ExplainFlags = Partial<NodeFlags> & {
   from: string;
   to: string;
   entry?: string;
+  iif?: string;
   verbose: boolean;
   output: string;
   netns?: string;
@@ -230,6 +232,10 @@ export function explainCommand(): Command {
     .option(
       '--entry <pod|external|host>',
       'where the packet enters (default: host if --from is a node address, pod if it is in a cluster CIDR, else external)',
+    )
+    .option(
+      '--iif <interface>',
+      'the interface the packet arrives on (what detectLocalMode BridgeInterface and InterfaceNamePrefix look at)',
     )
     .option('--netns <name>', 'without --manifests: read the tables of this network namespace')
     .option('-v, --verbose', 'show the path to every endpoint, not only the first', false)
@@ -248,6 +254,7 @@ export function explainCommand(): Command {
       const nodeFlags =
         flags.node !== undefined ||
         flags.masqueradeAll ||
+        flags.detectLocalMode !== undefined ||
         [flags.clusterCidr, flags.nodeportAddresses, flags.nodeIp].some((l) => l?.length);
       if (flags.manifests === undefined && nodeFlags)
         throw new UsageError(
@@ -291,6 +298,7 @@ export function explainCommand(): Command {
         protocol: to.protocol,
         dport: to.port,
         entry,
+        ...(flags.iif !== undefined ? { iifname: flags.iif } : {}),
       });
       if (flags.output === 'json')
         process.stdout.write(JSON.stringify({ ...trace, service: ownerJson ?? null }, null, 2) + '\n');

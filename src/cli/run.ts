@@ -41,6 +41,8 @@ interface RunFlags {
   serviceCidr?: string[];
   serviceProxyName?: string;
   detectLocalMode?: string;
+  podBridgeInterface?: string;
+  podInterfaceNamePrefix?: string;
   nodeportAddresses?: string[];
   nodeIp?: string[];
   masqueradeAll?: boolean;
@@ -230,7 +232,15 @@ export function runCommand(): Command {
     .option('--masquerade-all', 'masquerade all traffic to ClusterIPs')
     .option(
       '--detect-local-mode <mode>',
-      "how pods are told apart: ClusterCIDR (source in --cluster-cidr, the default) or NodeCIDR (source in this Node's podCIDRs)",
+      "how pods are told apart: ClusterCIDR (source in --cluster-cidr, the default), NodeCIDR (source in this Node's podCIDRs), BridgeInterface or InterfaceNamePrefix (the interface they arrive on)",
+    )
+    .option(
+      '--pod-bridge-interface <name>',
+      'with --detect-local-mode BridgeInterface: the bridge pods are on (cbr0)',
+    )
+    .option(
+      '--pod-interface-name-prefix <prefix>',
+      "with --detect-local-mode InterfaceNamePrefix: the prefix of the node's pod interfaces (veth, cali)",
     )
     .option(
       '--service-proxy-name <name>',
@@ -289,6 +299,10 @@ export function runCommand(): Command {
         ...(f.serviceCidr ? { serviceCIDRs: f.serviceCidr } : {}),
         ...(f.serviceProxyName !== undefined ? { serviceProxyName: f.serviceProxyName } : {}),
         ...(f.detectLocalMode !== undefined ? { detectLocalMode: f.detectLocalMode } : {}),
+        ...(f.podBridgeInterface !== undefined ? { podBridgeInterface: f.podBridgeInterface } : {}),
+        ...(f.podInterfaceNamePrefix !== undefined
+          ? { podInterfaceNamePrefix: f.podInterfaceNamePrefix }
+          : {}),
         ...(f.nodeportAddresses ? { nodePortAddresses: f.nodeportAddresses } : {}),
         ...(f.nodeIp ? { nodeIPs: f.nodeIp } : {}),
         ...(f.masqueradeAll ? { masqueradeAll: true } : {}),

@@ -123,15 +123,16 @@ export function fromKubeProxyConfiguration(doc: Obj): { settings: SettingsInput;
       case 'conntrack':
         break; // below
       case 'detectLocalMode':
-        if (value === 'ClusterCIDR' || value === 'NodeCIDR') settings.detectLocalMode = value;
-        else ignore(field, `${String(value)}: nftproxy tells pods by ClusterCIDR or NodeCIDR only`);
+        if (typeof value === 'string') settings.detectLocalMode = value;
         break;
       case 'detectLocal': {
         const dl = isObj(value) ? value : {};
         if (Array.isArray(dl.clusterCIDRs) && dl.clusterCIDRs.length && !settings.clusterCIDRs)
           settings.clusterCIDRs = dl.clusterCIDRs.map(String);
-        for (const k of ['bridgeInterface', 'interfaceNamePrefix'])
-          if (set(dl[k])) ignore(`detectLocal.${k}`, 'nftproxy tells pods by ClusterCIDR or NodeCIDR only');
+        if (typeof dl.bridgeInterface === 'string' && dl.bridgeInterface)
+          settings.podBridgeInterface = dl.bridgeInterface;
+        if (typeof dl.interfaceNamePrefix === 'string' && dl.interfaceNamePrefix)
+          settings.podInterfaceNamePrefix = dl.interfaceNamePrefix;
         break;
       }
       default:

@@ -161,7 +161,8 @@ export function startWarnings(store: ClusterStore, settings: ProxyConfig): strin
       `no Node object is named ${JSON.stringify(config.nodeName)} (--node, or NODE_NAME): this node's IPs, zone and draining state are unknown, so nodePortAddresses primary, topology hints, local endpoints and nodeEligible cannot work as meant`,
     );
   for (const version of [4, 6] as const) {
-    if (config.clusterCIDRs.some((c) => c.version === version)) continue;
+    // The interface modes tell pods apart in both families alike.
+    if (config.podInterface || config.clusterCIDRs.some((c) => c.version === version)) continue;
     let services = 0;
     for (const key of store.serviceKeys()) {
       const svc = store.service(key)!;

@@ -21,8 +21,10 @@ export interface SettingsInput {
   masqueradeAll?: boolean;
   /** The service.kubernetes.io/service-proxy-name value this proxy takes ('' or absent: unlabelled services). */
   serviceProxyName?: string;
-  /** ClusterCIDR (default) or NodeCIDR: how traffic from pods is told apart. */
+  /** ClusterCIDR (default), NodeCIDR, BridgeInterface or InterfaceNamePrefix: how traffic from pods is told apart. */
   detectLocalMode?: string;
+  podBridgeInterface?: string;
+  podInterfaceNamePrefix?: string;
   /** Entries of the ClientIP affinity map per family. */
   affinityMapSize?: number;
   /** Counters on backends map elements (see ProxyConfigInput.endpointCounters). */
@@ -110,6 +112,8 @@ const KEYS: Record<keyof SettingsInput, 'string' | 'strings' | 'boolean' | 'numb
   masqueradeAll: 'boolean',
   serviceProxyName: 'string',
   detectLocalMode: 'string',
+  podBridgeInterface: 'string',
+  podInterfaceNamePrefix: 'string',
   affinityMapSize: 'number',
   endpointCounters: 'boolean',
   endpointMetrics: 'number',
@@ -291,6 +295,12 @@ export function resolveSettings(
       masqueradeAll: pick('masqueradeAll') ?? false,
       serviceProxyName: pick('serviceProxyName') ?? '',
       detectLocalMode: pick('detectLocalMode') ?? '',
+      ...(pick('podBridgeInterface') !== undefined
+        ? { podBridgeInterface: pick('podBridgeInterface')! }
+        : {}),
+      ...(pick('podInterfaceNamePrefix') !== undefined
+        ? { podInterfaceNamePrefix: pick('podInterfaceNamePrefix')! }
+        : {}),
       ...(pick('affinityMapSize') !== undefined
         ? { affinityMapSize: pick('affinityMapSize') as number }
         : {}),

@@ -522,7 +522,8 @@ function affinityLost(delta: RulesetDelta): boolean {
   return false;
 }
 
-function sameDescription(a: TableDescription, b: TableDescription): boolean {
+/** Whether two descriptions have the same chains, rules and set declarations. */
+export function sameDescription(a: TableDescription, b: TableDescription): boolean {
   if (a.chains.size !== b.chains.size || a.sets.size !== b.sets.size) return false;
   for (const [name, c] of a.chains) {
     const o = b.chains.get(name);

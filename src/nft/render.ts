@@ -44,6 +44,15 @@ function comment(s: string): string {
   return `"${s}"`;
 }
 
+/** An interface name (`cbr0`) or prefix (`veth*`), quoted. */
+function ifname(s: string): string {
+  if (!IFNAME.test(s)) throw NftError.invalid(`not an interface name or prefix: ${JSON.stringify(s)}`);
+  return `"${s}"`;
+}
+
+/** Up to 15 characters (IFNAMSIZ 16 with the NUL), `*` last for a prefix. */
+export const IFNAME = /^(?=[^*]{1,15}\*?$)[A-Za-z0-9_.:@-]+\*?$/;
+
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
@@ -99,7 +108,8 @@ export function renderStmt(s: Stmt): string {
   if ('match' in s) {
     const { op, left, right } = s.match;
     const l = renderExpr(left);
-    const r = renderExpr(right);
+    const names = typeof left === 'object' && 'meta' in left && left.meta.key === 'iifname';
+    const r = names && typeof right === 'string' ? ifname(right) : renderExpr(right);
     // `==` and the flag test `in` are implicit in nft syntax; after a bitwise operation we
     // spell `==` out so the value is not read as part of the operation by people.
     const bitwise = typeof left === 'object' && ('&' in left || '|' in left || '^' in left);

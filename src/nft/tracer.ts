@@ -29,6 +29,8 @@ export interface TracePacket {
   /** Default 40000. */
   sport?: number;
   entry: Entry;
+  /** The interface it arrives on (`meta iifname`); none from the node itself. */
+  iifname?: string;
 }
 
 /** Node facts the kernel would know. */
@@ -77,6 +79,8 @@ interface PacketState {
   origDport: number;
   mark: number;
   ctStatus: string[];
+  /** '' for packets of the node itself, as in the kernel's output hook. */
+  iifname: string;
   dnat?: { addr: string; port: number };
   masquerade: boolean;
   path: string[];
@@ -210,6 +214,7 @@ export class Tracer {
       origDport: packet.dport,
       mark: 0,
       ctStatus: [],
+      iifname: packet.entry === 'host' ? '' : (packet.iifname ?? ''),
       masquerade: false,
       path: [],
     };
@@ -492,6 +497,9 @@ export class Tracer {
       hit = fieldMatches(lv, right);
     } else if (typeof right === 'object' && right !== null && 'set' in right) {
       hit = right.set.some((e) => elemMatches(lv, e));
+    } else if (typeof right === 'string' && right.endsWith('*') && typeof lv === 'string') {
+      // An interface name prefix: `iifname "veth*"`.
+      hit = lv.startsWith(right.slice(0, -1));
     } else if (op === 'in') {
       const want = exprToValue(right);
       hit = Array.isArray(lv) ? (lv as Value[]).includes(want) : lv === want;
@@ -523,6 +531,7 @@ export class Tracer {
     if ('meta' in e) {
       if (e.meta.key === 'l4proto') return [pkt.protocol];
       if (e.meta.key === 'mark') return [pkt.mark];
+      if (e.meta.key === 'iifname') return [pkt.iifname];
       throw new Error(`tracer: unsupported meta ${e.meta.key}`);
     }
     if ('ct' in e) {

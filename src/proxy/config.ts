@@ -3,6 +3,7 @@
  */
 import { type CIDR, formatCIDR, normalizeCIDRs, parseCIDR, canonicalIP, versionOf } from '../net/ip.js';
 import { DEFAULT_AFFINITY_MAP_SIZE } from './names.js';
+import { IFNAME } from '../nft/render.js';
 
 /** Settings as a user gives them (flags, config file). */
 export interface ProxyConfigInput {
@@ -25,10 +26,16 @@ export interface ProxyConfigInput {
   /** Masquerade all traffic to ClusterIPs, not only that from outside the cluster CIDRs. */
   masqueradeAll?: boolean;
   /**
-   * How traffic from pods is told apart: `ClusterCIDR` (the default), source in
-   * `clusterCIDRs`; `NodeCIDR`, source in this node's Node `spec.podCIDRs`.
+   * How traffic from pods is told apart, as kube-proxy's detectLocalMode: `ClusterCIDR` (the
+   * default), source in `clusterCIDRs`; `NodeCIDR`, source in this node's Node
+   * `spec.podCIDRs`; `BridgeInterface`, arriving on `podBridgeInterface`;
+   * `InterfaceNamePrefix`, arriving on an interface named `podInterfaceNamePrefix...`.
    */
   detectLocalMode?: string;
+  /** BridgeInterface mode: the bridge pods are attached to (`cbr0`). */
+  podBridgeInterface?: string;
+  /** InterfaceNamePrefix mode: the prefix of the node's pod interfaces (`veth`, `cali`). */
+  podInterfaceNamePrefix?: string;
   /**
    * Program only the services whose `service.kubernetes.io/service-proxy-name` label is this
    * (empty, the default: only those without the label).
@@ -58,13 +65,22 @@ export interface ProxyConfig {
   /** '' when not set. */
   serviceProxyName: string;
   detectLocalMode: DetectLocalMode;
+  /**
+   * For the interface modes: what `iifname` matches for traffic from pods (`cbr0`, `veth*`).
+   */
+  podInterface?: string;
   nodeIPs: string[];
   affinityMapSize: number;
   endpointCounters: boolean;
 }
 
 /** kube-proxy's detectLocalMode values nftproxy implements. */
-export const DetectLocalModes = ['ClusterCIDR', 'NodeCIDR'] as const;
+export const DetectLocalModes = [
+  'ClusterCIDR',
+  'NodeCIDR',
+  'BridgeInterface',
+  'InterfaceNamePrefix',
+] as const;
 export type DetectLocalMode = (typeof DetectLocalModes)[number];
 
 /** Invalid settings; `problems` has one line per bad value. */
@@ -105,11 +121,20 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
   const detectLocalMode = input.detectLocalMode || 'ClusterCIDR';
   if (!(DetectLocalModes as readonly string[]).includes(detectLocalMode))
     problems.push(
-      `detect local mode: want ${DetectLocalModes.join(' or ')}, got ${JSON.stringify(detectLocalMode)}` +
-        (['BridgeInterface', 'InterfaceNamePrefix'].includes(detectLocalMode)
-          ? ' (telling pods by interface is not implemented)'
-          : ''),
+      `detect local mode: want one of ${DetectLocalModes.join(', ')}, got ${JSON.stringify(detectLocalMode)}`,
     );
+  let podInterface: string | undefined;
+  const iface = (what: string, v: string | undefined, suffix: string) => {
+    if (!v) problems.push(`${what}: required with detect local mode ${detectLocalMode}`);
+    else if (!IFNAME.test(v + suffix) || v.includes('*'))
+      problems.push(
+        `${what}: not an interface name (up to 15 of A-Z a-z 0-9 _ . : @ -): ${JSON.stringify(v)}`,
+      );
+    else podInterface = v + suffix;
+  };
+  if (detectLocalMode === 'BridgeInterface') iface('pod bridge interface', input.podBridgeInterface, '');
+  if (detectLocalMode === 'InterfaceNamePrefix')
+    iface('pod interface name prefix', input.podInterfaceNamePrefix, '*');
   const proxyName = input.serviceProxyName ?? '';
   // A label value: up to 63 characters, alphanumerics with - _ . inside.
   if (proxyName && !/^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/.test(proxyName))
@@ -138,6 +163,7 @@ export function parseProxyConfig(input: ProxyConfigInput): ProxyConfig {
     masqueradeAll: input.masqueradeAll ?? false,
     serviceProxyName: input.serviceProxyName ?? '',
     detectLocalMode: detectLocalMode as DetectLocalMode,
+    ...(podInterface ? { podInterface } : {}),
     nodeIPs,
     affinityMapSize,
     endpointCounters: input.endpointCounters ?? true,

@@ -205,14 +205,21 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   ]);
 
   const services: Stmt[][] = [];
+  // Not from a pod of the cluster: by source (cluster CIDRs, or this node's pod CIDRs), or by
+  // the interface it arrives on (kube-proxy's detectLocalMode). Unknown without either.
+  const notFromPods: Stmt | undefined = config.podInterface
+    ? match(meta('iifname'), '!=', config.podInterface)
+    : clusterCIDRs.length
+      ? match(saddr, '!=', setRef(Sets.clusterCIDRs))
+      : undefined;
   // ProxyPolicy `masquerade: never` exempts a service port from the ClusterIP rules.
   const notExempt = match(vipKey, '!=', setRef(Sets.noMasqueradeServices));
   if (config.masqueradeAll) {
     services.push([match(daddr, '==', setRef(Sets.clusterIPs)), notExempt, jump(Chains.markForMasquerade)]);
-  } else if (clusterCIDRs.length) {
+  } else if (notFromPods) {
     services.push([
       match(daddr, '==', setRef(Sets.clusterIPs)),
-      match(saddr, '!=', setRef(Sets.clusterCIDRs)),
+      notFromPods,
       notExempt,
       jump(Chains.markForMasquerade),
     ]);
@@ -233,10 +240,7 @@ export function staticTable(fi: FamilyInfo, config: ProxyConfig, nodeIPs: string
   services.push([match(vipKey, '==', setRef(Sets.affinityServices)), affinityDnat]);
   // externalTrafficPolicy Local: sources outside the cluster (not pods, not this node) use
   // this node's endpoints only, or are dropped.
-  const fromOutside: Stmt[] = [
-    ...(clusterCIDRs.length ? [match(saddr, '!=', setRef(Sets.clusterCIDRs))] : []),
-    match(fibSaddrType(), '!=', 'local'),
-  ];
+  const fromOutside: Stmt[] = [...(notFromPods ? [notFromPods] : []), match(fibSaddrType(), '!=', 'local')];
   services.push([...fromOutside, vmap(vipKey, Maps.localServiceIPs)]);
   services.push([vmap(vipKey, Maps.serviceIPs)]);
   const localNodePort: Stmt[] = [match(daddr, '!=', fi.loopback)];

@@ -70,6 +70,7 @@ oomScoreAdj: -999
     assert.equal(s.healthzBindAddress, '0.0.0.0:10256', 'an IP alone gets the default port');
     assert.equal(s.metricsBindAddress, '0.0.0.0:10249');
     assert.equal(s.kubeconfig, '/etc/kp.conf');
+    assert.deepEqual([s.proxy.detectLocalMode, s.proxy.podInterface], ['InterfaceNamePrefix', 'veth*']);
     assert.deepEqual(s.conntrack, {
       maxPerCore: 0,
       min: 131072,
@@ -83,8 +84,6 @@ oomScoreAdj: -999
       [
         'nftables.masqueradeBit: nftproxy marks with bit 14 (0x4000), as kube-proxy by default',
         'clientConnection.qps: client-node defaults are used',
-        'detectLocalMode: InterfaceNamePrefix: nftproxy tells pods by ClusterCIDR or NodeCIDR only',
-        'detectLocal.interfaceNamePrefix: nftproxy tells pods by ClusterCIDR or NodeCIDR only',
         'oomScoreAdj: no nftproxy equivalent',
       ],
     );

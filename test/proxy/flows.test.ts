@@ -129,9 +129,71 @@ describe('packet flows', () => {
       assertReaches(trace(t, '10.244.2.50', '10.96.0.10', 80, 'tcp', 'pod'), all, true);
       // With ClusterCIDR, the same pod keeps its address.
       assertReaches(trace(tracerFor(state), '10.244.2.50', '10.96.0.10', 80, 'tcp', 'pod'), all, false);
+    });
+
+    it('with BridgeInterface or InterfaceNamePrefix, tells pods by the interface they arrive on', () => {
+      const all = ['10.244.1.10:8080', '10.244.1.11:8080', '10.244.2.10:8080'];
+      const bridge = tracerFor(web(), {
+        clusterCIDRs: [],
+        detectLocalMode: 'BridgeInterface',
+        podBridgeInterface: 'cbr0',
+      });
+      const viaBridge = (iifname: string) =>
+        bridge.trace({
+          saddr: '10.244.9.9',
+          daddr: '10.96.0.10',
+          dport: 80,
+          protocol: 'tcp',
+          entry: 'pod',
+          iifname,
+        });
+      assertReaches(viaBridge('cbr0'), all, false);
+      assertReaches(viaBridge('eth0'), all, true); // the same address, from another interface: outside
+      const prefix = tracerFor(web(), {
+        detectLocalMode: 'InterfaceNamePrefix',
+        podInterfaceNamePrefix: 'veth',
+      });
+      const via = (iifname: string, saddr = POD) =>
+        prefix.trace({ saddr, daddr: '10.96.0.10', dport: 80, protocol: 'tcp', entry: 'pod', iifname });
+      assertReaches(via('veth3f2a'), all, false);
+      assertReaches(via('eth0'), all, true);
+      // The node itself has no input interface: off-cluster, as in ClusterCIDR mode.
+      assertReaches(trace(prefix, NODE_IP, '10.96.0.10', 80), all, true);
+      // externalTrafficPolicy Local: a pod arriving on a veth reaches every endpoint.
+      const local = web();
+      (local.services[0] as { externalTrafficPolicy: string }).externalTrafficPolicy = 'Local';
+      const t = tracerFor(local, {
+        nodeName: 'node9',
+        detectLocalMode: 'InterfaceNamePrefix',
+        podInterfaceNamePrefix: 'veth',
+      });
+      const lb = (iifname: string) =>
+        t.trace({
+          saddr: '10.244.5.5',
+          daddr: '192.168.99.20',
+          dport: 80,
+          protocol: 'tcp',
+          entry: 'external',
+          iifname,
+        });
+      assert.deepEqual(lb('veth1').endpoints, all);
+      assert.deepEqual(
+        lb('eth0').outcomes.map((o) => o.verdict),
+        ['drop'],
+        'outside, no endpoint on node9',
+      );
       assert.throws(
         () => parseProxyConfig({ ...BASE, detectLocalMode: 'BridgeInterface' }),
-        /want ClusterCIDR or NodeCIDR, got "BridgeInterface" \(telling pods by interface is not implemented\)/,
+        /pod bridge interface: required with detect local mode BridgeInterface/,
+      );
+      assert.throws(
+        () =>
+          parseProxyConfig({
+            ...BASE,
+            detectLocalMode: 'InterfaceNamePrefix',
+            podInterfaceNamePrefix: 'a"b',
+          }),
+        /not an interface name/,
       );
     });
 

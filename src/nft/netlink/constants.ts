@@ -149,7 +149,7 @@ export const PayloadAttr = { DREG: 1, BASE: 2, OFFSET: 3, LEN: 4 } as const;
 export const PayloadBase = { LL: 0, NETWORK: 1, TRANSPORT: 2 } as const;
 
 export const MetaAttr = { DREG: 1, KEY: 2, SREG: 3 } as const;
-export const MetaKey = { MARK: 3, L4PROTO: 16 } as const;
+export const MetaKey = { MARK: 3, IIFNAME: 6, L4PROTO: 16 } as const;
 
 export const CmpAttr = { SREG: 1, OP: 2, DATA: 3 } as const;
 export const CmpOp = { EQ: 0, NEQ: 1, LT: 2, LTE: 3, GT: 4, GTE: 5 } as const;

@@ -10,6 +10,7 @@
  */
 import type { AffinityUpdate, Expr, Family, Stmt } from '../ir.js';
 import { NftError } from '../errors.js';
+import { IFNAME } from '../render.js';
 import { parseIP } from '../../net/ip.js';
 import type { NlWriter } from './attr.js';
 import {
@@ -61,7 +62,7 @@ export interface SetRefs {
 }
 
 /** A value's kind, which decides how literals compared with it are encoded. */
-type Kind = 'ipv4' | 'ipv6' | 'proto' | 'port' | 'u32' | 'ctstate' | 'ctstatus' | 'fibtype';
+type Kind = 'ipv4' | 'ipv6' | 'proto' | 'port' | 'u32' | 'ctstate' | 'ctstatus' | 'fibtype' | 'ifname';
 
 /** An expression that loads into registers: its byte length and kind. */
 interface Loadable {
@@ -219,6 +220,7 @@ export class Linearizer {
     if ('meta' in e) {
       if (e.meta.key === 'l4proto') return { len: 1, kind: 'proto', host: true };
       if (e.meta.key === 'mark') return { len: 4, kind: 'u32', host: true };
+      if (e.meta.key === 'iifname') return { len: 16, kind: 'ifname' };
       return undefined;
     }
     if ('ct' in e) {
@@ -272,7 +274,13 @@ export class Linearizer {
     }
     if ('meta' in e) {
       const key =
-        e.meta.key === 'l4proto' ? MetaKey.L4PROTO : e.meta.key === 'mark' ? MetaKey.MARK : undefined;
+        e.meta.key === 'l4proto'
+          ? MetaKey.L4PROTO
+          : e.meta.key === 'mark'
+            ? MetaKey.MARK
+            : e.meta.key === 'iifname'
+              ? MetaKey.IIFNAME
+              : undefined;
       if (key === undefined) throw unsupported(e);
       this.expr('meta', () => {
         this.w.u32(MetaAttr.KEY, key);
@@ -476,6 +484,16 @@ export class Linearizer {
     }
     const cmpOp = CMP_OPS[op];
     if (cmpOp === undefined) throw unsupported(op);
+    if (l.kind === 'ifname') {
+      // As nft: a name is compared with its NUL padding (IFNAMSIZ bytes), a `prefix*` over
+      // the prefix's bytes only.
+      if (typeof right !== 'string' || !IFNAME.test(right)) throw unsupported(right);
+      this.gen(left, reg);
+      const text = Buffer.from(right.endsWith('*') ? right.slice(0, -1) : right, 'latin1');
+      const data = right.endsWith('*') ? text : Buffer.concat([text, Buffer.alloc(16 - text.length)]);
+      this.cmp(reg, cmpOp, data);
+      return;
+    }
     if (typeof right === 'object' && right !== null && 'prefix' in right) {
       // A prefix: a byte-aligned one is a shorter load; otherwise load, mask, compare.
       const { addr, len } = right.prefix;
