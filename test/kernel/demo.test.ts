@@ -2,6 +2,7 @@
  * @kernel The README's demo runs, shows traffic reaching every pod, and cleans up.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -43,7 +44,29 @@ describe('@kernel demo', function () {
     assert.match(out, /TCP {2}10\.96\.0\.10:80 +roundRobin\n/);
     assert.match(out, /UDP {2}10\.96\.0\.53:53 +random\n/);
     assert.match(out, /policy {3}scheduler roundRobin/, 'explain reads the live table');
-    assert.equal((await execa('ip', ['netns', 'list'])).stdout, before);
+    // docs/inspect.md's status sample is this run's status, connection counts aside.
+    const doc = readFileSync(fileURLToPath(new URL('../../docs/inspect.md', import.meta.url)), 'utf8');
+    const fence = doc.slice(doc.indexOf('## status'));
+    const sample = fence
+      .slice(fence.indexOf('```\n') + 4, fence.indexOf('\n```', fence.indexOf('```\n') + 4))
+      .split('\n');
+    const lines = out.split('\n');
+    const start = lines.findIndex((l) => / service address ports, /.test(l));
+    const status = lines.slice(start, start + sample.length - 1).map((l) => l.slice(2));
+    const counts = (l: string) => l.replace(/(%\s+)\d+$/, '$1N');
+    assert.equal(sample.at(-1), '  ...');
+    assert.deepEqual(status.map(counts), sample.slice(0, -1).map(counts));
+    // And its explain sample is this run's explain of the same packet.
+    const cmd = '$ nftproxy explain --netns NODE --from 192.168.50.2 --to 192.168.50.1:30080/tcp\n';
+    const explained = doc
+      .slice(doc.indexOf(cmd) + cmd.length, doc.indexOf('\n  ...\n```', doc.indexOf(cmd)))
+      .split('\n');
+    const at = lines.findIndex((l) => l.startsWith('  packet   192.168.50.2'));
+    assert.deepEqual(
+      lines.slice(at, at + explained.length).map((l) => l.slice(2)),
+      explained,
+      'docs/inspect.md explain sample',
+    );
     assert.deepEqual(await demoDirs(), dirsBefore, 'the manifest copy is removed');
   });
 });
