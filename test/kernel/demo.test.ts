@@ -67,6 +67,7 @@ describe('@kernel demo', function () {
       explained,
       'docs/inspect.md explain sample',
     );
+    assert.equal((await execa('ip', ['netns', 'list'])).stdout, before, 'no namespace left behind');
     assert.deepEqual(await demoDirs(), dirsBefore, 'the manifest copy is removed');
   });
 });
