@@ -10,7 +10,7 @@ import type { ProxyConfig } from '../proxy/config.js';
 import { effectiveConfig } from '../proxy/compile.js';
 import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
-import { selects } from '../proxy/policy.js';
+import { selects } from '../api/select.js';
 import { proxied } from '../proxy/service.js';
 import type { LocalEndpointGaps } from '../telemetry/metrics.js';
 import type { PolicyResult } from './policy-status.js';

@@ -5,7 +5,7 @@
  */
 import { irEqual } from '../nft/ruleset.js';
 import type { PolicyObject } from '../api/types.js';
-import { policyFor, selects } from '../proxy/policy.js';
+import { policyFor, selects } from '../api/select.js';
 import type { Parsed } from './parse.js';
 import {
   type ClusterState,

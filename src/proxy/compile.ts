@@ -15,7 +15,7 @@ import { normalizeCIDRs, parseCIDR, parseIP } from '../net/ip.js';
 import { type ClusterState, type Diagnostic, type EndpointSlice, Labels } from '../k8s/types.js';
 import type { PolicyObject } from '../api/types.js';
 import type { NodeInfo } from './endpoints.js';
-import { policyFor } from './policy.js';
+import { policyFor } from '../api/select.js';
 import type { ProxyConfig } from './config.js';
 import { type BuilderStats, RulesetBuilder } from './builder.js';
 import {
