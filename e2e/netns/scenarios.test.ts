@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { realApiServerMissing } from '../../test/support/kube-apiserver.js';
-import { kernelTestsPossible, tally } from '../../test/support/netns.js';
+import { requireKernel, tally } from '../../test/support/netns.js';
 import { eventually, NAMESPACE, type ServiceManifest } from '../cluster.js';
 import { scenarios } from '../scenarios.js';
 import { NetnsCluster } from './cluster.js';
@@ -21,7 +21,7 @@ describe(`@kernel e2e: scenarios on a node in network namespaces (${kind === 're
   let cluster: NetnsCluster | undefined;
 
   before(async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     cluster = await NetnsCluster.create(kind);
   });
 

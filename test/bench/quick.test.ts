@@ -14,13 +14,13 @@ import type { MemoryResults } from '../../bench/memory.js';
 import type { PeerResults } from '../../bench/real-peer.js';
 import { realApiServerMissing } from '../support/kube-apiserver.js';
 import type { SyncResults } from '../../bench/sync.js';
-import { kernelTestsPossible } from '../support/netns.js';
+import { requireKernel } from '../support/netns.js';
 
 describe('@kernel benchmarks, quick mode', function () {
   this.timeout(240_000);
 
   it('npm run bench:quick builds the benchmarks and writes the full-sync, incremental, latency, memory and real-peer results, with every shape and backend measured, and their plots', async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     const out = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
     try {
       const r = await execa('npm', ['run', '--silent', 'bench:quick', '--', '--out', out], {

@@ -18,7 +18,7 @@ import type { SourceSink } from '../../src/k8s/source.js';
 import type { Logger } from '../../src/telemetry/log.js';
 import { FakeApiServer } from '../support/apiserver.js';
 import { capturingLogger } from '../support/log.js';
-import { kernelTestsPossible, Netns } from '../support/netns.js';
+import { requireKernel, Netns } from '../support/netns.js';
 
 const CIDRS = ['10.244.0.0/16'];
 /** What the API source lists and watches (the stand-in serves them all). */
@@ -505,7 +505,7 @@ describe('@kernel API source through a 30 s outage', function () {
   this.timeout(120_000);
 
   it('keeps the rules in the kernel throughout, then applies what changed meanwhile', async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     const api = new FakeApiServer();
     await api.start();
     const ns = await Netns.create('api');

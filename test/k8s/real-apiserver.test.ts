@@ -17,7 +17,7 @@ import { kustomizeBuild } from '../support/kustomize.js';
 import { capturingLogger } from '../support/log.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probeFor,
   startEchoServer,
   tally,
@@ -58,9 +58,7 @@ describe('@kernel real kube-apiserver: watches resume after an outage', function
 
   before(function () {
     requireRealApiServer(this);
-    const why = kernelTestsPossible();
-    if (why && process.env.CI) throw new Error(why);
-    if (why) this.skip();
+    requireKernel(this);
   });
 
   it('after a 76 s outage under traffic, a change made once the server answers is programmed within 5 s', async () => {

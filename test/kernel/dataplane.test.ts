@@ -22,7 +22,7 @@ import type { ClusterState } from '../../src/k8s/types.js';
 import { cluster, node, service, slice } from '../support/cluster.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probe,
   startEchoServer,
   tally,
@@ -90,8 +90,7 @@ describe('@kernel data plane in a network namespace', function () {
   const stops: (() => Promise<void>)[] = [];
 
   before(async function () {
-    const why = kernelTestsPossible();
-    if (why) return this.skip();
+    requireKernel(this);
     t = await createTopology(3);
     try {
       for (const p of t.pods) stops.push(await startEchoServer(p, { tcp: [8080], udp: [5353] }));

@@ -7,13 +7,13 @@ import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { kernelTestsPossible } from '../support/netns.js';
+import { requireKernel } from '../support/netns.js';
 
 describe('@kernel demo', function () {
   this.timeout(120_000);
 
   it('runs, shows traffic on every path, and leaves no namespace behind', async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     const before = (await execa('ip', ['netns', 'list'])).stdout;
     const demoDirs = async () => (await readdir(tmpdir())).filter((f) => f.startsWith('nftproxy-demo-'));
     const dirsBefore = await demoDirs();

@@ -14,13 +14,7 @@ import { compareRulesets, emptyRuleset, tableKey } from '../../src/nft/ruleset.j
 import { FAMILIES, TABLE } from '../../src/proxy/names.js';
 import { sameDescription } from '../../src/controller/syncer.js';
 import { cluster, node, service, slice } from '../support/cluster.js';
-import {
-  createTopology,
-  kernelTestsPossible,
-  probe,
-  startEchoServer,
-  type Topology,
-} from '../support/netns.js';
+import { createTopology, requireKernel, probe, startEchoServer, type Topology } from '../support/netns.js';
 
 describe('@kernel detectLocalMode InterfaceNamePrefix in a network namespace', function () {
   this.timeout(120_000);
@@ -28,9 +22,7 @@ describe('@kernel detectLocalMode InterfaceNamePrefix in a network namespace', f
   const stops: (() => Promise<void>)[] = [];
 
   before(function () {
-    const why = kernelTestsPossible();
-    if (why && process.env.CI) throw new Error(why);
-    if (why) this.skip();
+    requireKernel(this);
   });
 
   after(async () => {

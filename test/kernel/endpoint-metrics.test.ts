@@ -15,7 +15,7 @@ import { ManifestSource } from '../../src/k8s/manifest-source.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probe,
   startEchoServer,
   tally,
@@ -37,9 +37,7 @@ describe('@kernel endpoint connection counters on /metrics', function () {
   const stops: (() => Promise<void>)[] = [];
 
   before(function () {
-    const why = kernelTestsPossible();
-    if (why && process.env.CI) throw new Error(why);
-    if (why) this.skip();
+    requireKernel(this);
   });
 
   after(async () => {

@@ -20,7 +20,7 @@ import type { ServiceFlow } from '../../src/cli/conntrack.js';
 import { FakeApiServer } from '../support/apiserver.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probe,
   startEchoServer,
   tally,
@@ -85,7 +85,7 @@ describe('@kernel inspection commands on a live table', function () {
   let made: Record<string, number> = {};
 
   before(async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     dir = await mkdtemp(join(tmpdir(), 'nftproxy-inspect-'));
     t = await createTopology(3);
     for (const p of t.pods) stops.push(await startEchoServer(p, { tcp: [8080] }));

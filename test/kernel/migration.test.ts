@@ -14,7 +14,7 @@ import { execa } from 'execa';
 import { OperatorProcess } from '../support/operator.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probe,
   probeFor,
   startEchoServer,
@@ -62,7 +62,7 @@ describe('@kernel replacing kube-proxy on a running node', function () {
   });
 
   it('keeps every new connection and an established flow while nftproxy comes and kube-proxy goes', async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     t = await createTopology(3);
     for (const p of t.pods) stops.push(await startEchoServer(p, { tcp: [8080], udp: [5353] }));
     dir = await mkdtemp(join(tmpdir(), 'nftproxy-migration-'));

@@ -25,7 +25,7 @@ import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig, type ProxyConfigInput } from '../../src/proxy/config.js';
 import { Maps, Sets, TABLE } from '../../src/proxy/names.js';
 import { compareBatches, nftBatch } from '../support/mnl-debug.js';
-import { kernelTestsPossible, Netns } from '../support/netns.js';
+import { requireKernel, Netns } from '../support/netns.js';
 import { arbCluster, build } from '../support/random-cluster.js';
 
 const here = (p: string) => new URL(p, import.meta.url).pathname;
@@ -98,8 +98,7 @@ describe('@kernel netlink backend', function () {
   const backends: NftBackend[] = [];
 
   before(async function () {
-    const why = kernelTestsPossible();
-    if (why) return this.skip();
+    requireKernel(this);
     a = await Netns.create('nla');
     b = await Netns.create('nlb');
   });

@@ -13,7 +13,7 @@ import { execa } from 'execa';
 import { BIN, OperatorProcess } from '../support/operator.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probe,
   probeFor,
   startEchoServer,
@@ -83,7 +83,7 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
   };
 
   before(async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     t = await createTopology(3);
     dir = await mkdtemp(join(tmpdir(), 'nftproxy-e2e-'));
     try {

@@ -9,14 +9,14 @@ import { diffRulesets } from '../../src/nft/diff.js';
 import { ExecBackend } from '../../src/nft/exec.js';
 import { compareRulesets, emptyRuleset, tableKey } from '../../src/nft/ruleset.js';
 import { Maps, TABLE } from '../../src/proxy/names.js';
-import { kernelTestsPossible, Netns } from '../support/netns.js';
+import { requireKernel, Netns } from '../support/netns.js';
 import { syntheticCluster } from '../support/synthetic.js';
 
 describe('@kernel 10,000 services', function () {
   this.timeout(300_000);
 
   it('render, apply in one transaction, and read back complete', async function () {
-    if (kernelTestsPossible()) return this.skip();
+    requireKernel(this);
     const { ruleset, stats } = compile(
       syntheticCluster(10_000),
       parseProxyConfig({ nodeName: 'n', clusterCIDRs: ['10.128.0.0/9'] }),

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { applyConntrackSettings, sysctlAccess } from '../../src/controller/sysctl.js';
 import { resolveSettings } from '../../src/controller/settings.js';
 import { capturingLogger } from '../support/log.js';
-import { kernelTestsPossible, Netns } from '../support/netns.js';
+import { requireKernel, Netns } from '../support/netns.js';
 
 const rootValue = (key: string) => readFileSync(`/proc/sys/net/netfilter/${key}`, 'utf8').trim();
 
@@ -17,9 +17,7 @@ describe('@kernel conntrack sysctls in a network namespace', function () {
   let ns: Netns | undefined;
 
   before(function () {
-    const why = kernelTestsPossible();
-    if (why && process.env.CI) throw new Error(why);
-    if (why) this.skip();
+    requireKernel(this);
   });
 
   afterEach(async () => {

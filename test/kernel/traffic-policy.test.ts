@@ -17,7 +17,7 @@ import type { ClusterState } from '../../src/k8s/types.js';
 import { cluster, node, policy, service, slice } from '../support/cluster.js';
 import {
   createTopology,
-  kernelTestsPossible,
+  requireKernel,
   probe,
   type ProbeResult,
   startEchoServer,
@@ -105,8 +105,7 @@ describe('@kernel traffic features and ProxyPolicy in a network namespace', func
   const config = (nodeName: string) => parseProxyConfig({ nodeName, clusterCIDRs: ['10.244.0.0/16'] });
 
   before(async function () {
-    const why = kernelTestsPossible();
-    if (why) return this.skip();
+    requireKernel(this);
     t = await createTopology(3);
     try {
       await t.external.sh(CLIENTS.map((ip) => `ip addr add ${ip}/24 dev eth0`).join('\n'));
