@@ -137,15 +137,18 @@ describe('@kernel nftproxy run: the operator process with the manifest source', 
   });
 
   it('keeps the last good objects of a file with a YAML typo', async () => {
+    // From before the action: the operator may log before waitFor is called.
+    const from = op!.logs.length;
     await writeFile(join(dir, 'web.yaml'), web(t.pods) + '\n---\nthis: is: not: yaml\n');
-    await op!.waitFor((l) => l.level === 'error' && /unparseable YAML/.test(l.msg));
+    await op!.waitFor((l) => l.level === 'error' && /unparseable YAML/.test(l.msg), 10_000, from);
     await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
     await writeFile(join(dir, 'web.yaml'), web(t.pods));
   });
 
   it('repairs its tables after someone deletes them', async () => {
+    const from = op!.logs.length;
     await t.node.run('nft', 'delete', 'table', 'ip', 'nftproxy');
-    await op!.waitFor((l) => l.msg === 'synced' && (l.reasons as string[]).includes('drift'));
+    await op!.waitFor((l) => l.msg === 'synced' && (l.reasons as string[]).includes('drift'), 10_000, from);
     await reaches('10.96.0.10', 80, ['pod-a', 'pod-b', 'pod-c']);
   });
 
