@@ -12,6 +12,7 @@
  * (test/support/echo-server.ts); requests are made by test/support/probe.ts.
  */
 import type { ProbeResult } from '../test/support/netns.js';
+import { eventually as retry } from '../test/support/eventually.js';
 
 /** Where a request starts: the client pod, or a host outside the cluster. */
 export type From = 'client' | 'external';
@@ -98,15 +99,7 @@ export function podsMatching(selector: Record<string, string>): string[] {
   ).map((p) => p.name);
 }
 
-/** Retries `check` until it passes or `timeoutMs` ends; rethrows its last failure. */
-export async function eventually<T>(check: () => Promise<T>, timeoutMs = 30_000, everyMs = 250): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, everyMs));
-    }
-  }
+/** test/support's eventually, with the kind cluster's longer waits (30 s, every 250 ms). */
+export function eventually<T>(check: () => Promise<T>, timeoutMs = 30_000, everyMs = 250): Promise<T> {
+  return retry(check, timeoutMs, everyMs);
 }

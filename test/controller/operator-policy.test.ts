@@ -16,6 +16,7 @@ import { compareRulesets, type Ruleset } from '../../src/nft/ruleset.js';
 import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import { FakeApiServer } from '../support/apiserver.js';
+import { eventually } from '../support/eventually.js';
 
 const CIDRS = ['10.244.0.0/16'];
 
@@ -47,19 +48,6 @@ function expected(...objects: object[]): Ruleset {
     { name: 'x', text: objects.map((o) => JSON.stringify(o)).join('\n---\n') },
   ]);
   return compile(state, parseProxyConfig({ nodeName: 'n1', clusterCIDRs: CIDRS })).ruleset;
-}
-
-async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
 }
 
 /** Invalid mutations of a valid spec, each with the field it must be reported under. */

@@ -19,6 +19,7 @@ import type { Logger } from '../../src/telemetry/log.js';
 import { FakeApiServer } from '../support/apiserver.js';
 import { capturingLogger } from '../support/log.js';
 import { requireKernel, Netns } from '../support/netns.js';
+import { eventually } from '../support/eventually.js';
 
 const CIDRS = ['10.244.0.0/16'];
 /** What the API source lists and watches (the stand-in serves them all). */
@@ -54,19 +55,6 @@ async function readRuleset(nft: NftReader): Promise<Ruleset> {
     if (t) r.tables.set(tableKey(f, 'nftproxy'), t);
   }
   return r;
-}
-
-async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
 }
 
 function operatorFor(

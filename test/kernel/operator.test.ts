@@ -21,6 +21,9 @@ import {
   type Pod,
   type Topology,
 } from '../support/netns.js';
+import { eventually as retry } from '../support/eventually.js';
+
+const eventually = (check: () => Promise<void>, timeoutMs = 15_000) => retry(check, timeoutMs);
 
 const svc = (name: string, ip: string, port: number, protocol = 'TCP', targetPort = 8080) => ({
   apiVersion: 'v1',
@@ -37,18 +40,6 @@ const slice = (name: string, pods: Pod[], port = 8080, protocol = 'TCP') => ({
   endpoints: pods.map((p) => ({ addresses: [p.ip] })),
 });
 const yamlDocs = (...docs: object[]) => docs.map((d) => stringify(d)).join('---\n');
-
-async function eventually(check: () => Promise<void>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 describe('@kernel nftproxy run: the operator process with the manifest source', function () {
   this.timeout(180_000);

@@ -23,6 +23,7 @@ import {
   ProxyMetrics,
   Registry,
 } from '../../src/telemetry/metrics.js';
+import { eventually } from '../support/eventually.js';
 
 // --- A small parser of the text exposition format 0.0.4 --------------------------------------
 
@@ -511,19 +512,6 @@ describe('noLocalEndpoints', () => {
 });
 
 // --- The operator, scraped over HTTP ------------------------------------------------------
-
-async function eventually(check: () => Promise<void> | void, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (e) {
-      if (Date.now() > end) throw e;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
 
 /** Elements and chains in the fake kernel. */
 function kernelCounts(fake: FakeBackend): { elements: number; chains: number } {
