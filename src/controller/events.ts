@@ -40,8 +40,6 @@ export interface EventRecorder {
    * the cluster (a second call with the same is a no-op). Never throws.
    */
   warn(service: ServiceRef, reason: EventReason, message: string): void;
-  /** Resolves once everything queued so far is posted or given up. */
-  flush(): Promise<void>;
 }
 
 /** Options of the API recorder. */
@@ -105,10 +103,6 @@ export class ApiEventRecorder implements EventRecorder {
         this.queued--;
       }
     });
-  }
-
-  flush(): Promise<void> {
-    return this.chain;
   }
 
   private async post(service: ServiceRef, reason: EventReason, message: string): Promise<void> {

@@ -25,35 +25,42 @@ export interface HealthVerdict {
   body: Record<string, unknown>;
 }
 
-/** /livez: whether the sync loop keeps up (no change waits longer than `timeoutMs`). */
-export function liveness(src: HealthSource, timeoutMs: number, now: number): HealthVerdict {
-  const reasons: string[] = [];
-  if (src.pendingSince !== undefined && now - src.pendingSince > timeoutMs) {
-    reasons.push(
-      `a change has waited ${Math.round((now - src.pendingSince) / 1000)} s to be applied (limit ${timeoutMs / 1000} s)`,
-    );
-  }
+/** Why the sync loop does not keep up: a change waiting longer than `timeoutMs`. */
+function stale(src: HealthSource, timeoutMs: number, now: number): string[] {
+  if (src.pendingSince === undefined || now - src.pendingSince <= timeoutMs) return [];
+  return [
+    `a change has waited ${Math.round((now - src.pendingSince) / 1000)} s to be applied (limit ${timeoutMs / 1000} s)`,
+  ];
+}
+
+/** A verdict from its reasons (none: healthy), with kube-proxy's body fields. */
+function verdict(
+  src: HealthSource,
+  now: number,
+  reasons: string[],
+  extra: Record<string, unknown> = {},
+): HealthVerdict {
   return {
     healthy: reasons.length === 0,
     body: {
       lastUpdated: src.lastSuccessAt === undefined ? null : new Date(src.lastSuccessAt).toISOString(),
       currentTime: new Date(now).toISOString(),
+      ...extra,
       ...(reasons.length ? { reasons } : {}),
     },
   };
 }
 
+const notSynced = (src: HealthSource) => (src.lastSuccessAt === undefined ? ['no successful sync yet'] : []);
+
+/** /livez: whether the sync loop keeps up (no change waits longer than `timeoutMs`). */
+export function liveness(src: HealthSource, timeoutMs: number, now: number): HealthVerdict {
+  return verdict(src, now, stale(src, timeoutMs, now));
+}
+
 /** The rules' health: live, and programmed at least once. */
 export function health(src: HealthSource, timeoutMs: number, now: number): HealthVerdict {
-  const live = liveness(src, timeoutMs, now);
-  const reasons = [
-    ...(src.lastSuccessAt === undefined ? ['no successful sync yet'] : []),
-    ...((live.body.reasons as string[] | undefined) ?? []),
-  ];
-  return {
-    healthy: reasons.length === 0,
-    body: { ...live.body, ...(reasons.length ? { reasons } : {}) },
-  };
+  return verdict(src, now, [...notSynced(src), ...stale(src, timeoutMs, now)]);
 }
 
 /**
@@ -66,20 +73,12 @@ export function readiness(
   now: number,
   draining: string | undefined,
 ): HealthVerdict {
-  const h = health(src, timeoutMs, now);
   const reasons = [
-    ...((h.body.reasons as string[] | undefined) ?? []),
+    ...notSynced(src),
+    ...stale(src, timeoutMs, now),
     ...(draining ? [`node ${draining}`] : []),
   ];
-  return {
-    healthy: h.healthy && draining === undefined,
-    body: {
-      lastUpdated: h.body.lastUpdated,
-      currentTime: h.body.currentTime,
-      nodeEligible: draining === undefined,
-      ...(reasons.length ? { reasons } : {}),
-    },
-  };
+  return verdict(src, now, reasons, { nodeEligible: draining === undefined });
 }
 
 /** The health HTTP server. */

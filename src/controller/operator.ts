@@ -13,9 +13,7 @@ import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 import { type EndpointCounterSample, MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
-import { formatHostPort } from '../net/ip.js';
 import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
-import { compareServiceKeys } from '../proxy/service.js';
 import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
 import { health, HealthServer } from './health.js';
@@ -23,7 +21,15 @@ import { COLLECT_FROM_SERVICES, collectNow, collectSoon } from './memory.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status.js';
-import { healthChecks, noLocalEndpoints, policyResults, startWarnings, type SyncOutcome } from './reports.js';
+import {
+  type CounterRead,
+  endpointSamples,
+  healthChecks,
+  noLocalEndpoints,
+  policyResults,
+  startWarnings,
+  type SyncOutcome,
+} from './reports.js';
 import type { ServiceHealthServer } from './service-health.js';
 import { EventReason, type EventRecorder } from './events.js';
 import { conflictMessage } from '../proxy/builder.js';
@@ -322,51 +328,16 @@ export class Operator {
     });
   }
 
-  /**
-   * The kernel's connection counters of every programmed endpoint, summed over its slots (a
-   * weighted endpoint holds several), by service address and port, in service order.
-   */
+  /** The kernel's connection counters of every programmed endpoint (backends maps, both families). */
   private async endpointCounterSamples(): Promise<EndpointCounterSample[] | undefined> {
     const builder = this.syncer.current;
     const list = this.deps.nft.listElementCounters?.bind(this.deps.nft);
     if (!builder || !list) return undefined;
-    const sums = new Map<string, EndpointCounterSample>();
-    for (const family of FAMILIES) {
-      for (const [set, fields] of [
-        [Maps.backends, 3],
-        [Maps.nodeportBackends, 2],
-      ] as const) {
-        const counters = await list(family, TABLE, set);
-        for (const [line, packets] of counters ?? []) {
-          const [key, data] = line.split(' : ') as [string, string];
-          const claim = key.split(' . ').slice(0, fields).join(' . ');
-          const unit = builder.owner(family, claim);
-          if (!unit || !data) continue;
-          const [ip, port] = data.split(' . ') as [string, string];
-          const endpoint = formatHostPort(ip, Number(port));
-          const id = `${family} ${claim} ${endpoint}`;
-          const known = sums.get(id);
-          if (known) known.connections += packets;
-          else
-            sums.set(id, {
-              service: unit.service,
-              portName: unit.portName,
-              address: unit.address ?? '*',
-              protocol: unit.protocol,
-              port: unit.port,
-              endpoint,
-              connections: packets,
-            });
-        }
-      }
-    }
-    return [...sums.values()].sort(
-      (a, b) =>
-        compareServiceKeys(a.service, b.service) ||
-        (a.address < b.address ? -1 : a.address > b.address ? 1 : 0) ||
-        a.port - b.port ||
-        (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0),
-    );
+    const reads: CounterRead[] = [];
+    for (const family of FAMILIES)
+      for (const set of [Maps.backends, Maps.nodeportBackends])
+        reads.push({ family, set, counters: (await list(family, TABLE, set)) ?? new Map() });
+    return endpointSamples(builder, reads);
   }
 
   /**

@@ -5,14 +5,17 @@
  * (for metrics).
  */
 import type { ClusterStore } from '../k8s/store.js';
-import { versionOf } from '../net/ip.js';
+import { formatHostPort, versionOf } from '../net/ip.js';
+import type { Family } from '../nft/ir.js';
+import type { RulesetBuilder } from '../proxy/builder.js';
+import { Maps } from '../proxy/names.js';
 import type { ProxyConfig } from '../proxy/config.js';
 import { effectiveConfig } from '../proxy/compile.js';
 import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../api/select.js';
-import { proxied } from '../proxy/service.js';
-import type { LocalEndpointGaps } from '../telemetry/metrics.js';
+import { compareServiceKeys, proxied } from '../proxy/service.js';
+import type { EndpointCounterSample, LocalEndpointGaps } from '../telemetry/metrics.js';
 import type { PolicyResult } from './policy-status.js';
 import type { ServiceHealthState } from './service-health.js';
 
@@ -179,4 +182,56 @@ export function startWarnings(store: ClusterStore, settings: ProxyConfig): strin
     );
   }
   return out;
+}
+
+/** One backends map's element counters, as read from the kernel: line -> packets. */
+export interface CounterRead {
+  family: Family;
+  set: string;
+  counters: ReadonlyMap<string, number>;
+}
+
+/**
+ * The connection counters by service address and port and endpoint, summed over an endpoint's
+ * slots (a weighted endpoint holds several, and the local pool its own), in service order.
+ * Elements of no programmed unit (a sync under way) are left out.
+ */
+export function endpointSamples(
+  builder: Pick<RulesetBuilder, 'owner'>,
+  reads: readonly CounterRead[],
+): EndpointCounterSample[] {
+  const sums = new Map<string, EndpointCounterSample>();
+  for (const { family, set, counters } of reads) {
+    // `VIP . proto . port . slot` in backends; `proto . port . slot` for NodePorts.
+    const fields = set === Maps.nodeportBackends ? 2 : 3;
+    for (const [line, packets] of counters) {
+      const [key, data] = line.split(' : ') as [string, string | undefined];
+      const claim = key.split(' . ').slice(0, fields).join(' . ');
+      const unit = builder.owner(family, claim);
+      if (!unit || !data) continue;
+      const [ip, port] = data.split(' . ') as [string, string];
+      const endpoint = formatHostPort(ip, Number(port));
+      const id = `${family} ${claim} ${endpoint}`;
+      const known = sums.get(id);
+      if (known) known.connections += packets;
+      else
+        sums.set(id, {
+          service: unit.service,
+          portName: unit.portName,
+          address: unit.address ?? '*',
+          protocol: unit.protocol,
+          port: unit.port,
+          endpoint,
+          connections: packets,
+        });
+    }
+  }
+  const text = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return [...sums.values()].sort(
+    (a, b) =>
+      compareServiceKeys(a.service, b.service) ||
+      text(a.address, b.address) ||
+      a.port - b.port ||
+      text(a.endpoint, b.endpoint),
+  );
 }

@@ -9,7 +9,7 @@
  * may be stale, so it should not get new traffic even with local endpoints.
  */
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import { closeServer } from '../net/http.js';
+import { closeServer, listening } from '../net/http.js';
 import type { NetworkInterfaceInfo } from 'node:os';
 import { cidrContains, formatHostPort, formatIP, parseIP } from '../net/ip.js';
 import type { ProxyConfig } from '../proxy/config.js';
@@ -205,15 +205,7 @@ export class ServiceHealthServer {
       for (const host of hosts === '*' ? [''] : hosts.split(' ').filter(Boolean)) {
         const server = createServer((_req, res) => answer(res));
         inst.servers.push(server);
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          const listening = () => {
-            server.off('error', reject);
-            resolve();
-          };
-          if (host) server.listen(want.port, host, listening);
-          else server.listen(want.port, listening);
-        }).catch((err: unknown) => {
+        await listening(server, want.port, host || undefined).catch((err: unknown) => {
           throw new Error(
             `${host ? formatHostPort(host, want.port) : `port ${want.port}`}: ${errorMessage(err)}`,
           );

@@ -25,13 +25,7 @@ import {
 import type { ClusterStore, EndpointChange } from '../k8s/store.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import type { RulesetBuilder, RulesetDelta } from '../proxy/builder.js';
-import {
-  buildRuleset,
-  nodeInfoOf,
-  nodeIPsOf,
-  type ServiceSource,
-  effectiveConfig,
-} from '../proxy/compile.js';
+import { buildRuleset, effectiveConfig, type ServiceSource, serviceContextOf } from '../proxy/compile.js';
 import type { ProxyConfig } from '../proxy/config.js';
 import { TABLE } from '../proxy/names.js';
 import { compileService, proxied, type ServiceContext, type ServiceContribution } from '../proxy/service.js';
@@ -317,21 +311,11 @@ export class Syncer {
     return compileService(svc, this.store.slicesOf(key), { ...ctx, ...(policy ? { policy } : {}) });
   }
 
-  /** The settings completed with the cluster's service CIDRs, and the services' context. */
+  /** The settings completed from the cluster, and the services' context. */
   private freshContext(): { config: ProxyConfig; context: Omit<ServiceContext, 'policy'> } {
-    const config = effectiveConfig(this.config, {
-      serviceCIDRs: this.store.serviceCIDRList(),
-      nodes: this.store.nodeList(),
-    });
-    const nodes = { nodes: this.store.nodeList() };
-    return {
-      config,
-      context: {
-        node: nodeInfoOf(nodes, config),
-        nodeIPs: nodeIPsOf(nodes, config),
-        serviceCIDRs: config.serviceCIDRs,
-      },
-    };
+    const state = { serviceCIDRs: this.store.serviceCIDRList(), nodes: this.store.nodeList() };
+    const config = effectiveConfig(this.config, state);
+    return { config, context: serviceContextOf(state, config) };
   }
 
   /** The store as a source of services for a whole compile. */

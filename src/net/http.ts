@@ -21,6 +21,22 @@ export class BindError extends Error {
   }
 }
 
+/**
+ * Listens on `port` of `host` (every address, IPv4 and IPv6, when undefined); rejects with
+ * the socket's error (EADDRINUSE...) as it is.
+ */
+export function listening(server: Server, port: number, host?: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      resolve();
+    };
+    if (host) server.listen(port, host, done);
+    else server.listen(port, done);
+  });
+}
+
 /** Who usually holds a port nftproxy's servers default to. */
 const WELL_KNOWN: Record<number, string> = {
   10256: "kube-proxy's /healthz",
@@ -40,13 +56,7 @@ export async function listenOn(server: Server, bind: string, what: string): Prom
   if (i < 0 || bind.slice(i + 1) === '' || !Number.isInteger(port) || port < 0 || port > 65535)
     throw new BindError(bind, `${what} bind address: want host:port, got ${JSON.stringify(bind)}`);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host.replace(/^\[|\]$/g, ''), () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listening(server, port, host.replace(/^\[|\]$/g, ''));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     let why = e instanceof Error ? e.message : String(e);

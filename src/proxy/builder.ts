@@ -295,7 +295,7 @@ export class RulesetBuilder implements DesiredSource {
   }
 
   /** The units of a service that lost their address to another service. */
-  conflictsOf(key: string): Conflict[] {
+  private conflictsOf(key: string): Conflict[] {
     const out: Conflict[] = [];
     for (const unit of this.contributions.get(key) ?? []) {
       const owner = this.claimOf(unit)!;
@@ -364,7 +364,7 @@ export class RulesetBuilder implements DesiredSource {
   }
 
   private claimOf(unit: DispatchUnit): DispatchUnit | undefined {
-    return this.tables.get(tableKey(unit.family, TABLE))!.claims.get(unit.claim);
+    return this.owner(unit.family, unit.claim);
   }
 
   private owns(key: string, unit: DispatchUnit): boolean {

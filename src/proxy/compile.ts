@@ -23,6 +23,7 @@ import {
   compileService,
   type DispatchUnit,
   proxied,
+  type ServiceContext,
   type ServiceContribution,
   serviceKey,
 } from './service.js';
@@ -72,6 +73,21 @@ export function effectiveConfig(
   return out;
 }
 
+/**
+ * What every service's compile reads besides the service and its policy: this node (name,
+ * zone, IPs) and the service CIDRs, from the completed settings (`effectiveConfig`).
+ */
+export function serviceContextOf(
+  state: Pick<ClusterState, 'nodes'>,
+  config: ProxyConfig,
+): Omit<ServiceContext, 'policy'> {
+  return {
+    node: nodeInfoOf(state, config),
+    nodeIPs: nodeIPsOf(state, config),
+    serviceCIDRs: config.serviceCIDRs,
+  };
+}
+
 /** This node's name and zone (`topology.kubernetes.io/zone` of its Node object). */
 export function nodeInfoOf(state: Pick<ClusterState, 'nodes'>, config: ProxyConfig): NodeInfo {
   const node = state.nodes.find((n) => n.metadata.name === config.nodeName);
@@ -116,8 +132,7 @@ export function buildRuleset(config: ProxyConfig, nodeIPs: string[], source: Ser
 /** A ServiceSource over a ClusterState. */
 export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSource & { skipped: number } {
   const slices = slicesByService(state.endpointSlices);
-  const node = nodeInfoOf(state, config);
-  const nodeIPs = nodeIPsOf(state, config);
+  const context = serviceContextOf(state, config);
   const policies = new Map<string, PolicyObject[]>();
   for (const p of state.policies ?? []) {
     const list = policies.get(p.metadata.namespace) ?? [];
@@ -136,12 +151,7 @@ export function stateSource(state: ClusterState, config: ProxyConfig): ServiceSo
       const svc = services.get(key);
       if (!svc || !proxied(svc, config.serviceProxyName)) return undefined;
       const { policy } = policyFor(policies.get(svc.metadata.namespace) ?? [], svc);
-      return compileService(svc, slices.get(key) ?? [], {
-        node,
-        nodeIPs,
-        serviceCIDRs: config.serviceCIDRs,
-        ...(policy ? { policy } : {}),
-      });
+      return compileService(svc, slices.get(key) ?? [], { ...context, ...(policy ? { policy } : {}) });
     },
   };
 }

@@ -376,11 +376,11 @@ export function compileService(
   const internalLocal = svc.internalTrafficPolicy === TrafficPolicy.Local;
   const service = flat(`${svc.metadata.namespace}/${svc.metadata.name}`);
   const serviceCIDRs = ctx.serviceCIDRs ?? [];
-  /** Whether an external address is outside every service CIDR (inside, it would pose as a ClusterIP). */
-  const outsideServiceCIDRs = (ip: string) => {
-    if (!serviceCIDRs.length) return true;
+  /** The service CIDR an external address lies in (there it would pose as a ClusterIP). */
+  const serviceCIDROf = (ip: string): CIDR | undefined => {
+    if (!serviceCIDRs.length) return undefined;
     const addr = parseIP(ip)!;
-    return !serviceCIDRs.some((c) => cidrContains(c, addr));
+    return serviceCIDRs.find((c) => cidrContains(c, addr));
   };
 
   for (const family of FAMILIES) {
@@ -388,14 +388,18 @@ export function compileService(
     const clusterIP = svc.clusterIPs.find((ip) => versionOf(ip) === fi.version);
     if (!clusterIP) continue;
     const familySlices = slices.filter((s) => (s.addressType === 'IPv4' ? 4 : 6) === fi.version);
-    const externalIPs = ipsOf(svc.externalIPs, fi.version).filter((ip) => outsideServiceCIDRs(ip));
-    const lbIPs = ipsOf(svc.loadBalancerIPs, fi.version).filter((ip) => outsideServiceCIDRs(ip));
+    const externalIPs = ipsOf(svc.externalIPs, fi.version).filter((ip) => !serviceCIDROf(ip));
+    const lbIPs = ipsOf(svc.loadBalancerIPs, fi.version).filter((ip) => !serviceCIDROf(ip));
     // Source ranges of this family: the service's own (load balancer IPs only) and the policy's.
     let lbRanges = cidrsOf(svc.loadBalancerSourceRanges, fi.version);
     // A node reaching a load balancer IP that is also local to it (or looped back by the load
     // balancer) comes from the VIP itself: ranges that admit the node admit its VIPs.
-    const nodeIPs = ipsOf([...(ctx.nodeIPs ?? [])], fi.version).map((ip) => parseIP(ip)!);
-    if (lbRanges.length && nodeIPs.some((ip) => lbRanges.some((c) => cidrContains(c, ip))))
+    if (
+      lbRanges.length &&
+      ipsOf([...(ctx.nodeIPs ?? [])], fi.version).some((ip) =>
+        lbRanges.some((c) => cidrContains(c, parseIP(ip)!)),
+      )
+    )
       lbRanges = normalizeCIDRs([
         ...lbRanges,
         ...lbIPs.map((ip) => parseCIDR(`${ip}/${fi.version === 4 ? 32 : 128}`)!),
@@ -529,13 +533,9 @@ export function compileService(
     return false;
   });
   const families = new Set(svc.clusterIPs.map(versionOf));
-  const inRange = (ip: string) => {
-    const addr = parseIP(ip)!;
-    return serviceCIDRs.find((c) => cidrContains(c, addr));
-  };
   const refused = (ip: string) => {
     if (!families.has(versionOf(ip))) return `the service has no IPv${versionOf(ip)} cluster IP`;
-    const range = inRange(ip);
+    const range = serviceCIDROf(ip);
     return range
       ? `it is inside the service CIDR ${formatCIDR(range)}, where only ClusterIPs belong`
       : undefined;

@@ -4,6 +4,7 @@
  * namespace) and sysctls are set inside them. Every namespace is deleted in `destroy`, and
  * at process exit if a test run was cut short.
  */
+import { needs } from './require.js';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -26,10 +27,7 @@ process.on('exit', () => {
  * fails instead, so a machine without the tools never turns the kernel tests green by skipping.
  */
 export function requireKernel(ctx: Mocha.Context): void {
-  const why = kernelTestsPossible();
-  if (!why) return;
-  if (process.env.CI) throw new Error(`kernel tests cannot run: ${why}`);
-  ctx.skip();
+  needs(ctx, kernelTestsPossible());
 }
 
 export function kernelTestsPossible(): string | undefined {

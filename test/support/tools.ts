@@ -5,6 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { needs } from './require.js';
 
 /** Where scripts/helm-fetch puts them. */
 export const TOOLS_BIN = join(
@@ -21,8 +22,6 @@ export function tool(name: 'helm' | 'kubectl'): string | undefined {
 /** The tool, or skips the test (fails under CI, which must have it). */
 export function requireTool(ctx: Mocha.Context, name: 'helm' | 'kubectl'): string {
   const path = tool(name);
-  if (path) return path;
-  const why = `${name} not in ${TOOLS_BIN}: run scripts/helm-fetch`;
-  if (process.env.CI) throw new Error(why);
-  ctx.skip();
+  needs(ctx, path ? undefined : `${name} not in ${TOOLS_BIN}: run scripts/helm-fetch`);
+  return path!;
 }
