@@ -7,8 +7,7 @@
  * traffic (not being deleted or drained, KEP-3836); otherwise 503, and load balancers that
  * probe it stop sending traffic here. Both answer JSON saying why, with `nosniff`.
  */
-import { createServer, type Server } from 'node:http';
-import { closeServer, listenOn } from '../net/http.js';
+import type { Reply, Route } from '../net/http.js';
 import { type Clock, systemClock } from './queue.js';
 
 /** What the health check needs to know. */
@@ -81,46 +80,20 @@ export function readiness(
   return verdict(src, now, reasons, { nodeEligible: draining === undefined });
 }
 
-/** The health HTTP server. */
-export class HealthServer {
-  private server: Server | undefined;
-
-  /** `draining`: why this node should get no load balancer traffic now (undefined: it should). */
-  constructor(
-    private readonly src: HealthSource,
-    private readonly timeoutMs: number,
-    private readonly clock: Pick<Clock, 'now'> = systemClock,
-    private readonly draining: () => string | undefined = () => undefined,
-  ) {}
-
-  /** Listens on `host:port`; resolves with the bound port. */
-  async listen(bind: string): Promise<number> {
-    this.server = createServer((req, res) => {
-      const path = (req.url ?? '').split('?')[0];
-      const now = this.clock.now();
-      const verdict =
-        path === '/livez'
-          ? liveness(this.src, this.timeoutMs, now)
-          : path === '/healthz'
-            ? readiness(this.src, this.timeoutMs, now, this.draining())
-            : undefined;
-      if (verdict) {
-        res
-          .writeHead(verdict.healthy ? 200 : 503, {
-            'content-type': 'application/json',
-            'x-content-type-options': 'nosniff',
-          })
-          .end(JSON.stringify(verdict.body) + '\n');
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-      }
-    });
-    return listenOn(this.server, bind, 'healthz');
-  }
-
-  async close(): Promise<void> {
-    const s = this.server;
-    this.server = undefined;
-    if (s) await closeServer(s);
-  }
+/** The /livez and /healthz routes; `draining`: why this node should get no load balancer traffic now (undefined: it should). */
+export function healthRoutes(
+  src: HealthSource,
+  timeoutMs: number,
+  clock: Pick<Clock, 'now'> = systemClock,
+  draining: () => string | undefined = () => undefined,
+): Map<string, Route> {
+  const answer = (v: HealthVerdict): Reply => ({
+    status: v.healthy ? 200 : 503,
+    type: 'application/json',
+    body: JSON.stringify(v.body) + '\n',
+  });
+  return new Map([
+    ['/livez', () => answer(liveness(src, timeoutMs, clock.now()))],
+    ['/healthz', () => answer(readiness(src, timeoutMs, clock.now(), draining()))],
+  ]);
 }

@@ -8,15 +8,16 @@
  * /metrics. Stopping leaves the rules in place, as kube-proxy does.
  */
 import type { ForeignChange, NftBackend } from '../nft/backend.js';
+import { type Route, RouteServer } from '../net/http.js';
 import { ClusterStore, type Dirty, type StoreKind } from '../k8s/store.js';
 import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
-import { type EndpointCounterSample, MetricsServer, ProxyMetrics, SyncType } from '../telemetry/metrics.js';
 import { FAMILIES, Maps, TABLE } from '../proxy/names.js';
 import { AffinityCleaner } from './affinity.js';
 import type { ConntrackCleaner } from './conntrack.js';
-import { health, HealthServer } from './health.js';
+import { health, healthRoutes } from './health.js';
+import { type EndpointCounterSample, ProxyMetrics, SyncType } from './metrics.js';
 import { COLLECT_FROM_SERVICES, collectNow, collectSoon } from './memory.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
@@ -89,8 +90,7 @@ export class Operator {
   readonly metrics: ProxyMetrics;
   private readonly log: Logger;
   private readonly clock: Clock;
-  private health: HealthServer | undefined;
-  private metricsServer: MetricsServer | undefined;
+  private servers: RouteServer[] = [];
   private timers: NodeJS.Timeout[] = [];
   private watch: TableWatch | undefined;
   private ready = false;
@@ -189,23 +189,8 @@ export class Operator {
    */
   async start(): Promise<void> {
     const { settings } = this.deps;
-    if (settings.metricsBindAddress) {
-      this.metricsServer = new MetricsServer(this.metrics.registry, () => this.metrics.refreshEndpoints());
-      this.metricsPort = await this.metricsServer.listen(settings.metricsBindAddress);
-      if (this.stopped) return void (await this.metricsServer.close());
-      this.log.info('serving /metrics', { address: settings.metricsBindAddress, port: this.metricsPort });
-    }
-    if (settings.healthzBindAddress) {
-      this.health = new HealthServer(this.queue, 2 * settings.syncPeriodMs, this.clock, () =>
-        this.store.nodeDraining(),
-      );
-      this.healthPort = await this.health.listen(settings.healthzBindAddress);
-      if (this.stopped) return void (await this.health.close());
-      this.log.info('serving /healthz and /livez', {
-        address: settings.healthzBindAddress,
-        port: this.healthPort,
-      });
-    }
+    await this.serve();
+    if (this.stopped) return;
     const sink: SourceSink = {
       upsert: (p) => this.changed(p.kind, this.store.upsert(p)),
       remove: (kind, ns, name) => this.changed(kind, this.store.remove(kind, ns, name)),
@@ -248,9 +233,54 @@ export class Operator {
     await this.queue.stop();
     await this.reported;
     await this.deps.serviceHealth?.close();
-    await this.health?.close();
-    await this.metricsServer?.close();
+    for (const server of this.servers) await server.close();
     this.log.info('stopped; rules left in place');
+  }
+
+  /**
+   * Listens for /metrics and for /healthz and /livez, on one server when both have the same
+   * bind address (an empty one serves nothing).
+   */
+  private async serve(): Promise<void> {
+    const { settings } = this.deps;
+    const parts = [
+      {
+        bind: settings.metricsBindAddress,
+        what: 'metrics',
+        log: 'serving /metrics',
+        routes: new Map<string, Route>([
+          [
+            '/metrics',
+            async () => ({
+              status: 200,
+              type: this.metrics.registry.contentType,
+              body: await this.metrics.scrape(),
+            }),
+          ],
+        ]),
+        bound: (port: number) => (this.metricsPort = port),
+      },
+      {
+        bind: settings.healthzBindAddress,
+        what: 'healthz',
+        log: 'serving /healthz and /livez',
+        routes: healthRoutes(this.queue, 2 * settings.syncPeriodMs, this.clock, () =>
+          this.store.nodeDraining(),
+        ),
+        bound: (port: number) => (this.healthPort = port),
+      },
+    ].filter((p) => p.bind);
+    for (const bind of new Set(parts.map((p) => p.bind))) {
+      const here = parts.filter((p) => p.bind === bind);
+      const server = new RouteServer(new Map(here.flatMap((p) => [...p.routes])));
+      const port = await server.listen(bind, here.map((p) => p.what).join(' and '));
+      this.servers.push(server);
+      if (this.stopped) return void (await server.close()); // stop() came meanwhile
+      for (const p of here) {
+        p.bound(port);
+        this.log.info(p.log, { address: bind, port });
+      }
+    }
   }
 
   /** Starts the table watch, if there is one; undefined if none or it cannot start. */

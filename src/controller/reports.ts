@@ -15,7 +15,7 @@ import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../api/select.js';
 import { compareServiceKeys, proxied } from '../proxy/service.js';
-import type { EndpointCounterSample, LocalEndpointGaps } from '../telemetry/metrics.js';
+import type { EndpointCounterSample, LocalEndpointGaps } from './metrics.js';
 import type { PolicyResult } from './policy-status.js';
 import type { ServiceHealthState } from './service-health.js';
 

@@ -1,11 +1,75 @@
 /**
- * Listening and closing for nftproxy's small HTTP servers (/healthz, /metrics, health check
- * node ports).
+ * nftproxy's small HTTP servers: one server of fixed GET routes (/metrics, /healthz, /livez),
+ * and listening and closing for it and the health check node ports.
  */
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import type { Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+
+/** What a route answers. */
+export interface Reply {
+  status: number;
+  /** The content type. */
+  type: string;
+  body: string;
+}
+
+/** A route: computes its answer for each GET or HEAD (a throw is a 500 saying why). */
+export type Route = () => Reply | Promise<Reply>;
+
+/**
+ * A server of fixed paths, answered to GET and HEAD (405 otherwise, 404 for any other path;
+ * the query string is ignored). Every answer is sent with `nosniff`.
+ */
+export class RouteServer {
+  private server: Server | undefined;
+
+  constructor(private readonly routes: ReadonlyMap<string, Route>) {}
+
+  /** The paths served, in order. */
+  get paths(): string[] {
+    return [...this.routes.keys()];
+  }
+
+  /** Listens on `host:port` (port 0: any free one); resolves with the bound port. */
+  async listen(bind: string, what: string): Promise<number> {
+    this.server = createServer((req, res) => {
+      const route = this.routes.get((req.url ?? '').split('?')[0]!);
+      if (!route) return send(res, false, { status: 404, type: 'text/plain', body: 'not found\n' });
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('allow', 'GET, HEAD');
+        return send(res, false, { status: 405, type: 'text/plain', body: 'method not allowed\n' });
+      }
+      const head = req.method === 'HEAD';
+      void Promise.resolve()
+        .then(route)
+        .then(
+          (reply) => send(res, head, reply),
+          (e: unknown) =>
+            send(res, head, {
+              status: 500,
+              type: 'text/plain',
+              body: `cannot answer ${req.url}: ${e instanceof Error ? e.message : String(e)}\n`,
+            }),
+        );
+    });
+    return listenOn(this.server, bind, what);
+  }
+
+  /** Stops listening and drops open connections. */
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await closeServer(s);
+  }
+}
+
+function send(res: ServerResponse, head: boolean, reply: Reply): void {
+  res
+    .writeHead(reply.status, { 'content-type': reply.type, 'x-content-type-options': 'nosniff' })
+    .end(head ? '' : reply.body);
+}
 
 /**
  * A server could not listen: the address, what it was for and why, in one line for the user

@@ -13,7 +13,8 @@ import { basename, dirname, join, posix, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import { parse, parseAllDocuments } from 'yaml';
-import { HealthServer } from '../../src/controller/health.js';
+import { healthRoutes } from '../../src/controller/health.js';
+import { RouteServer } from '../../src/net/http.js';
 import {
   readSettingsFile,
   resolveSettings,
@@ -151,8 +152,8 @@ function httpStatus(port: number, path: string): Promise<number> {
 
 /** The status the real health server gives `path` before the first sync. */
 async function servedStatus(path: string): Promise<number> {
-  const server = new HealthServer({ lastSuccessAt: undefined, pendingSince: undefined }, 60_000);
-  const port = await server.listen('127.0.0.1:0');
+  const server = new RouteServer(healthRoutes({ lastSuccessAt: undefined, pendingSince: undefined }, 60_000));
+  const port = await server.listen('127.0.0.1:0', 'healthz');
   try {
     return await httpStatus(port, path);
   } finally {

@@ -82,7 +82,7 @@ describe('Service Events (real kube-apiserver)', function () {
       await api.until(async () => (await events('aaa')).length > 0, 10_000, 'an Event posted');
       // Both nodes have posted (or found it posted) by now; still one Event.
       for (const op of operators) {
-        assert.match(op.metrics.registry.render(), /^nftproxy_address_conflicts 1$/m);
+        assert.match(await op.metrics.scrape(), /^nftproxy_address_conflicts 1$/m);
         const owner = op.syncer.current!.units().find((u) => u.claim === `${ip} . tcp . 80`);
         assert.equal(owner?.service, 'shop/web', 'the ClusterIP keeps its address');
       }
@@ -105,8 +105,11 @@ describe('Service Events (real kube-apiserver)', function () {
       // Resolved: the conflict count goes back to 0.
       await api.apply({ ...thief, spec: { ...thief.spec, externalIPs: [] } } as never);
       await api.until(
-        async () =>
-          operators.every((op) => /^nftproxy_address_conflicts 0$/m.test(op.metrics.registry.render())),
+        async () => {
+          for (const op of operators)
+            if (!/^nftproxy_address_conflicts 0$/m.test(await op.metrics.scrape())) return false;
+          return true;
+        },
         10_000,
         'conflict gone',
       );

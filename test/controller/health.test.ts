@@ -3,7 +3,8 @@
  * load balancer traffic (rules programmed, node not draining).
  */
 import assert from 'node:assert/strict';
-import { HealthServer, type HealthSource } from '../../src/controller/health.js';
+import { healthRoutes, type HealthSource } from '../../src/controller/health.js';
+import { RouteServer } from '../../src/net/http.js';
 import { parseResource } from '../../src/k8s/parse.js';
 import type { Node } from '../../src/k8s/types.js';
 import { Operator } from '../../src/controller/operator.js';
@@ -28,12 +29,12 @@ describe('health endpoints', () => {
   const src: HealthSource = { lastSuccessAt: undefined, pendingSince: undefined };
   let now = T0;
   let draining: string | undefined;
-  let server: HealthServer;
+  let server: RouteServer;
   let port: number;
 
   before(async () => {
-    server = new HealthServer(src, 60_000, { now: () => now }, () => draining);
-    port = await server.listen('127.0.0.1:0');
+    server = new RouteServer(healthRoutes(src, 60_000, { now: () => now }, () => draining));
+    port = await server.listen('127.0.0.1:0', 'healthz');
   });
   after(() => server.close());
   beforeEach(() => {

@@ -242,10 +242,10 @@ describe('API source (client-node against a stand-in API server)', function () {
 });
 
 /** `nftproxy_watch_*{resource="KIND"}` samples of the operator's /metrics text. */
-function watchSamples(op: Operator, metric: string): Map<string, number> {
+async function watchSamples(op: Operator, metric: string): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   const re = new RegExp(`^nftproxy_watch_${metric}\\{resource="(\\w+)"\\} (\\S+)$`, 'gm');
-  for (const m of op.metrics.registry.render().matchAll(re)) out.set(m[1]!, Number(m[2]));
+  for (const m of (await op.metrics.scrape()).matchAll(re)) out.set(m[1]!, Number(m[2]));
   return out;
 }
 
@@ -290,18 +290,18 @@ describe('API source: back after an outage', function () {
       ),
     );
     assert.deepEqual(
-      [...watchSamples(o, 'connected').values()],
+      [...(await watchSamples(o, 'connected')).values()],
       RESOURCES.map(() => 1),
       'every resource watching',
     );
     await api.down();
-    await eventually(() => {
-      const failures = watchSamples(o, 'failures_total');
+    await eventually(async () => {
+      const failures = await watchSamples(o, 'failures_total');
       assert.equal(failures.size, RESOURCES.length);
       for (const [resource, n] of failures) assert.ok(n >= 2, `${resource}: ${n} failures`);
     }, 10_000);
     assert.deepEqual(
-      [...watchSamples(o, 'connected').values()],
+      [...(await watchSamples(o, 'connected')).values()],
       RESOURCES.map(() => 0),
       'none watching',
     );
@@ -329,11 +329,11 @@ describe('API source: back after an outage', function () {
     const tookMs = Date.now() - ready;
     assert.ok(tookMs < 1500, `programmed ${tookMs} ms after /readyz answered`);
     assert.deepEqual(
-      [...watchSamples(o, 'connected').values()],
+      [...(await watchSamples(o, 'connected')).values()],
       RESOURCES.map(() => 1),
       'all watching again',
     );
-    const lastEvent = watchSamples(o, 'last_event_timestamp_seconds');
+    const lastEvent = await watchSamples(o, 'last_event_timestamp_seconds');
     for (const [resource, t] of lastEvent)
       assert.ok(t * 1000 >= ready - 50, `${resource} heard from at ${t}`);
     const msgs = lines.map((l) => l.msg);

@@ -137,7 +137,7 @@ describe('@kernel real kube-apiserver: watches resume after an outage', function
       assert.ok(results.length > 500, `${results.length} connections`);
       assert.deepEqual(failed, [], `every connection answered: ${JSON.stringify(tally(results))}`);
 
-      const metrics = op.metrics.registry.render();
+      const metrics = await op.metrics.scrape();
       for (const kind of ['Service', 'EndpointSlice', 'Node', 'ProxyPolicy'])
         assert.match(metrics, new RegExp(`^nftproxy_watch_connected\\{resource="${kind}"\\} 1$`, 'm'), kind);
       assert.match(metrics, /^nftproxy_watch_failures_total\{resource="Service"\} [1-9]/m);
