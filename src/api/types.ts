@@ -1,8 +1,8 @@
 /**
  * ProxyPolicy (`proxypolicies.nftproxy.dev`, v1alpha1): per-service behaviour that cluster
  * operators set with `kubectl apply`. These are the validated, defaulted shapes the compiler
- * reads; `src/api/validate.ts` turns untrusted objects into them, and `crds/` states the same
- * rules for the API server. See docs/proxypolicy.md.
+ * reads; `src/api/validate.ts` turns untrusted objects into them with the rules of the model
+ * (`src/api/model.ts`), from which `crds/` is generated. See docs/proxypolicy.md.
  */
 
 export const GROUP = 'nftproxy.dev';
@@ -37,26 +37,34 @@ export const Masquerade = {
 } as const;
 export type Masquerade = (typeof Masquerade)[keyof typeof Masquerade];
 
+/** One requirement of a label selector. */
+export interface MatchExpression {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+  /** With In and NotIn (not empty then); absent with the others. */
+  values?: string[];
+}
+
 /** Label selector (the Kubernetes `LabelSelector`). */
 export interface LabelSelector {
   matchLabels?: Record<string, string>;
-  matchExpressions?: {
-    key: string;
-    operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
-    values?: string[];
-  }[];
+  matchExpressions?: MatchExpression[];
 }
+
+/** The services a policy selects: by name or by label, one of the two. */
+export type ServiceSelection =
+  | { serviceNames: string[]; serviceSelector?: never }
+  | { serviceSelector: LabelSelector; serviceNames?: never };
 
 /**
  * Which endpoints a weight rule applies to: exactly one of these. `targetRef` matches the
  * endpoint's target object (normally its Pod) by name.
  */
-export interface WeightMatch {
-  zone?: string;
-  node?: string;
-  hostname?: string;
-  targetRef?: string;
-}
+export type WeightMatch =
+  | { zone: string; node?: never; hostname?: never; targetRef?: never }
+  | { node: string; zone?: never; hostname?: never; targetRef?: never }
+  | { hostname: string; zone?: never; node?: never; targetRef?: never }
+  | { targetRef: string; zone?: never; node?: never; hostname?: never };
 
 /** A weight for the endpoints a rule matches. The first matching rule wins. */
 export interface WeightRule {
@@ -65,21 +73,30 @@ export interface WeightRule {
   weight: number;
 }
 
+/** How a backend is chosen, by type, with what each type takes (defaults applied). */
+export type SchedulerSpec =
+  | { type: typeof Scheduler.random | typeof Scheduler.roundRobin | typeof Scheduler.sourceHash }
+  | {
+      type: typeof Scheduler.weighted;
+      weights: WeightRule[];
+      /** Weight of endpoints no rule matches (default 1). */
+      defaultWeight: number;
+    }
+  | {
+      type: typeof Scheduler.maglev;
+      /** The lookup table size, a prime (default 251). */
+      tableSize: number;
+    };
+
+/** Session affinity, by type (timeout default 10800 s). */
+export type SessionAffinitySpec = { type: 'None' } | { type: 'ClientIP'; timeoutSeconds: number };
+
 /** The validated spec of a ProxyPolicy, with defaults applied. */
 export interface ProxyPolicySpec {
-  /** Exactly one of the two is set. */
-  selector: { serviceNames?: string[]; serviceSelector?: LabelSelector };
-  scheduler: {
-    type: Scheduler;
-    /** With `weighted` only (required then). */
-    weights?: WeightRule[];
-    /** Weight of endpoints no rule matches, with `weighted` (default 1). */
-    defaultWeight?: number;
-    /** With `maglev`: the lookup table size, a prime (default 251). */
-    tableSize?: number;
-  };
+  selector: ServiceSelection;
+  scheduler: SchedulerSpec;
   /** Overrides the service's own `spec.sessionAffinity` when set. */
-  sessionAffinity?: { type: 'None' | 'ClientIP'; timeoutSeconds?: number };
+  sessionAffinity?: SessionAffinitySpec;
   masquerade: Masquerade;
   /**
    * Source filtering of external traffic (NodePorts, external IPs, load balancer IPs), new
@@ -105,15 +122,12 @@ export interface ProxyPolicy {
 }
 
 /**
- * A ProxyPolicy as the proxy holds it: valid (with its spec) or not (with its problems), so
- * that invalid ones still get a status.
+ * A ProxyPolicy as the proxy holds it: valid (with its spec, no problems) or not (with its
+ * problems, no spec), so that invalid ones still get a status.
  */
-export interface PolicyObject {
-  metadata: ProxyPolicy['metadata'];
-  /** Absent when invalid. */
-  spec?: ProxyPolicySpec;
-  problems: PolicyProblem[];
-}
+export type PolicyObject =
+  | { metadata: ProxyPolicy['metadata']; spec: ProxyPolicySpec; problems: [] }
+  | { metadata: ProxyPolicy['metadata']; spec?: undefined; problems: PolicyProblem[] };
 
 /** One problem with a ProxyPolicy: the field path (`spec.scheduler.weights[0].weight`) and why. */
 export interface PolicyProblem {

@@ -1,8 +1,8 @@
 /**
  * ProxyPolicy validation: an untrusted object in, a defaulted `ProxyPolicy` or every problem out.
- * The rules are the CRD's (crds/proxypolicies.nftproxy.dev.yaml), which the API server applies;
- * test/api/crd.test.ts runs the fixtures, the samples and random mutations of them through both
- * and checks that they agree. Change one, change the other.
+ * The rules are the model's (src/api/model.ts), from which the CRD the API server applies is
+ * generated; test/api/crd.test.ts runs the fixtures, the samples and random mutations of them
+ * through both and checks that they agree.
  *
  * The steps are the API server's: read the object as JSON (a null field is an absent one),
  * drop what is not ours to check (status, ObjectMeta fields other than the ones below), apply
@@ -10,62 +10,39 @@
  * another field, which OpenAPI cannot state (`defaultWeight`, `tableSize`, `timeoutSeconds`).
  */
 import 'reflect-metadata';
-import { plainToInstance, Transform, Type } from 'class-transformer';
+import { plainToInstance } from 'class-transformer';
 import {
-  IsOptional,
-  ValidateBy,
-  ValidateIf,
-  ValidateNested,
+  getMetadataStorage,
   validateSync,
+  type ValidationArguments,
   type ValidationError,
 } from 'class-validator';
-import { formatCIDR, formatIP, parseCIDR, parseIP } from '../net/ip.js';
+import { formatCIDR, parseCIDR } from '../net/ip.js';
 import {
-  API_VERSION,
+  isModel,
+  type LabelSelectorFields,
+  type MetadataFields,
+  ProxyPolicyFields,
+  type SchedulerFields,
+  type SelectorFields,
+  show,
+  type SpecFields,
+  type WeightMatchFields,
+} from './model.js';
+import {
   DEFAULT_AFFINITY_TIMEOUT_SECONDS,
   DEFAULT_MAGLEV_TABLE_SIZE,
   DEFAULT_WEIGHT,
-  KIND,
-  MAGLEV_TABLE_SIZES,
-  MAX_AFFINITY_TIMEOUT_SECONDS,
-  MAX_RANGES,
-  MAX_SERVICE_NAMES,
-  MAX_WEIGHT,
-  MAX_WEIGHT_RULES,
-  Masquerade,
-  Scheduler,
   type LabelSelector,
   type PolicyProblem,
   type ProxyPolicy,
   type ProxyPolicySpec,
+  Scheduler,
   type WeightMatch,
 } from './types.js';
 
-/** The patterns the CRD uses too (the test checks they are the same strings). */
-export const Patterns = {
-  /** A Service name: lower case letters, digits and '-', starting with a letter (DNS-1035 label). */
-  dns1035Label: '^[a-z]([-a-z0-9]*[a-z0-9])?$',
-  /** A namespace or hostname: lower case letters, digits and '-' (DNS-1123 label). */
-  dns1123Label: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$',
-  /** An object or node name: DNS-1123 labels joined by '.'. */
-  dns1123Subdomain: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$',
-  /** A label key: a name of at most 63 characters, optionally after a DNS subdomain and '/'. */
-  labelKey:
-    '^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$',
-  /** A label value: empty, or at most 63 letters, digits, '-', '_' and '.', alphanumeric at both ends. */
-  labelValue: '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$',
-} as const;
+export { Patterns } from './model.js';
 
-/** Lengths that go with the patterns. */
-const MAX_LABEL = 63;
-const MAX_SUBDOMAIN = 253;
-const MAX_LABEL_KEY = MAX_SUBDOMAIN + 1 + MAX_LABEL;
-/** The longest text a valid CIDR can have (`0000:...:0000:255.255.255.255/128`). */
-const MAX_CIDR_TEXT = 49;
-/** Limits of a label selector. */
-const MAX_MATCH_LABELS = 64;
-const MAX_MATCH_EXPRESSIONS = 64;
-const MAX_MATCH_VALUES = 64;
 /** Deeper than this, an object cannot be a ProxyPolicy: stop before the stack does. */
 const MAX_DEPTH = 32;
 
@@ -74,445 +51,8 @@ export function formatProblem(p: PolicyProblem): string {
   return `${p.field}: ${p.message}`;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Messages
-
-/** A bad value as messages show it: strings quoted, long ones cut. */
-function show(v: unknown): string {
-  if (Array.isArray(v)) return 'a list';
-  if (v instanceof Map || (typeof v === 'object' && v !== null)) return 'an object';
-  if (v === undefined) return 'nothing';
-  const text = JSON.stringify(v) ?? String(v);
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
-}
-
-/** Findings below a property (list items, map entries), as `[suffix, message]`; '' is the property. */
-type Findings = [suffix: string, message: string][];
-type Finding = string | Findings | undefined;
-/** Marks a constraint message that carries `Findings`, for `flatten` to unpack. */
-const FINDINGS = '\u0000';
-
-/**
- * A property constraint from a check that returns what is wrong (or undefined). Constraints
- * named `required` and `type` hide the others of their property, and the fields below it.
- */
-function Check(name: string, check: (value: unknown, object: Record<string, unknown>) => Finding) {
-  const run = (value: unknown, object: object): Finding => {
-    const f = check(value, object as Record<string, unknown>);
-    return Array.isArray(f) && f.length === 0 ? undefined : f;
-  };
-  return ValidateBy({
-    name,
-    validator: {
-      validate: (value: unknown, args) => run(value, args!.object) === undefined,
-      defaultMessage: (args) => {
-        const f = run(args!.value, args!.object);
-        return typeof f === 'string' ? f : FINDINGS + JSON.stringify(f ?? []);
-      },
-    },
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checks: each returns what is wrong with a value, or undefined.
-
-const required =
-  (what = '') =>
-  (v: unknown) =>
-    v === undefined ? `is required${what}` : undefined;
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map);
-}
-
-const object = (v: unknown) => (isObject(v) ? undefined : `must be an object, not ${show(v)}`);
-const list = (v: unknown) => (Array.isArray(v) ? undefined : `must be a list, not ${show(v)}`);
-
-function integer(min: number, max: number) {
-  return (v: unknown) =>
-    Number.isInteger(v) && (v as number) >= min && (v as number) <= max
-      ? undefined
-      : typeof v === 'number' && Number.isInteger(v)
-        ? `must be from ${min} to ${max}, not ${v}`
-        : `must be an integer, not ${show(v)}`;
-}
-
-function oneOf(values: readonly (string | number)[]) {
-  return (v: unknown) =>
-    values.includes(v as string | number)
-      ? undefined
-      : `must be one of ${values.map((x) => JSON.stringify(x)).join(', ')}; not ${show(v)}`;
-}
-
-/** A string of at most `max` characters (code points, as Kubernetes counts) matching `pattern`. */
-function text(opts: { max: number; min?: number; pattern?: string; what?: string }) {
-  const re = opts.pattern === undefined ? undefined : new RegExp(opts.pattern);
-  return (v: unknown): string | undefined => {
-    if (typeof v !== 'string') return `must be a string, not ${show(v)}`;
-    const n = [...v].length;
-    if (n > opts.max) return `must be at most ${opts.max} characters, not ${n}: ${show(v)}`;
-    if (n < (opts.min ?? 0)) return `must not be empty`;
-    if (re && !re.test(v)) return `not a valid ${opts.what}: ${show(v)}`;
-    return undefined;
-  };
-}
-
-const serviceName = text({
-  max: MAX_LABEL,
-  pattern: Patterns.dns1035Label,
-  what: "Service name (lower case letters, digits and '-', starting with a letter)",
-});
-const dnsLabel = text({
-  max: MAX_LABEL,
-  pattern: Patterns.dns1123Label,
-  what: "DNS label (lower case letters, digits and '-')",
-});
-const dnsSubdomain = text({
-  max: MAX_SUBDOMAIN,
-  pattern: Patterns.dns1123Subdomain,
-  what: "DNS subdomain (lower case letters, digits, '-' and '.')",
-});
-const labelValue = text({
-  max: MAX_LABEL,
-  pattern: Patterns.labelValue,
-  what: "label value (letters, digits, '-', '_' and '.', alphanumeric at both ends)",
-});
-const labelKeyText = text({
-  max: MAX_LABEL_KEY,
-  pattern: Patterns.labelKey,
-  what: "label key (a name of at most 63 characters, optionally after a DNS subdomain and '/')",
-});
-function labelKey(v: unknown): string | undefined {
-  const bad = labelKeyText(v);
-  if (bad) return bad;
-  const slash = (v as string).indexOf('/');
-  return slash > MAX_SUBDOMAIN
-    ? `the prefix of a label key must be at most 253 characters: ${show(v)}`
-    : undefined;
-}
-
-/** A CIDR as Kubernetes' `isCIDR` takes it, with host bits clear. */
-function cidr(v: unknown): string | undefined {
-  const bad = text({ max: MAX_CIDR_TEXT })(v);
-  if (bad) return bad;
-  const s = v as string;
-  const addr = parseIP(s.slice(0, s.indexOf('/')));
-  const net = parseCIDR(s);
-  if (!addr || !net) return `not a valid CIDR: ${show(s)}`;
-  const b = addr.bytes;
-  if (addr.version === 6 && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff)
-    return `not a valid CIDR: ${show(s)} (IPv4-mapped IPv6 addresses are not allowed)`;
-  if (formatIP(addr) !== formatIP(net))
-    return `host bits set in ${show(s)}: the network is ${formatCIDR(net)}`;
-  return undefined;
-}
-
-/** RFC 3339, as Kubernetes writes timestamps. */
-function dateTime(v: unknown): string | undefined {
-  const ok =
-    typeof v === 'string' &&
-    /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/.test(v) &&
-    !Number.isNaN(Date.parse(v));
-  return ok ? undefined : `must be an RFC 3339 date-time, not ${show(v)}`;
-}
-
-/** The items of a list (skipped if `v` is not one: `list` says so). */
-function items(opts: {
-  min?: number;
-  max: number;
-  unique?: boolean;
-  each: (v: unknown) => string | undefined;
-}) {
-  return (v: unknown): Findings => {
-    if (!Array.isArray(v)) return [];
-    const found: Findings = [];
-    if (v.length < (opts.min ?? 0)) found.push(['', 'must not be empty']);
-    if (v.length > opts.max) found.push(['', `must have at most ${opts.max} items, not ${v.length}`]);
-    v.forEach((item, i) => {
-      const bad = opts.each(item);
-      if (bad) found.push([`[${i}]`, bad]);
-      else if (opts.unique && v.indexOf(item) < i) found.push([`[${i}]`, `duplicate value ${show(item)}`]);
-    });
-    return found;
-  };
-}
-
-/** A label map (an object at a `LABEL_MAPS` path, which `readJSON` turns into a Map). */
-function labels(max: number) {
-  return (v: unknown): Finding => {
-    if (!(v instanceof Map)) return `must be an object, not ${show(v)}`;
-    const found: Findings = [];
-    if (v.size > max) found.push(['', `must have at most ${max} labels, not ${v.size}`]);
-    for (const [key, value] of v as Map<string, unknown>) {
-      const bad = labelKey(key) ?? labelValue(value);
-      if (bad) found.push([`[${key}]`, bad]);
-    }
-    return found;
-  };
-}
-
-/** Exactly one of `keys` is set in an object value. */
-function exactlyOne(keys: string[]) {
-  return (v: unknown) => {
-    if (!isObject(v)) return undefined; // `object` says so
-    const set = keys.filter((k) => v[k] !== undefined);
-    if (set.length === 1) return undefined;
-    const names = `${keys.slice(0, -1).join(', ')} and ${keys.at(-1)}`;
-    return `exactly one of ${names} must be set, not ${set.length === 0 ? 'none' : set.join(' and ')}`;
-  };
-}
-
-/**
- * The property may be set only when the object's `field` is `value`. Not checked while `field`
- * is none of `known`: its own problem is the one to fix first.
- */
-function onlyWith(field: string, value: string, known: readonly string[]) {
-  return (v: unknown, o: Record<string, unknown>) =>
-    v === undefined || o[field] === value || !known.includes(o[field] as string)
-      ? undefined
-      : `is allowed only with ${field} ${value}, not with ${show(o[field])}`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The object, as class-validator classes. Properties are `unknown` until validated.
-
-/** Keeps the value as `readJSON` made it: class-transformer would empty a label Map. */
-const AsIs = () => Transform(({ obj, key }) => (obj as Record<string, unknown>)[key]);
-
-const SCHEDULERS = Object.values(Scheduler);
-const AFFINITIES = ['None', 'ClientIP'] as const;
-const OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
-const needsValues = (operator: unknown) => operator === 'In' || operator === 'NotIn';
-
-class MatchExpressionDoc {
-  @Check('required', required())
-  @Check('type', labelKey)
-  key?: unknown;
-
-  @Check('required', required())
-  @Check('type', oneOf(OPERATORS))
-  operator?: unknown;
-
-  @ValidateIf((o: MatchExpressionDoc) => o.values !== undefined || needsValues(o.operator))
-  @Check('required', required(' with operator In and NotIn'))
-  @Check('type', list)
-  @Check('items', items({ max: MAX_MATCH_VALUES, each: labelValue }))
-  @Check('operator', (v, o) => {
-    const n = Array.isArray(v) ? v.length : 0;
-    if (needsValues(o.operator) && n === 0) return `must not be empty with operator ${o.operator}`;
-    if (OPERATORS.includes(o.operator as never) && !needsValues(o.operator) && n > 0)
-      return `must be empty with operator ${o.operator}`;
-    return undefined;
-  })
-  values?: unknown;
-}
-
-class LabelSelectorDoc {
-  @IsOptional()
-  @Check('type', labels(MAX_MATCH_LABELS))
-  @AsIs()
-  matchLabels?: unknown;
-
-  @IsOptional()
-  @Check('type', list)
-  @Check('items', items({ max: MAX_MATCH_EXPRESSIONS, each: object }))
-  @ValidateNested({ each: true })
-  @Type(() => MatchExpressionDoc)
-  matchExpressions?: unknown;
-}
-
-class SelectorDoc {
-  @IsOptional()
-  @Check('type', list)
-  @Check('items', items({ min: 1, max: MAX_SERVICE_NAMES, unique: true, each: serviceName }))
-  serviceNames?: unknown;
-
-  @IsOptional()
-  @Check('type', object)
-  @ValidateNested()
-  @Type(() => LabelSelectorDoc)
-  serviceSelector?: unknown;
-}
-
-class WeightMatchDoc {
-  @IsOptional()
-  @Check('type', text({ min: 1, max: MAX_LABEL, pattern: Patterns.labelValue, what: 'zone (a label value)' }))
-  zone?: unknown;
-
-  @IsOptional()
-  @Check('type', dnsSubdomain)
-  node?: unknown;
-
-  @IsOptional()
-  @Check('type', dnsLabel)
-  hostname?: unknown;
-
-  @IsOptional()
-  @Check('type', dnsSubdomain)
-  targetRef?: unknown;
-}
-
-class WeightRuleDoc {
-  @Check('required', required())
-  @Check('type', object)
-  @Check('exactlyOne', exactlyOne(['zone', 'node', 'hostname', 'targetRef']))
-  @ValidateNested()
-  @Type(() => WeightMatchDoc)
-  match?: unknown;
-
-  @Check('required', required())
-  @Check('type', integer(0, MAX_WEIGHT))
-  weight?: unknown;
-}
-
-class SchedulerDoc {
-  @Check('type', oneOf(SCHEDULERS))
-  type: unknown = Scheduler.random;
-
-  @ValidateIf((o: SchedulerDoc) => o.weights !== undefined || o.type === Scheduler.weighted)
-  @Check('required', required(' with type weighted'))
-  @Check('type', list)
-  @Check('items', items({ min: 1, max: MAX_WEIGHT_RULES, each: object }))
-  @Check('forbidden', onlyWith('type', Scheduler.weighted, SCHEDULERS))
-  @ValidateNested({ each: true })
-  @Type(() => WeightRuleDoc)
-  weights?: unknown;
-
-  @IsOptional()
-  @Check('type', integer(0, MAX_WEIGHT))
-  @Check('forbidden', onlyWith('type', Scheduler.weighted, SCHEDULERS))
-  defaultWeight?: unknown;
-
-  @IsOptional()
-  @Check('type', oneOf(MAGLEV_TABLE_SIZES))
-  @Check('forbidden', onlyWith('type', Scheduler.maglev, SCHEDULERS))
-  tableSize?: unknown;
-}
-
-class SessionAffinityDoc {
-  @Check('required', required())
-  @Check('type', oneOf(AFFINITIES))
-  type?: unknown;
-
-  @IsOptional()
-  @Check('type', integer(1, MAX_AFFINITY_TIMEOUT_SECONDS))
-  @Check('forbidden', onlyWith('type', 'ClientIP', AFFINITIES))
-  timeoutSeconds?: unknown;
-}
-
-class SourceRangesDoc {
-  @IsOptional()
-  @Check('type', list)
-  @Check('items', items({ max: MAX_RANGES, unique: true, each: cidr }))
-  allow?: unknown;
-
-  @IsOptional()
-  @Check('type', list)
-  @Check('items', items({ max: MAX_RANGES, unique: true, each: cidr }))
-  deny?: unknown;
-}
-
-const nonEmptyList = (v: unknown) => Array.isArray(v) && v.length > 0;
-
-class SpecDoc {
-  @Check('required', required())
-  @Check('type', object)
-  @Check('exactlyOne', exactlyOne(['serviceNames', 'serviceSelector']))
-  @ValidateNested()
-  @Type(() => SelectorDoc)
-  selector?: unknown;
-
-  @Check('type', object)
-  @ValidateNested()
-  @Type(() => SchedulerDoc)
-  scheduler: unknown = new SchedulerDoc();
-
-  @IsOptional()
-  @Check('type', object)
-  @ValidateNested()
-  @Type(() => SessionAffinityDoc)
-  sessionAffinity?: unknown;
-
-  @Check('type', oneOf(Object.values(Masquerade)))
-  masquerade: unknown = Masquerade.auto;
-
-  @IsOptional()
-  @Check('type', object)
-  @Check('empty', (v) =>
-    isObject(v) && !nonEmptyList(v.allow) && !nonEmptyList(v.deny)
-      ? 'at least one of allow and deny must be non-empty'
-      : undefined,
-  )
-  @ValidateNested()
-  @Type(() => SourceRangesDoc)
-  sourceRanges?: unknown;
-}
-
-class MetadataDoc {
-  @Check('required', required())
-  @Check('type', dnsSubdomain)
-  name?: unknown;
-
-  @Check('required', required())
-  @Check('type', dnsLabel)
-  namespace?: unknown;
-
-  @IsOptional()
-  @Check('type', text({ max: Infinity }))
-  uid?: unknown;
-
-  @Check('type', integer(0, Number.MAX_SAFE_INTEGER))
-  generation: unknown = 1;
-
-  @IsOptional()
-  @Check('type', text({ max: Infinity }))
-  resourceVersion?: unknown;
-
-  @IsOptional()
-  @Check('type', dateTime)
-  creationTimestamp?: unknown;
-
-  @Check('type', labels(Infinity))
-  @AsIs()
-  labels: unknown = new Map();
-}
-
-class ProxyPolicyDoc {
-  @Check('required', required())
-  @Check('type', oneOf([API_VERSION]))
-  apiVersion?: unknown;
-
-  @Check('required', required())
-  @Check('type', oneOf([KIND]))
-  kind?: unknown;
-
-  @Check('required', required())
-  @Check('type', object)
-  @ValidateNested()
-  @Type(() => MetadataDoc)
-  metadata?: unknown;
-
-  @Check('required', required())
-  @Check('type', object)
-  @ValidateNested()
-  @Type(() => SpecDoc)
-  spec?: unknown;
-}
-
-const DOCS = [
-  ProxyPolicyDoc,
-  MetadataDoc,
-  SpecDoc,
-  SelectorDoc,
-  LabelSelectorDoc,
-  MatchExpressionDoc,
-  SchedulerDoc,
-  WeightRuleDoc,
-  WeightMatchDoc,
-  SessionAffinityDoc,
-  SourceRangesDoc,
-];
-const isDoc = (v: unknown) => DOCS.some((c) => v instanceof c);
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Map);
 
 // ---------------------------------------------------------------------------------------------
 // Reading untrusted input as JSON
@@ -609,90 +149,200 @@ function absentNulls(doc: object): void {
   const fresh = new (doc.constructor as new () => Record<string, unknown>)();
   for (const [key, value] of Object.entries(doc)) {
     if (value === null && key in fresh) (doc as Record<string, unknown>)[key] = fresh[key];
-    for (const x of Array.isArray(value) ? value : [value]) if (isDoc(x)) absentNulls(x as object);
+    for (const x of Array.isArray(value) ? value : [value]) if (isModel(x)) absentNulls(x);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // class-validator's errors as problems
 
-/** Constraints that only restate what ours say better. */
+/** Constraints that only restate what others say better. */
 const NOISE = new Set(['nestedValidation', 'unknownValue']);
-const PRIMARY = ['required', 'type'];
+
+/**
+ * Which failed constraint of a field is reported, first first: requiredness, then the type,
+ * then sizes, then the rest. One problem per field: the one to fix first.
+ */
+const PRECEDENCE = [
+  'isDefined',
+  'whitelistValidation',
+  'isObject',
+  'labelMap',
+  'isArray',
+  'isString',
+  'isInt',
+  'isIn',
+  'arrayMinSize',
+  'arrayMaxSize',
+  'nonEmptyWith',
+  'emptyUnless',
+  'onlyWith',
+  'min',
+  'max',
+  'minChars',
+  'maxChars',
+  'pattern',
+];
+/** Failures of these hide everything below the field. */
+const BLOCKING = new Set([
+  'isDefined',
+  'whitelistValidation',
+  'isObject',
+  'labelMap',
+  'isArray',
+  'isString',
+  'isInt',
+  'isIn',
+]);
+const rank = (name: string) => {
+  const i = PRECEDENCE.indexOf(name);
+  return i < 0 ? PRECEDENCE.length : i;
+};
+const first = <T extends [string, ...unknown[]]>(xs: T[]) =>
+  xs.reduce<T | undefined>(
+    (best, x) => (best === undefined || rank(x[0]) < rank(best[0]) ? x : best),
+    undefined,
+  );
+
+const storage = getMetadataStorage();
+
+/**
+ * class-validator reports a failed `each` constraint once, on the list (or map); the API
+ * server names the items. This runs the failed constraints of a field on each of its items
+ * (the same constraint instances, the same messages), and finds duplicates of a set.
+ */
+function itemProblems(e: ValidationError, failed: Set<string>): [suffix: string, message: string][] {
+  const target = e.target as object | undefined;
+  const value = e.value as unknown;
+  if (!target || !(Array.isArray(value) || value instanceof Map)) return [];
+  const entries: [string, unknown][] = Array.isArray(value)
+    ? value.map((x, i) => [`[${i}]`, x])
+    : [...(value as Map<string, unknown>)].map(([k, x]) => [`[${k}]`, x]);
+  const found = new Map<string, [string, string][]>();
+  const add = (suffix: string, name: string, message: string) =>
+    found.set(suffix, [...(found.get(suffix) ?? []), [name, message]]);
+  for (const m of storage.getTargetValidationMetadatas(target.constructor, '', true, false)) {
+    if (m.propertyName !== e.property || !m.each || !m.constraintCls) continue;
+    for (const c of storage.getTargetValidatorConstraints(m.constraintCls)) {
+      if (!failed.has(c.name)) continue;
+      for (const [suffix, item] of entries) {
+        const args: ValidationArguments = {
+          value: item,
+          constraints: m.constraints,
+          targetName: target.constructor.name,
+          object: target,
+          property: e.property,
+        };
+        if (c.instance.validate(item, args)) continue;
+        const message =
+          typeof m.message === 'function'
+            ? m.message(args)
+            : (m.message ?? c.instance.defaultMessage?.(args) ?? '');
+        add(suffix, c.name, message);
+      }
+    }
+  }
+  if (failed.has('arrayUnique') && Array.isArray(value))
+    value.forEach((x, i) => {
+      if (value.indexOf(x) < i && !found.has(`[${i}]`))
+        add(`[${i}]`, 'arrayUnique', `duplicate value ${show(x)}`);
+    });
+  return [...found].map(([suffix, ms]) => [suffix, first(ms)![1]]);
+}
 
 function flatten(errors: ValidationError[], path: string, inList: boolean, out: PolicyProblem[]): void {
   for (const e of errors) {
     const at = inList ? `${path}[${e.property}]` : join(path, e.property);
-    const constraints = Object.entries(e.constraints ?? {}).filter(([name]) => !NOISE.has(name));
-    const primary = PRIMARY.map((p) => constraints.find(([name]) => name === p)).find((c) => c);
-    for (const [name, message] of primary ? [primary] : constraints) {
-      if (name === 'whitelistValidation') out.push({ field: at, message: 'unknown field' });
-      else if (message.startsWith(FINDINGS)) {
-        for (const [suffix, m] of JSON.parse(message.slice(FINDINGS.length)) as Findings)
-          out.push({ field: at + suffix, message: m });
-      } else out.push({ field: at, message });
+    const failed = Object.entries(e.constraints ?? {}).filter(([name]) => !NOISE.has(name));
+    const names = new Set(failed.map(([name]) => name));
+    const own = first(failed.filter(([name]) => !isEachFailure(e, name)));
+    if (own && BLOCKING.has(own[0])) {
+      out.push({ field: at, message: own[0] === 'whitelistValidation' ? 'unknown field' : own[1] });
+      continue;
     }
-    // Below a list, only items that are objects of ours: `list` and `items` speak for the rest.
-    if (primary || !e.children?.length) continue;
+    // Each item's own problem, at the item; the field's, at the field.
+    for (const [suffix, message] of itemProblems(e, names)) out.push({ field: at + suffix, message });
+    if (own) out.push({ field: at, message: own[1] });
+    // Below a list, only items that are objects of ours: the list's constraints speak for the rest.
+    if (!e.children?.length) continue;
     if (!inList && Array.isArray(e.value)) flatten(e.children, at, true, out);
-    else if (isDoc(e.value)) flatten(e.children, at, false, out);
+    else if (isModel(e.value)) flatten(e.children, at, false, out);
   }
+}
+
+/** Whether a failed constraint of `e` is about its items (reported there) rather than itself. */
+function isEachFailure(e: ValidationError, name: string): boolean {
+  if (name === 'arrayUnique') return true;
+  const target = e.target as object | undefined;
+  if (!target) return false;
+  return storage
+    .getTargetValidationMetadatas(target.constructor, '', true, false)
+    .some(
+      (m) =>
+        m.propertyName === e.property &&
+        m.each &&
+        m.constraintCls !== undefined &&
+        storage.getTargetValidatorConstraints(m.constraintCls).some((c) => c.name === name),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // The validated policy
 
-const labelRecord = (m: unknown) => Object.fromEntries(m as Map<string, string>);
+const labelRecord = (m: Map<string, string>) => Object.fromEntries(m);
 
-function selectorOf(d: SelectorDoc): ProxyPolicySpec['selector'] {
-  if (d.serviceNames !== undefined) return { serviceNames: [...(d.serviceNames as string[])] };
-  const s = d.serviceSelector as LabelSelectorDoc;
+function selectorOf(d: SelectorFields): ProxyPolicySpec['selector'] {
+  if (d.serviceNames !== undefined) return { serviceNames: [...d.serviceNames] };
+  const s = d.serviceSelector as LabelSelectorFields;
   const out: LabelSelector = {};
   if (s.matchLabels !== undefined) out.matchLabels = labelRecord(s.matchLabels);
   if (s.matchExpressions !== undefined)
-    out.matchExpressions = (s.matchExpressions as MatchExpressionDoc[]).map((m) => ({
-      key: m.key as string,
-      operator: m.operator as 'In' | 'NotIn' | 'Exists' | 'DoesNotExist',
-      ...(m.values === undefined ? {} : { values: [...(m.values as string[])] }),
+    out.matchExpressions = s.matchExpressions.map((m) => ({
+      key: m.key,
+      operator: m.operator,
+      ...(m.values === undefined ? {} : { values: [...m.values] }),
     }));
   return { serviceSelector: out };
 }
 
-function schedulerOf(d: SchedulerDoc): ProxyPolicySpec['scheduler'] {
-  const type = d.type as Scheduler;
-  if (type === Scheduler.weighted)
-    return {
-      type,
-      weights: (d.weights as WeightRuleDoc[]).map((w) => {
-        const m = w.match as WeightMatchDoc;
-        const key = (['zone', 'node', 'hostname', 'targetRef'] as const).find((k) => m[k] !== undefined)!;
-        return { match: { [key]: m[key] as string } as WeightMatch, weight: w.weight as number };
-      }),
-      defaultWeight: (d.defaultWeight as number | undefined) ?? DEFAULT_WEIGHT,
-    };
-  if (type === Scheduler.maglev)
-    return { type, tableSize: (d.tableSize as number | undefined) ?? DEFAULT_MAGLEV_TABLE_SIZE };
-  return { type };
+/** The one key a valid match has. */
+function weightMatchOf(m: WeightMatchFields): WeightMatch {
+  if (m.zone !== undefined) return { zone: m.zone };
+  if (m.node !== undefined) return { node: m.node };
+  if (m.hostname !== undefined) return { hostname: m.hostname };
+  return { targetRef: m.targetRef! };
 }
 
-function specOf(d: SpecDoc): ProxyPolicySpec {
+function schedulerOf(d: SchedulerFields): ProxyPolicySpec['scheduler'] {
+  switch (d.type) {
+    case Scheduler.weighted:
+      return {
+        type: d.type,
+        weights: d.weights!.map((w) => ({ match: weightMatchOf(w.match), weight: w.weight })),
+        defaultWeight: d.defaultWeight ?? DEFAULT_WEIGHT,
+      };
+    case Scheduler.maglev:
+      return { type: d.type, tableSize: d.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE };
+    default:
+      return { type: d.type };
+  }
+}
+
+function specOf(d: SpecFields): ProxyPolicySpec {
   const spec: ProxyPolicySpec = {
-    selector: selectorOf(d.selector as SelectorDoc),
-    scheduler: schedulerOf(d.scheduler as SchedulerDoc),
-    masquerade: d.masquerade as Masquerade,
+    selector: selectorOf(d.selector),
+    scheduler: schedulerOf(d.scheduler),
+    masquerade: d.masquerade,
   };
-  const a = d.sessionAffinity as SessionAffinityDoc | undefined;
+  const a = d.sessionAffinity;
   if (a)
     spec.sessionAffinity =
       a.type === 'ClientIP'
-        ? {
-            type: 'ClientIP',
-            timeoutSeconds: (a.timeoutSeconds as number | undefined) ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS,
-          }
+        ? { type: 'ClientIP', timeoutSeconds: a.timeoutSeconds ?? DEFAULT_AFFINITY_TIMEOUT_SECONDS }
         : { type: 'None' };
-  const r = d.sourceRanges as SourceRangesDoc | undefined;
+  const r = d.sourceRanges;
   if (r) {
-    const canonical = (l: unknown) => (l as string[]).map((c) => formatCIDR(parseCIDR(c)!));
+    const canonical = (l: string[]) => l.map((c) => formatCIDR(parseCIDR(c)!));
     spec.sourceRanges = {};
     if (r.allow !== undefined) spec.sourceRanges.allow = canonical(r.allow);
     if (r.deny !== undefined) spec.sourceRanges.deny = canonical(r.deny);
@@ -700,17 +350,17 @@ function specOf(d: SpecDoc): ProxyPolicySpec {
   return spec;
 }
 
-function policyOf(d: ProxyPolicyDoc): ProxyPolicy {
-  const m = d.metadata as MetadataDoc;
+function policyOf(d: ProxyPolicyFields): ProxyPolicy {
+  const m: MetadataFields = d.metadata;
   const metadata: ProxyPolicy['metadata'] = {
-    namespace: m.namespace as string,
-    name: m.name as string,
-    generation: m.generation as number,
+    namespace: m.namespace,
+    name: m.name,
+    generation: m.generation,
     labels: labelRecord(m.labels),
   };
   for (const k of ['uid', 'resourceVersion', 'creationTimestamp'] as const)
-    if (m[k] !== undefined) metadata[k] = m[k] as string;
-  return { metadata, spec: specOf(d.spec as SpecDoc) };
+    if (m[k] !== undefined) metadata[k] = m[k];
+  return { metadata, spec: specOf(d.spec) };
 }
 
 /**
@@ -727,13 +377,13 @@ export function validateProxyPolicy(obj: unknown): { policy?: ProxyPolicy; probl
         problems.push({ field: '<root>', message: `must be an object, not ${show(json)}` });
       return { problems };
     }
-    const doc = plainToInstance(ProxyPolicyDoc, json);
+    const doc = plainToInstance(ProxyPolicyFields, json);
     absentNulls(doc);
     const errors = validateSync(doc, {
       whitelist: true,
       forbidNonWhitelisted: true,
       forbidUnknownValues: true,
-      validationError: { target: false, value: true },
+      validationError: { target: true, value: true },
     });
     // What readJSON dropped may be missed again below it ("is required"): say it once.
     const dropped = problems.map((p) => p.field);

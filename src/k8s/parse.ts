@@ -519,7 +519,8 @@ function parsePolicy(raw: Obj, ref: string, at: { origin?: string }): ParseResul
     message: p.message,
     ...at,
   }));
-  if (policy) return { parsed: { kind: 'ProxyPolicy', object: { ...policy, problems: [] } }, diagnostics };
+  if (policy)
+    return { parsed: { kind: 'ProxyPolicy', object: { ...policy, problems: [] as [] } }, diagnostics };
   const m = isObj(raw.metadata) ? raw.metadata : {};
   const name = typeof m.name === 'string' ? m.name : '';
   if (!name || !DNS_SUBDOMAIN.test(name)) return { diagnostics };

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import {
   DEFAULT_MAGLEV_TABLE_SIZE,
+  DEFAULT_WEIGHT,
   type Masquerade,
   type PolicyObject,
   type Scheduler,
@@ -156,7 +157,8 @@ export function slotTable(backends: Backend[], b: ServiceBehaviour, exactUpTo: n
       return { scheduler: 'hash', slots: backends };
     case 'maglev': {
       if (!backends.length) return { scheduler: 'hash', slots: [] };
-      const size = b.spec?.scheduler.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE;
+      const s = b.spec?.scheduler;
+      const size = s?.type === 'maglev' ? s.tableSize : DEFAULT_MAGLEV_TABLE_SIZE;
       const table = maglevTable(
         backends.map((x) => `${x.ip}|${x.port}`),
         size,
@@ -164,8 +166,9 @@ export function slotTable(backends: Backend[], b: ServiceBehaviour, exactUpTo: n
       return { scheduler: 'hash', slots: table.map((i) => backends[i]!) };
     }
     case 'weighted': {
-      const rules = b.spec?.scheduler.weights ?? [];
-      const dflt = b.spec?.scheduler.defaultWeight ?? 1;
+      const s = b.spec?.scheduler;
+      const rules = s?.type === 'weighted' ? s.weights : [];
+      const dflt = s?.type === 'weighted' ? s.defaultWeight : DEFAULT_WEIGHT;
       const counts = weightedCounts(
         backends.map((x) => weightOf(x, rules, dflt)),
         exactUpTo,
