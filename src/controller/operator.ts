@@ -9,6 +9,7 @@
  */
 import type { ForeignChange, NftBackend } from '../nft/backend.js';
 import { type Route, RouteServer } from '../net/http.js';
+import { traced } from '../nft/traced.js';
 import { ClusterStore, type Dirty, type StoreKind } from '../k8s/store.js';
 import type { ClusterSource, SourceSink } from '../k8s/source.js';
 import { formatDiagnostic } from '../k8s/types.js';
@@ -128,7 +129,7 @@ export class Operator {
     });
     this.syncer = new Syncer(this.store, settings.proxy, deps.nft, {
       ...(deps.conntrack ? { conntrack: deps.conntrack } : {}),
-      affinity: new AffinityCleaner(deps.nft, this.log),
+      affinity: new AffinityCleaner(traced(deps.nft), this.log),
       log: this.log,
     });
     this.queue = new SyncQueue(

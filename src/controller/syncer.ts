@@ -32,6 +32,7 @@ import { compileService, proxied, type ServiceContext, type ServiceContribution 
 import type { Attributes, Link, Span, SpanContext } from '@opentelemetry/api';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 import { Attr, inSpan, recordFailure, Spans, tracer } from '../telemetry/tracing.js';
+import { traced } from '../nft/traced.js';
 import {
   type ConntrackCleaner,
   portChangesOfDelta,
@@ -124,12 +125,16 @@ export class Syncer {
   /** Runs a large commit with the table watch not listening (TableMonitor.quietly), if set. */
   quiet: (<T>(fn: () => Promise<T>) => Promise<T>) | undefined;
 
+  /** The backend, its applies traced (spans of their stages under the sync's). */
+  private readonly nft: NftBackend;
+
   constructor(
     private readonly store: ClusterStore,
     private readonly config: ProxyConfig,
-    private readonly nft: NftBackend,
+    nft: NftBackend,
     private readonly opts: SyncerOptions = {},
   ) {
+    this.nft = traced(nft);
     this.log = opts.log ?? silentLogger;
   }
 

@@ -13,6 +13,21 @@ export interface ApplyStats {
 }
 
 /**
+ * The two stages of an apply, for whoever watches them (traced.ts times them): encoding the
+ * transaction (an nft script, a netlink batch), then sending what was encoded.
+ */
+export interface ApplyStages {
+  encode<T>(fn: () => T | Promise<T>): Promise<T>;
+  send(bytes: number, fn: () => void | Promise<void>): Promise<void>;
+}
+
+/** Stages nobody watches. */
+export const unwatched: ApplyStages = {
+  encode: async (fn) => fn(),
+  send: async (_bytes, fn) => fn(),
+};
+
+/**
  * A place that holds nftables tables, as the syncer needs it.
  *
  * Contract: `apply` is atomic. It applies every command of the transaction or, when it
@@ -24,7 +39,8 @@ export interface ApplyStats {
 export interface NftBackend extends Describer {
   /** A short name for logs and traces: `netlink`, `nft`, `fake`. */
   readonly name: string;
-  apply(tx: Transaction): Promise<ApplyStats>;
+  /** Applies `tx`, reporting its two stages through `stages` (default: nobody watches). */
+  apply(tx: Transaction, stages?: ApplyStages): Promise<ApplyStats>;
   describeTable(family: Family, table: string): Promise<TableDescription | undefined>;
   listElements(family: Family, table: string, set: string): Promise<string[] | undefined>;
   /**

@@ -5,12 +5,11 @@
 import { existsSync } from 'node:fs';
 import { execa, type ExecaError } from 'execa';
 import type { Family, Transaction } from './ir.js';
-import type { ApplyStats, NftBackend, NftReader } from './backend.js';
+import { type ApplyStages, type ApplyStats, type NftBackend, type NftReader, unwatched } from './backend.js';
 import { describeIR, type TableDescription } from './diff.js';
 import { elemLine } from './lines.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
-import { Attr, inSpan, Spans } from '../telemetry/tracing.js';
 import { type ChainState, type SetState, rulesetFromJson, type TableState, tableKey } from './ruleset.js';
 
 /** Options of the exec backend. */
@@ -148,21 +147,12 @@ export class ExecBackend implements NftBackend, NftReader {
     return this.children.includes(pid);
   }
 
-  async apply(tx: Transaction): Promise<ApplyStats> {
+  async apply(tx: Transaction, stages: ApplyStages = unwatched): Promise<ApplyStats> {
     this.listed = undefined;
     if (tx.commands.length === 0) return { bytes: 0 };
-    const script = await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () =>
-      renderTransaction(tx),
-    );
+    const script = await stages.encode(() => renderTransaction(tx));
     const bytes = Buffer.byteLength(script);
-    await inSpan(
-      Spans.transaction,
-      { [Attr.bytes]: bytes, [Attr.commands]: tx.commands.length },
-      async (s) => {
-        await this.applyScript(script);
-        s.setAttribute(Attr.exitCode, 0);
-      },
-    );
+    await stages.send(bytes, () => this.applyScript(script));
     return { bytes };
   }
 

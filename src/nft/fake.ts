@@ -5,11 +5,10 @@
  * still referenced, values of the wrong datatype).
  */
 import type { Chain, Command, Elem, Expr, Family, NftSet, Stmt, Transaction } from './ir.js';
-import type { ApplyStats, NftBackend, NftReader } from './backend.js';
+import { type ApplyStages, type ApplyStats, type NftBackend, type NftReader, unwatched } from './backend.js';
 import { describeIR, type TableDescription } from './diff.js';
 import { NftError, NftErrorKind } from './errors.js';
 import { renderTransaction } from './render.js';
-import { Attr, inSpan, Spans } from '../telemetry/tracing.js';
 import {
   type ChainState,
   cloneRuleset,
@@ -52,20 +51,17 @@ export class FakeBackend implements NftBackend, NftReader {
   /** Set to make `apply` fail. */
   injectFailure: FailureInjector | undefined;
 
-  async apply(tx: Transaction): Promise<ApplyStats> {
+  async apply(tx: Transaction, stages: ApplyStages = unwatched): Promise<ApplyStats> {
     this.applied.push(tx);
-    // Rendered like the exec backend's, for the byte count and the same spans.
-    const script = tx.commands.length
-      ? await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () => renderTransaction(tx))
-      : '';
+    // Rendered like the exec backend's, for the byte count and the same stages.
+    const script = tx.commands.length ? await stages.encode(() => renderTransaction(tx)) : '';
     const bytes = Buffer.byteLength(script);
-    await inSpan(Spans.transaction, { [Attr.bytes]: bytes, [Attr.commands]: tx.commands.length }, (s) => {
+    await stages.send(bytes, () => {
       const injected = this.injectFailure?.(tx, this.applied.length);
       if (injected) throw injected;
       const next = cloneRuleset(this.state);
       for (const c of tx.commands) applyCommand(next, c);
       this.state = next;
-      s.setAttribute(Attr.exitCode, 0);
     });
     return { bytes };
   }

@@ -16,6 +16,7 @@ import { parseResource } from '../../src/k8s/parse.js';
 import { ClusterStore } from '../../src/k8s/store.js';
 import { NftError, NftErrorKind } from '../../src/nft/errors.js';
 import { FakeBackend } from '../../src/nft/fake.js';
+import { traced } from '../../src/nft/traced.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import {
   otlpTracesUrl,
@@ -263,6 +264,26 @@ describe('tracing a sync', () => {
     assert.equal(after.filter((s) => s.name === Spans.conntrack).length, 0, 'no conntrack span');
     assert.equal(after.filter((s) => s.name === Spans.affinity).length, 0, 'no affinity span');
     assert.equal(one(after, Spans.sync).attributes['nftproxy.conntrack.flows_cleared'], 0);
+  });
+
+  it('the backends make no spans of their own: traced() makes them, for any backend', async () => {
+    const fake = new FakeBackend();
+    const tx = { commands: [{ add: { table: { family: 'ip' as const, name: 'probe' } } }] };
+    await fake.apply(tx);
+    assert.deepEqual(exporter.getFinishedSpans(), [], 'a bare backend records nothing');
+    const r = await traced(fake).apply(tx);
+    const spans = exporter.getFinishedSpans();
+    assert.deepEqual(spans.map((s) => s.name).sort(), [Spans.render, Spans.transaction].sort());
+    assert.equal(one(spans, Spans.transaction).attributes['nftproxy.nft.bytes'], r.bytes);
+    assert.equal(one(spans, Spans.render).attributes['nftproxy.nft.commands'], 1);
+    const once = traced(fake);
+    assert.equal(traced(once), once, 'a traced backend is not wrapped again');
+    exporter.reset();
+    fake.injectFailure = () => new NftError(NftErrorKind.Failed, 'refused', '', 1);
+    await assert.rejects(traced(fake).apply(tx), /refused/);
+    const failed = one(exporter.getFinishedSpans(), Spans.transaction);
+    assert.equal(failed.status.code, SpanStatusCode.ERROR);
+    assert.equal(failed.attributes['nftproxy.nft.exit_code'], 1);
   });
 
   it('with tracing off, nothing records and no work is done for spans alone', async () => {

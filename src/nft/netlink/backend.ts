@@ -7,12 +7,11 @@
  * ruleset loaded either way lists the same. Unlike nft 1.0.6, a rule added to an existing
  * table may use an existing typeof map: nothing re-parses typeof expressions here.
  */
-import type { ApplyStats, NftBackend } from '../backend.js';
+import { type ApplyStages, type ApplyStats, type NftBackend, unwatched } from '../backend.js';
 import { createTable, emptyStats, type TableDescription } from '../diff.js';
 import { NftError } from '../errors.js';
 import type { Command, Family, Rule, Transaction, TxObject } from '../ir.js';
 import type { TableState } from '../ruleset.js';
-import { Attr, inSpan, Spans } from '../../telemetry/tracing.js';
 import { attrMap, attrStr, attrU32, messageAttrs, parseMessages, type Attr as NlAttr } from './attr.js';
 import { BatchEncoder } from './batch.js';
 import { NetlinkConnection } from './connection.js';
@@ -82,11 +81,11 @@ export class NetlinkBackend implements NftBackend {
     this.conn = undefined;
   }
 
-  async apply(tx: Transaction): Promise<ApplyStats> {
+  async apply(tx: Transaction, stages: ApplyStages = unwatched): Promise<ApplyStats> {
     if (tx.commands.length === 0) return { bytes: 0 };
     const conn = this.connection();
     this.learnSets(tx);
-    const batch = await inSpan(Spans.render, { [Attr.commands]: tx.commands.length }, () =>
+    const batch = await stages.encode(() =>
       BatchEncoder.encode(
         tx,
         { spec: (f, t, s) => this.specs.get(key3(f, t, s)) },
@@ -94,15 +93,13 @@ export class NetlinkBackend implements NftBackend {
       ),
     );
     const bytes = batch.buf.length;
-    await inSpan(Spans.transaction, { [Attr.bytes]: bytes, [Attr.commands]: tx.commands.length }, (s) => {
+    await stages.send(bytes, () => {
       const failures = conn.sendBatch(batch.buf, batch.messages);
       if (failures.length) {
         // What we knew of the tables involved may be wrong now; read it again when needed.
         this.forget(tx);
-        s.setAttribute(Attr.exitCode, failures[0]!.errno);
-        NetlinkConnection.check(failures);
+        NetlinkConnection.check(failures); // throws, with the errno as exit code
       }
-      s.setAttribute(Attr.exitCode, 0);
     });
     for (const t of batch.deletedTables) {
       for (const k of [...this.specs.keys()]) if (k.startsWith(`${t} `)) this.specs.delete(k);
