@@ -4,7 +4,7 @@
 import { Command } from 'commander';
 import { ConntrackCleaner } from '../controller/conntrack.js';
 import { Operator } from '../controller/operator.js';
-import { PolicyStatusWriter } from '../controller/policy-status.js';
+import { PolicyStatusWriter } from '../controller/policy-status-writer.js';
 import { ApiEventRecorder } from '../controller/events.js';
 import { availableParallelism, networkInterfaces } from 'node:os';
 import { applyConntrackSettings, sysctlAccess } from '../controller/sysctl.js';
@@ -124,9 +124,11 @@ export async function runOperator(
           ),
         log,
       });
-  const policyStatus =
-    kubeConfig && new PolicyStatusWriter({ kubeConfig, nodeName: settings.proxy.nodeName, log });
   const events = kubeConfig && new ApiEventRecorder({ kubeConfig, nodeName: settings.proxy.nodeName, log });
+  const policyStatus =
+    kubeConfig &&
+    events &&
+    new PolicyStatusWriter({ kubeConfig, nodeName: settings.proxy.nodeName, log, events });
   const operator: Operator = new Operator({
     settings,
     source: sourceFor(settings, log),

@@ -1,7 +1,8 @@
 /**
- * Warning Events about Services: what a user sees in `kubectl describe service` when this
- * proxy cannot do what the Service asks (its address is held by another Service, its health
- * check node port cannot be served).
+ * Warning Events: what a user sees in `kubectl describe service` when this proxy cannot do
+ * what a Service asks (its address is held by another Service, its health check node port
+ * cannot be served), and in `kubectl describe proxypolicy` when a policy is invalid or loses
+ * services to another (posted by policy-status-writer.ts).
  *
  * Every node sees the same problem at about the same time. So that a cluster of any size posts
  * one Event per problem rather than one per node, the Event's name is derived from what it
@@ -27,19 +28,37 @@ export const EventReason = {
 } as const;
 export type EventReason = (typeof EventReason)[keyof typeof EventReason];
 
-/** The Service an Event is about. */
-export interface ServiceRef {
+/** The object an Event is about: a Service unless said otherwise. */
+export interface EventSubject {
   namespace: string;
   name: string;
+  /** Default `Service` (`v1`). */
+  kind?: string;
+  apiVersion?: string;
+  /** Read from the API server for a Service when absent. */
+  uid?: string;
+  resourceVersion?: string;
+  /**
+   * Which version of the object the problem is about (a policy's generation): the same
+   * problem at another revision is another Event.
+   */
+  revision?: number;
 }
 
-/** Posts Warning Events about Services. */
+/** Posts Warning Events. */
 export interface EventRecorder {
   /**
-   * Queues a Warning Event on the Service, posted once per service, reason and message in
-   * the cluster (a second call with the same is a no-op). Never throws.
+   * Queues a Warning Event on the object, posted once per object, reason and message (and
+   * revision) in the cluster: a second call with the same is a no-op. Resolves when it is
+   * posted, found posted or given up on; never rejects.
    */
-  warn(service: ServiceRef, reason: EventReason, message: string): void;
+  warn(on: EventSubject, reason: string, message: string): Promise<void>;
+}
+
+/** A failed API call worth another try: no answer, throttled, or a server error. */
+export function retryable(e: unknown): boolean {
+  const code = httpStatus(e);
+  return code === undefined || code === 429 || code >= 500;
 }
 
 /** Options of the API recorder. */
@@ -51,6 +70,10 @@ export interface ApiEventRecorderOptions {
   clock?: Pick<Clock, 'now'>;
   /** Events waiting to be posted at most; more are dropped, with a log line. Default 100. */
   maxQueued?: number;
+  /** Tries of one Event after a transient failure. Default 4. */
+  maxRetries?: number;
+  /** Waits between tries (tests make it instant). */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** Longest Event message (the API allows 1 KiB in events.k8s.io; core v1 more). */
@@ -58,7 +81,7 @@ const MAX_MESSAGE = 1024;
 /** Event identities remembered as posted before the memory is cleared. */
 const MAX_REMEMBERED = 10_000;
 
-/** Posts Events through the API server: the Service's uid first (a GET), then the Event. */
+/** Posts Events through the API server: a Service's uid first (a GET) when not given, then the Event. */
 export class ApiEventRecorder implements EventRecorder {
   private readonly core: CoreV1Api;
   private readonly log: Logger;
@@ -74,28 +97,26 @@ export class ApiEventRecorder implements EventRecorder {
     this.clock = opts.clock ?? systemClock;
   }
 
-  warn(service: ServiceRef, reason: EventReason, message: string): void {
+  warn(on: EventSubject, reason: string, message: string): Promise<void> {
     const text = message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE - 1)}…` : message;
-    const id = `${service.namespace}/${service.name}/${reason}/${text}`;
-    if (this.seen.has(id)) return;
+    const what = `${on.kind ?? 'Service'} ${on.namespace}/${on.name}`;
+    const id = `${what}/${on.revision ?? ''}/${reason}/${text}`;
+    if (this.seen.has(id)) return Promise.resolve();
     if (this.queued >= (this.opts.maxQueued ?? 100)) {
-      this.log.warn('too many Events waiting; dropped one', {
-        service: `${service.namespace}/${service.name}`,
-        reason,
-      });
-      return;
+      this.log.warn('too many Events waiting; dropped one', { object: what, reason });
+      return Promise.resolve();
     }
     if (this.seen.size >= MAX_REMEMBERED) this.seen.clear();
     this.seen.add(id);
     this.queued++;
-    this.chain = this.chain.then(async () => {
+    const posted = this.chain.then(async () => {
       try {
-        await this.post(service, reason, text);
+        await this.post(on, reason, text);
       } catch (e) {
         // Forgotten, so that the next occurrence tries again.
         this.seen.delete(id);
-        this.log.warn('could not post Service Event', {
-          service: `${service.namespace}/${service.name}`,
+        this.log.warn('could not post Event', {
+          object: what,
           reason,
           error: e instanceof Error ? e.message.split('\n')[0] : String(e),
         });
@@ -103,29 +124,38 @@ export class ApiEventRecorder implements EventRecorder {
         this.queued--;
       }
     });
+    this.chain = posted;
+    return posted;
   }
 
-  private async post(service: ServiceRef, reason: EventReason, message: string): Promise<void> {
-    const { namespace, name } = service;
-    let svc;
-    try {
-      svc = await this.core.readNamespacedService({ namespace, name });
-    } catch (e) {
-      if (httpStatus(e) === 404) return; // gone meanwhile: nothing to tell
-      throw e;
+  private async post(on: EventSubject, reason: string, message: string): Promise<void> {
+    const { namespace, name } = on;
+    let { uid, resourceVersion } = on;
+    if (uid === undefined) {
+      let svc;
+      try {
+        svc = await this.retrying(() => this.core.readNamespacedService({ namespace, name }));
+      } catch (e) {
+        if (httpStatus(e) === 404) return; // gone meanwhile: nothing to tell
+        throw e;
+      }
+      uid = svc.metadata?.uid ?? '';
+      resourceVersion = svc.metadata?.resourceVersion;
     }
-    const uid = svc.metadata?.uid ?? '';
-    const hash = createHash('sha256').update(`${uid}/${reason}/${message}`).digest('hex').slice(0, 16);
+    const hash = createHash('sha256')
+      .update(`${uid}/${on.revision ?? ''}/${reason}/${message}`)
+      .digest('hex')
+      .slice(0, 16);
     const now = new Date(this.clock.now());
     const event: CoreV1Event = {
       metadata: { name: `${name.slice(0, 200)}.${hash}`, namespace },
       involvedObject: {
-        apiVersion: 'v1',
-        kind: 'Service',
+        apiVersion: on.apiVersion ?? 'v1',
+        kind: on.kind ?? 'Service',
         namespace,
         name,
         uid,
-        ...(svc.metadata?.resourceVersion ? { resourceVersion: svc.metadata.resourceVersion } : {}),
+        ...(resourceVersion ? { resourceVersion } : {}),
       },
       type: 'Warning',
       reason,
@@ -138,10 +168,23 @@ export class ApiEventRecorder implements EventRecorder {
       count: 1,
     };
     try {
-      await this.core.createNamespacedEvent({ namespace, body: event });
+      await this.retrying(() => this.core.createNamespacedEvent({ namespace, body: event }));
     } catch (e) {
       if (httpStatus(e) === 409) return; // another node told it first
       throw e;
+    }
+  }
+
+  /** `call`, tried again after transient failures, 100 ms doubling to 2 s. */
+  private async retrying<T>(call: () => Promise<T>): Promise<T> {
+    const sleep = this.opts.sleep ?? ((ms: number) => new Promise((resolve) => setTimeout(resolve, ms)));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (e) {
+        if (attempt >= (this.opts.maxRetries ?? 4) || !retryable(e)) throw e;
+        await sleep(Math.min(100 * 2 ** attempt, 2000));
+      }
     }
   }
 }

@@ -22,7 +22,7 @@ import { type EndpointCounterSample, ProxyMetrics, SyncType } from './metrics.js
 import { COLLECT_FROM_SERVICES, collectNow, collectSoon } from './memory.js';
 import { type Clock, SyncQueue, systemClock } from './queue.js';
 import type { Settings } from './settings.js';
-import type { PolicyStatusWriter } from './policy-status.js';
+import type { PolicyStatusWriter } from './policy-status-writer.js';
 import {
   type CounterRead,
   endpointSamples,

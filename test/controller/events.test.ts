@@ -163,4 +163,32 @@ describe('Service Events (real kube-apiserver)', function () {
       await new Promise((r) => squatter.close(r));
     }
   });
+
+  it('ProxyPolicy Events too: one per object, reason, message and revision, from any number of nodes', async () => {
+    await api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'pp' } } as never);
+    const policy = {
+      apiVersion: 'nftproxy.dev/v1alpha1',
+      kind: 'ProxyPolicy',
+      namespace: 'pp',
+      name: 'weights',
+      uid: '0b7f1c2e-1111-4c1b-9f43-0c2b7a9d1e11',
+      resourceVersion: '7',
+    };
+    const nodes = ['node-a', 'node-b', 'node-c'].map(
+      (nodeName) => new ApiEventRecorder({ kubeConfig: api.kubeConfig(), nodeName }),
+    );
+    const message = 'spec.scheduler.weights[0].weight: must be from 0 to 100, not 101';
+    await Promise.all(nodes.map((n) => n.warn({ ...policy, revision: 1 }, 'Invalid', message)));
+    let posted = await events('pp');
+    assert.equal(posted.length, 1, JSON.stringify(posted));
+    assert.deepEqual(
+      { reason: posted[0]!.reason, kind: posted[0]!.involvedObject.kind, uid: posted[0]!.involvedObject.uid },
+      { reason: 'Invalid', kind: 'ProxyPolicy', uid: policy.uid },
+    );
+    // The same problem again in a later generation is news; the same one again is not.
+    await Promise.all(nodes.map((n) => n.warn({ ...policy, revision: 2 }, 'Invalid', message)));
+    await nodes[0]!.warn({ ...policy, revision: 1 }, 'Invalid', message);
+    posted = await events('pp');
+    assert.equal(posted.length, 2, JSON.stringify(posted.map((e) => e.message)));
+  });
 });

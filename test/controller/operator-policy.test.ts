@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { Operator } from '../../src/controller/operator.js';
-import { PolicyStatusWriter } from '../../src/controller/policy-status.js';
+import { PolicyStatusWriter } from '../../src/controller/policy-status-writer.js';
 import type { SyncResult } from '../../src/controller/syncer.js';
 import { resolveSettings } from '../../src/controller/settings.js';
 import { ApiSource } from '../../src/k8s/api-source.js';

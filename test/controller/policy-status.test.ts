@@ -9,11 +9,11 @@ import {
   computeStatus,
   mergePatchBetween,
   type PolicyCondition,
-  PolicyStatusWriter,
   type PolicyResult,
   type ProxyPolicyStatus,
   removeNodeStatus,
 } from '../../src/controller/policy-status.js';
+import { PolicyStatusWriter } from '../../src/controller/policy-status-writer.js';
 import type { Logger } from '../../src/telemetry/log.js';
 import { FakeApiServer } from '../support/apiserver.js';
 import { type CRD, CRDModel } from '../support/crd-validator.js';

@@ -453,6 +453,9 @@ export class FakeApiServer {
     if (event.metadata?.namespace && event.metadata.namespace !== namespace) {
       return status(res, 400, 'BadRequest', 'the namespace of the object does not match the request');
     }
+    const name = event.metadata?.name;
+    if (name && this.events.some((e) => e.metadata.name === name && e.metadata.namespace === namespace))
+      return status(res, 409, 'AlreadyExists', `events "${name}" already exists`);
     event.metadata = {
       ...event.metadata,
       namespace,
