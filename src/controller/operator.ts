@@ -26,7 +26,7 @@ import type { PolicyStatusWriter } from './policy-status-writer.js';
 import {
   type CounterRead,
   endpointSamples,
-  healthChecks,
+  HealthChecks,
   noLocalEndpoints,
   policyResults,
   startWarnings,
@@ -92,6 +92,8 @@ export class Operator {
   private readonly log: Logger;
   private readonly clock: Clock;
   private servers: RouteServer[] = [];
+  /** The health checks this node serves, as of the last sync. */
+  private readonly checks: HealthChecks;
   private timers: NodeJS.Timeout[] = [];
   private watch: TableWatch | undefined;
   private ready = false;
@@ -112,6 +114,7 @@ export class Operator {
     this.clock = deps.clock ?? systemClock;
     const { settings } = deps;
     this.store = new ClusterStore(settings.proxy.nodeName);
+    this.checks = new HealthChecks(settings.proxy.nodeName, settings.proxy.serviceProxyName);
     this.metrics = new ProxyMetrics({
       since: this.clock.now(),
       // O(services): computed when scraped, not on every sync.
@@ -143,6 +146,7 @@ export class Operator {
         } catch (e) {
           this.metrics.syncFailed(type);
           this.outcome = { ok: false, message: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
+          this.checks.update(this.store, type === SyncType.full ? undefined : req.dirty);
           this.report();
           deps.onSync?.(e as Error);
           throw e;
@@ -162,6 +166,7 @@ export class Operator {
           conflicts,
         });
         this.outcome = { ok: true };
+        this.checks.update(this.store, type === SyncType.full ? undefined : req.dirty);
         this.report();
         // A full sync of a large cluster leaves its garbage resident until collected.
         if (type === SyncType.full && this.store.counts().services >= COLLECT_FROM_SERVICES) collectSoon();
@@ -339,19 +344,18 @@ export class Operator {
    * health checks. Runs in the background, one report after another; failures are logged.
    */
   private report(): void {
-    const { policyStatus, serviceHealth, settings } = this.deps;
+    const { policyStatus, serviceHealth } = this.deps;
     if (!policyStatus && !serviceHealth) return;
     const policies = policyStatus ? policyResults(this.store, this.outcome) : [];
-    const checks = serviceHealth
-      ? healthChecks(this.store, settings.proxy.nodeName, settings.proxy.serviceProxyName)
-      : new Map();
+    // Copied: the report runs later, the checks move on with each sync.
+    const checks = serviceHealth ? new Map(this.checks.current) : new Map();
     this.reported = this.reported.then(async () => {
       try {
         if (policyStatus) await policyStatus.report(policies);
         for (const p of (await serviceHealth?.update(checks)) ?? []) {
           this.log.warn('cannot serve a health check node port', { ...p });
           const [namespace, name] = p.service.split('/') as [string, string];
-          this.deps.events?.warn({ namespace, name }, EventReason.healthCheckFailed, p.message);
+          void this.deps.events?.warn({ namespace, name }, EventReason.healthCheckFailed, p.message);
         }
       } catch (e) {
         this.log.error('reporting failed', { error: e instanceof Error ? e.message : String(e) });
@@ -384,7 +388,7 @@ export class Operator {
       now.add(id);
       if (this.conflicts.has(id)) continue;
       const [namespace, name] = c.unit.service.split('/') as [string, string];
-      this.deps.events?.warn({ namespace, name }, EventReason.addressConflict, message);
+      void this.deps.events?.warn({ namespace, name }, EventReason.addressConflict, message);
     }
     this.conflicts = now;
     return conflicts.length;

@@ -31,16 +31,10 @@ const serviceKey = (svc: Service) => `${svc.metadata.namespace}/${svc.metadata.n
 /**
  * Every ProxyPolicy's result on this node. A valid policy is programmed when the last sync
  * succeeded; an invalid one is never programmed (it reached no rule) and says why. A service
- * that two policies select counts for the winner and is a conflict for the loser.
+ * that two policies select counts for the winner and is a conflict for the loser. Costs the
+ * services of the namespaces that have policies: nothing without policies.
  */
 export function policyResults(store: ClusterStore, outcome: SyncOutcome): PolicyResult[] {
-  const byNamespace = new Map<string, Service[]>();
-  for (const key of store.serviceKeys()) {
-    const svc = store.service(key)!;
-    const list = byNamespace.get(svc.metadata.namespace) ?? [];
-    list.push(svc);
-    byNamespace.set(svc.metadata.namespace, list);
-  }
   return store.policyList().map((p) => {
     const { namespace, name, uid, generation } = p.metadata;
     const base = { namespace, name, ...(uid ? { uid } : {}), generation, problems: p.problems };
@@ -55,7 +49,7 @@ export function policyResults(store: ClusterStore, outcome: SyncOutcome): Policy
     }
     const selected: string[] = [];
     const conflicts = new Map<string, string>();
-    for (const svc of byNamespace.get(namespace) ?? []) {
+    for (const svc of store.servicesIn(namespace)) {
       if (!selects(p, svc)) continue;
       const winner = store.policyOf(svc).policy;
       if (winner && winner.metadata.name !== name) {
@@ -77,33 +71,65 @@ export function policyResults(store: ClusterStore, outcome: SyncOutcome): Policy
 }
 
 /**
- * The health checks this node serves: every proxied service with externalTrafficPolicy Local
- * and a healthCheckNodePort, with its ready endpoints on this node (distinct addresses over
- * all its ports), as kube-proxy counts them.
+ * The health check of one service on this node, if it has one: a proxied service with
+ * externalTrafficPolicy Local and a healthCheckNodePort, with its ready endpoints on this node
+ * (distinct addresses over all its ports), as kube-proxy counts them.
  */
-export function healthChecks(
+export function healthCheckOf(
   store: ClusterStore,
+  key: string,
   nodeName: string,
   serviceProxyName = '',
-): Map<string, ServiceHealthState> {
-  const out = new Map<string, ServiceHealthState>();
-  for (const key of store.serviceKeys()) {
-    const svc = store.service(key)!;
-    if (
-      !proxied(svc, serviceProxyName) ||
-      svc.externalTrafficPolicy !== TrafficPolicy.Local ||
-      !svc.healthCheckNodePort
-    )
-      continue;
-    const local = new Set<string>();
-    for (const slice of store.slicesOf(key)) {
-      for (const ep of slice.endpoints) {
-        if (ep.nodeName === nodeName && ep.conditions.ready) local.add(ep.address);
-      }
+): ServiceHealthState | undefined {
+  const svc = store.service(key);
+  if (
+    !svc ||
+    !proxied(svc, serviceProxyName) ||
+    svc.externalTrafficPolicy !== TrafficPolicy.Local ||
+    !svc.healthCheckNodePort
+  )
+    return undefined;
+  const local = new Set<string>();
+  for (const slice of store.slicesOf(key)) {
+    for (const ep of slice.endpoints) {
+      if (ep.nodeName === nodeName && ep.conditions.ready) local.add(ep.address);
     }
-    out.set(key, { port: svc.healthCheckNodePort, localEndpoints: local.size });
   }
-  return out;
+  return { port: svc.healthCheckNodePort, localEndpoints: local.size };
+}
+
+/**
+ * The health checks this node serves, kept up to date a service at a time: each sync
+ * recomputes the services it was asked to (all of them for a full one), so a report after a
+ * partial sync costs what the sync touched, not the cluster.
+ */
+export class HealthChecks {
+  private readonly checks = new Map<string, ServiceHealthState>();
+  private complete = false;
+
+  constructor(
+    private readonly nodeName: string,
+    private readonly serviceProxyName = '',
+  ) {}
+
+  /** Recomputes the services `keys` (every service when undefined, or before the first full pass). */
+  update(store: ClusterStore, keys?: Iterable<string>): void {
+    if (!keys || !this.complete) {
+      this.checks.clear();
+      keys = store.serviceKeys();
+      this.complete = true;
+    }
+    for (const k of keys) {
+      const check = healthCheckOf(store, k, this.nodeName, this.serviceProxyName);
+      if (check) this.checks.set(k, check);
+      else this.checks.delete(k);
+    }
+  }
+
+  /** The checks now, by service key. */
+  get current(): ReadonlyMap<string, ServiceHealthState> {
+    return this.checks;
+  }
 }
 
 /**

@@ -53,6 +53,8 @@ const NOTHING: Dirty = { services: [], node: false };
 /** Holds the current objects. */
 export class ClusterStore {
   private readonly services = new Map<string, Service>();
+  /** Service keys by namespace (policies select within one). */
+  private readonly servicesByNamespace = new Map<string, Set<string>>();
   private readonly slices = new Map<string, EndpointSlice>();
   /** The slices naming each service: an array, a service has few (usually one). */
   private readonly slicesByService = new Map<string, EndpointSlice[]>();
@@ -79,6 +81,9 @@ export class ClusterStore {
         const old = this.services.get(k);
         if (old && irEqual(old, p.object)) return NOTHING;
         this.services.set(k, p.object);
+        let inNs = this.servicesByNamespace.get(namespace);
+        if (!inNs) this.servicesByNamespace.set(namespace, (inNs = new Set()));
+        inNs.add(k);
         return { services: [k], node: false };
       }
       case 'EndpointSlice': {
@@ -126,9 +131,9 @@ export class ClusterStore {
   /** A policy changed: the services it selected or selects now, and its status. */
   private policyDirty(namespace: string, versions: (PolicyObject | undefined)[], k: string): Dirty {
     const services: string[] = [];
-    for (const [sk, svc] of this.services) {
-      if (svc.metadata.namespace === namespace && versions.some((v) => v && selects(v, svc)))
-        services.push(sk);
+    for (const svc of this.servicesIn(namespace)) {
+      if (versions.some((v) => v && selects(v, svc)))
+        services.push(key(svc.metadata.namespace, svc.metadata.name));
     }
     return { services, node: false, policies: [k] };
   }
@@ -136,7 +141,13 @@ export class ClusterStore {
   /** Removes an object, if present. */
   remove(kind: StoreKind, namespace: string, name: string): Dirty {
     const k = key(namespace, name);
-    if (kind === 'Service') return this.services.delete(k) ? { services: [k], node: false } : NOTHING;
+    if (kind === 'Service') {
+      if (!this.services.delete(k)) return NOTHING;
+      const inNs = this.servicesByNamespace.get(namespace)!;
+      inNs.delete(k);
+      if (inNs.size === 0) this.servicesByNamespace.delete(namespace);
+      return { services: [k], node: false };
+    }
     if (kind === 'Node')
       return this.nodes.delete(name) ? { services: [], node: name === this.nodeName } : NOTHING;
     if (kind === 'ServiceCIDR')
@@ -203,6 +214,11 @@ export class ClusterStore {
   /** The service with this key, if known. */
   service(k: string): Service | undefined {
     return this.services.get(k);
+  }
+
+  /** The services of one namespace. */
+  *servicesIn(namespace: string): IterableIterator<Service> {
+    for (const k of this.servicesByNamespace.get(namespace) ?? []) yield this.services.get(k)!;
   }
 
   /** The slices naming the service with this key. */

@@ -3,7 +3,7 @@
  * meant.
  */
 import assert from 'node:assert/strict';
-import { startWarnings } from '../../src/controller/reports.js';
+import { HealthChecks, startWarnings } from '../../src/controller/reports.js';
 import { ClusterStore } from '../../src/k8s/store.js';
 import { parseResource } from '../../src/k8s/parse.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
@@ -67,5 +67,93 @@ describe('start warnings', () => {
     );
     // A Node podCIDR change makes everything dirty (the pod network changed).
     assert.deepEqual(store.upsert(node('n1', ['10.244.1.0/24'])).node, true);
+  });
+});
+
+describe('health checks, kept a service at a time', () => {
+  const local = (name: string, namespace = 'default', port = 31000) =>
+    object({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace },
+      spec: {
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.20',
+        externalTrafficPolicy: 'Local',
+        healthCheckNodePort: port,
+        ports: [{ port: 80, nodePort: 30080 }],
+      },
+    });
+  const slice = (service: string, endpoints: [ip: string, node: string][]) =>
+    object({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: {
+        name: `${service}-1`,
+        namespace: 'default',
+        labels: { 'kubernetes.io/service-name': service },
+      },
+      addressType: 'IPv4',
+      ports: [{ port: 8080 }],
+      endpoints: endpoints.map(([ip, nodeName]) => ({
+        addresses: [ip],
+        nodeName,
+        conditions: { ready: true },
+      })),
+    });
+
+  it('recomputes only the services a sync was asked to, and all of them the first time', () => {
+    const store = new ClusterStore('n1');
+    store.upsert(local('a', 'default', 31001));
+    store.upsert(local('b', 'default', 31002));
+    store.upsert(svc('plain', ['10.96.0.30']));
+    store.upsert(slice('a', [['10.244.1.1', 'n1']]));
+    const checks = new HealthChecks('n1');
+    checks.update(store, ['default/a']); // not complete yet: every service
+    assert.deepEqual(
+      [...checks.current],
+      [
+        ['default/a', { port: 31001, localEndpoints: 1 }],
+        ['default/b', { port: 31002, localEndpoints: 0 }],
+      ],
+    );
+    store.upsert(
+      slice('a', [
+        ['10.244.1.1', 'n1'],
+        ['10.244.1.2', 'n1'],
+        ['10.244.2.1', 'n2'],
+      ]),
+    );
+    store.upsert(slice('b', [['10.244.1.9', 'n1']]));
+    checks.update(store, ['default/a']);
+    assert.deepEqual(checks.current.get('default/a'), { port: 31001, localEndpoints: 2 }, 'a recomputed');
+    assert.deepEqual(checks.current.get('default/b'), { port: 31002, localEndpoints: 0 }, 'b not asked for');
+    store.remove('Service', 'default', 'a');
+    checks.update(store, ['default/a']);
+    assert.equal(checks.current.has('default/a'), false, 'a removed service has no check');
+    checks.update(store);
+    assert.deepEqual(
+      checks.current.get('default/b'),
+      { port: 31002, localEndpoints: 1 },
+      'a full pass sees b',
+    );
+  });
+
+  it('the store lists a namespace’s services (policies select within one)', () => {
+    const store = new ClusterStore('n1');
+    store.upsert(local('a', 'shop'));
+    store.upsert(local('b', 'shop'));
+    store.upsert(local('c', 'other'));
+    store.remove('Service', 'shop', 'a');
+    assert.deepEqual(
+      [...store.servicesIn('shop')].map((s) => s.metadata.name),
+      ['b'],
+    );
+    store.remove('Service', 'shop', 'b');
+    assert.deepEqual([...store.servicesIn('shop')], []);
+    assert.deepEqual(
+      [...store.servicesIn('other')].map((s) => s.metadata.name),
+      ['c'],
+    );
   });
 });
