@@ -9,6 +9,7 @@
  *
  *   npm run build:bench && node dist-bench/bench/memory.js [--services 50000] [--changes 100] [--backend netlink]
  */
+import type { Readable } from 'node:stream';
 import { readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,7 +84,13 @@ export async function benchMemory(
     });
   const dir = await mkdtemp(join(tmpdir(), 'nftproxy-bench-'));
   const ns = await Netns.create('bench');
-  let op: ReturnType<typeof execa> | undefined;
+  let op:
+    | (PromiseLike<unknown> & {
+        stderr: Readable | null;
+        pid?: number | undefined;
+        kill(signal?: NodeJS.Signals): boolean;
+      })
+    | undefined;
   try {
     const { port } = JSON.parse(await nextApiLine()) as { port: number };
     const kubeconfig = join(dir, 'kubeconfig');

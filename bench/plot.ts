@@ -137,7 +137,6 @@ export function logTicks(lo: number, hi: number): number[] {
   return [];
 }
 
-const nonEmpty = <T>(xs: T[]): T[] | undefined => (xs.length ? xs : undefined);
 const sortedUnique = (xs: number[]): number[] => [...new Set(xs)].sort((a, b) => a - b);
 
 /** Common look: fixed size, white background, no interaction. */
@@ -169,6 +168,7 @@ export function syncSpec(r: SyncFile): TopLevelSpec {
   );
   const xs = sortedUnique(values.map((v) => v.services));
   const ys = values.flatMap((v) => [v.min, v.max]);
+  const ticks = logTicks(Math.min(...ys), Math.max(...ys));
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const perService = +(
     sum(r.sizes.map((s) => s.endpoints)) / Math.max(1, sum(r.sizes.map((s) => s.services)))
@@ -219,7 +219,10 @@ export function syncSpec(r: SyncFile): TopLevelSpec {
             type: 'quantitative',
             title: 'full-sync time, s (log scale)',
             scale: { type: 'log', nice: false, padding: 12 },
-            axis: { values: nonEmpty(logTicks(Math.min(...ys), Math.max(...ys))), format: '~g' },
+            axis: {
+              ...(ticks.length ? { values: ticks } : {}),
+              format: '~g',
+            },
           },
         },
       },

@@ -22,12 +22,13 @@
  *
  * `--limit` (default 300 s) gives up on a proxy whose first sync has not ended by then.
  */
+import type { Readable } from 'node:stream';
 import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { apiCluster } from '../test/support/api-objects.js';
 import { KUBE_BIN, RealApiServer, realApiServerMissing } from '../test/support/kube-apiserver.js';
 import { Netns } from '../test/support/netns.js';
@@ -146,7 +147,13 @@ class Proc {
   private waiters: (() => void)[] = [];
   private buf = '';
 
-  constructor(readonly p: ResultPromise) {
+  constructor(
+    readonly p: PromiseLike<unknown> & {
+      stderr: Readable | null;
+      stdout: Readable | null;
+      kill(signal?: NodeJS.Signals): boolean;
+    },
+  ) {
     const take = (d: Buffer) => {
       this.buf += d.toString();
       for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {

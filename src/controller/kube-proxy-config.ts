@@ -91,12 +91,16 @@ export function fromKubeProxyConfiguration(doc: Obj): { settings: SettingsInput;
       case 'nodePortAddresses':
         if (Array.isArray(value)) settings.nodePortAddresses = value.map(String);
         break;
-      case 'healthzBindAddress':
-        settings.healthzBindAddress = bindAddress(value, 10256);
+      case 'healthzBindAddress': {
+        const bind = bindAddress(value, 10256);
+        if (bind !== undefined) settings.healthzBindAddress = bind;
         break;
-      case 'metricsBindAddress':
-        settings.metricsBindAddress = bindAddress(value, 10249);
+      }
+      case 'metricsBindAddress': {
+        const bind = bindAddress(value, 10249);
+        if (bind !== undefined) settings.metricsBindAddress = bind;
         break;
+      }
       case 'clientConnection': {
         const cc = isObj(value) ? value : {};
         if (typeof cc.kubeconfig === 'string' && cc.kubeconfig) settings.kubeconfig = cc.kubeconfig;

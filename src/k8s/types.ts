@@ -119,13 +119,14 @@ export interface Endpoint {
   /** The first of `addresses`, the only one consumers may use. Canonical. */
   address: string;
   conditions: EndpointConditions;
-  nodeName?: string;
-  zone?: string;
-  hostname?: string;
+  // Present (possibly undefined) on every endpoint the parser makes: one object shape.
+  nodeName?: string | undefined;
+  zone?: string | undefined;
+  hostname?: string | undefined;
   /** Name of the endpoint's target (`targetRef.name`, normally its Pod). */
-  targetName?: string;
+  targetName?: string | undefined;
   /** Topology hints the EndpointSlice controller set: zones and nodes that should use this endpoint. */
-  hints?: { forZones: string[]; forNodes: string[] };
+  hints?: { forZones: string[]; forNodes: string[] } | undefined;
 }
 
 /** A discovery.k8s.io/v1 EndpointSlice of an IP address type. */

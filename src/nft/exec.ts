@@ -120,7 +120,7 @@ export class ExecBackend implements NftBackend, NftReader {
     const [file, ...pre] = this.command;
     try {
       const run = execa(file!, [...pre, ...args], {
-        input,
+        ...(input !== undefined ? { input } : {}),
         timeout: this.timeoutMs,
         maxBuffer: 1 << 30,
         stripFinalNewline: false,

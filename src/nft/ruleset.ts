@@ -68,7 +68,11 @@ export function elemKey(e: Elem): string {
   return exprKey(Array.isArray(e) ? e[0] : e);
 }
 
-/** Structural equality of two values of the IR (elements, expressions), without serialising. */
+/**
+ * Structural equality of two plain values (IR elements and expressions, parsed objects),
+ * without serialising. A key set to undefined counts as absent, as in JSON: objects built with
+ * every field present and ones that leave unset fields out compare equal.
+ */
 export function irEqual(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
@@ -78,11 +82,30 @@ export function irEqual(a: unknown, b: unknown): boolean {
     return true;
   }
   if (Array.isArray(b)) return false;
-  const ka = Object.keys(a);
-  if (ka.length !== Object.keys(b).length) return false;
-  for (const k of ka)
-    if (!irEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
-  return true;
+  const ra = a as Record<string, unknown>;
+  const rb = b as Record<string, unknown>;
+  const ka = Object.keys(ra);
+  // The usual case, fast: the same keys (objects of one shape).
+  if (ka.length === Object.keys(rb).length) {
+    let sameKeys = true;
+    for (const k of ka) {
+      const vb = rb[k];
+      if (vb === undefined && !(k in rb)) {
+        sameKeys = false;
+        break;
+      }
+      if (!irEqual(ra[k], vb)) return false;
+    }
+    if (sameKeys) return true;
+  }
+  let defined = 0;
+  for (const k of ka) {
+    if (ra[k] === undefined) continue;
+    defined++;
+    if (!irEqual(ra[k], rb[k])) return false;
+  }
+  for (const k of Object.keys(rb)) if (rb[k] !== undefined) defined--;
+  return defined === 0;
 }
 
 /** The key expression of an element. */
@@ -236,11 +259,11 @@ export function comparableDef(s: SetState): SetState['def'] {
   const flags = s.def.flags?.filter((f) => f !== 'dynamic');
   // A concatenated map datatype comes back as one string, `ipv4_addr . inet_service`.
   const split = <T>(t: T): T | string[] => (typeof t === 'string' && t.includes(' . ') ? t.split(' . ') : t);
+  const { typeof: _typeof, flags: _flags, map, ...rest } = s.def;
   return {
-    ...s.def,
-    typeof: undefined,
-    flags: flags?.length ? flags : undefined,
-    map: split(s.def.map),
+    ...rest,
+    ...(flags?.length ? { flags } : {}),
+    ...(map !== undefined ? { map: split(map) } : {}),
   } as SetState['def'];
 }
 

@@ -17,15 +17,17 @@ export function traced(backend: NftBackend): NftBackend {
 }
 
 class TracedBackend implements NftBackend {
-  readonly ownsCommit?: NftBackend['ownsCommit'];
-  readonly listElementCounters?: NftBackend['listElementCounters'];
-  readonly close?: NftBackend['close'];
+  // Set in the constructor only when the inner backend has them.
+  declare readonly ownsCommit?: NonNullable<NftBackend['ownsCommit']>;
+  declare readonly listElementCounters?: NonNullable<NftBackend['listElementCounters']>;
+  declare readonly close?: NonNullable<NftBackend['close']>;
 
   constructor(private readonly inner: NftBackend) {
-    if (inner.ownsCommit) this.ownsCommit = (pid) => inner.ownsCommit!(pid);
+    const self = this as { -readonly [K in keyof TracedBackend]: TracedBackend[K] };
+    if (inner.ownsCommit) self.ownsCommit = (pid) => inner.ownsCommit!(pid);
     if (inner.listElementCounters)
-      this.listElementCounters = (family, table, set) => inner.listElementCounters!(family, table, set);
-    if (inner.close) this.close = () => inner.close!();
+      self.listElementCounters = (family, table, set) => inner.listElementCounters!(family, table, set);
+    if (inner.close) self.close = () => inner.close!();
   }
 
   get name(): string {

@@ -10,46 +10,46 @@ export interface ProxyConfigInput {
   /** This node's name (EndpointSlice `nodeName`, Node object). */
   nodeName: string;
   /** Pod network CIDRs. Traffic from outside them to a ClusterIP is masqueraded. */
-  clusterCIDRs?: string[];
+  clusterCIDRs?: string[] | undefined;
   /**
    * The ranges ClusterIPs are allocated from (the API server's --service-cluster-ip-range),
    * per family. Traffic to an address in them that no Service holds is dropped, and external
    * IPs inside them are refused. ServiceCIDR objects add to these.
    */
-  serviceCIDRs?: string[];
+  serviceCIDRs?: string[] | undefined;
   /**
    * Where NodePorts answer: CIDRs, `primary` for the node's own IPs, or `all`. Empty or `all`:
    * every local address except loopback (kube-proxy's iptables mode; its nftables mode
    * defaults to `primary`). Loopback CIDRs are refused: NodePorts never answer there.
    */
-  nodePortAddresses?: string[];
+  nodePortAddresses?: string[] | undefined;
   /** Masquerade all traffic to ClusterIPs, not only that from outside the cluster CIDRs. */
-  masqueradeAll?: boolean;
+  masqueradeAll?: boolean | undefined;
   /**
    * How traffic from pods is told apart, as kube-proxy's detectLocalMode: `ClusterCIDR` (the
    * default), source in `clusterCIDRs`; `NodeCIDR`, source in this node's Node
    * `spec.podCIDRs`; `BridgeInterface`, arriving on `podBridgeInterface`;
    * `InterfaceNamePrefix`, arriving on an interface named `podInterfaceNamePrefix...`.
    */
-  detectLocalMode?: string;
+  detectLocalMode?: string | undefined;
   /** BridgeInterface mode: the bridge pods are attached to (`cbr0`). */
-  podBridgeInterface?: string;
+  podBridgeInterface?: string | undefined;
   /** InterfaceNamePrefix mode: the prefix of the node's pod interfaces (`veth`, `cali`). */
-  podInterfaceNamePrefix?: string;
+  podInterfaceNamePrefix?: string | undefined;
   /**
    * Program only the services whose `service.kubernetes.io/service-proxy-name` label is this
    * (empty, the default: only those without the label).
    */
-  serviceProxyName?: string;
+  serviceProxyName?: string | undefined;
   /** This node's IPs; when empty, taken from the Node object's addresses. */
-  nodeIPs?: string[];
+  nodeIPs?: string[] | undefined;
   /** Size limit of the ClientIP affinity map (clients x affinity addresses), per family. */
-  affinityMapSize?: number;
+  affinityMapSize?: number | undefined;
   /**
    * A counter on every backends map element (connections per service endpoint, read by
    * `nftproxy status`). Costs kernel memory: 16 bytes per element per CPU.
    */
-  endpointCounters?: boolean;
+  endpointCounters?: boolean | undefined;
 }
 
 /** Validated settings. */

@@ -47,7 +47,7 @@ export interface DispatchEntry {
   family: Family;
   kind: 'clusterIP' | 'externalIP' | 'loadBalancerIP' | 'nodePort';
   /** The VIP; absent for NodePorts (every local address). */
-  address?: string;
+  address?: string | undefined;
   protocol: 'tcp' | 'udp' | 'sctp';
   port: number;
   /** `namespace/name` of the service. */
@@ -62,7 +62,7 @@ export interface DispatchEntry {
    * externalTrafficPolicy Local, external addresses: how many endpoints clients outside the
    * cluster reach (this node's).
    */
-  localEndpoints?: number;
+  localEndpoints?: number | undefined;
   /** `forward`, or what new connections get when there is no endpoint to forward to. */
   verdict: 'forward' | 'reject' | 'drop';
   /** ProxyPolicy scheduler in force. */
@@ -70,9 +70,9 @@ export interface DispatchEntry {
   /** Slots of the pick (weights and Maglev tables make more slots than endpoints). */
   slots: number;
   /** Seconds of ClientIP affinity, when on. */
-  affinityTimeout?: number;
+  affinityTimeout?: number | undefined;
   /** `namespace/name` of the ProxyPolicy in force. */
-  policy?: string;
+  policy?: string | undefined;
   /** Topology hints in use for `backends`. */
   topology: EndpointCategories['topology'];
 }
@@ -89,6 +89,7 @@ export function sharedLine(set: string, key: string): string {
  * the operator holds one per address and port of the cluster: the lines are generated from
  * these fields when needed (`unitLines`), never stored.
  */
+// Every field of a unit is present, set or undefined: one object shape for every unit.
 export interface DispatchUnit extends DispatchEntry {
   /**
    * Conflict key within the family's table, also the key every line starts with:
@@ -96,27 +97,27 @@ export interface DispatchUnit extends DispatchEntry {
    */
   claim: string;
   /** The pick chain of the dispatch entry, and the local pool's (externalTrafficPolicy Local). */
-  pick?: PickSpec;
-  localPick?: PickSpec;
+  pick?: PickSpec | undefined;
+  localPick?: PickSpec | undefined;
   /** The backend in each slot of the pick, `ip . port` joined by `\n` ('' without slots). */
   slotLines: string;
   /** The same for the local pool, when `localEndpoints` is set. */
-  localSlotLines?: string;
+  localSlotLines?: string | undefined;
   /**
    * Its traffic is masqueraded (`masquerade-*` set), only the node's own
    * (`masquerade-*from-node`: externalTrafficPolicy Local), or exempt (`no-masquerade-services`).
    */
-  masquerade?: 'always' | 'fromNode' | 'never';
+  masquerade?: 'always' | 'fromNode' | 'never' | undefined;
   /** Source ranges (canonical CIDR text): allowed, when restricted; refused. */
-  allow?: readonly string[];
-  deny?: readonly string[];
+  allow?: readonly string[] | undefined;
+  deny?: readonly string[] | undefined;
   /**
    * Elements other units may write too, reference-counted by key: the endpoint addresses of
    * the hairpin pairs (one array for all units of a service port), and the ClusterIP of a
    * ClusterIP unit (`cluster-ips`).
    */
   hairpin: readonly string[];
-  clusterIP?: string;
+  clusterIP?: string | undefined;
 }
 
 /** Receives a unit's element lines: the set and one line. */

@@ -50,9 +50,9 @@ interface Fixture {
   name: string;
   object: unknown;
   /** From `# field:`: the field the one mistake is in. */
-  field?: string;
+  field?: string | undefined;
   /** From `# message:`: a part of validateProxyPolicy's message. */
-  message?: string;
+  message?: string | undefined;
 }
 
 function load(dir: string): Fixture[] {
@@ -88,7 +88,7 @@ function policyFromStored(stored: Record<string, unknown>): ProxyPolicy {
   if (spec.scheduler.type === Scheduler.maglev) spec.scheduler.tableSize ??= DEFAULT_MAGLEV_TABLE_SIZE;
   if (spec.sessionAffinity?.type === 'ClientIP')
     spec.sessionAffinity.timeoutSeconds ??= DEFAULT_AFFINITY_TIMEOUT_SECONDS;
-  const canonical = (l?: string[]) => l?.map((c) => formatCIDR(parseCIDR(c)!));
+  const canonical = (l: string[]) => l.map((c) => formatCIDR(parseCIDR(c)!));
   if (spec.sourceRanges?.allow) spec.sourceRanges.allow = canonical(spec.sourceRanges.allow);
   if (spec.sourceRanges?.deny) spec.sourceRanges.deny = canonical(spec.sourceRanges.deny);
   const metadata: ProxyPolicy['metadata'] = {
@@ -103,7 +103,7 @@ function policyFromStored(stored: Record<string, unknown>): ProxyPolicy {
 }
 
 /** Both validators on one object: they agree, and the policy if they accept. */
-function both(obj: unknown): { policy?: ProxyPolicy; ours: PolicyProblem[]; api: FieldError[] } {
+function both(obj: unknown): { policy?: ProxyPolicy | undefined; ours: PolicyProblem[]; api: FieldError[] } {
   const ours = validateProxyPolicy(obj);
   const api = model.admit(obj);
   const detail = `\nvalidateProxyPolicy: ${show(ours.problems)}\nCRD: ${show(api.errors)}\nobject: ${JSON.stringify(obj)}`;

@@ -22,14 +22,16 @@ const NAMES = ['a', 'b', 'c', 'd', 'e'];
 interface Spec {
   name: string;
   /** undefined: delete the service. */
-  svc?: {
-    type: 'ClusterIP' | 'NodePort';
-    clusterIP: number;
-    externalIP?: number;
-    port: number;
-    nodePort: number;
-    endpoints: number[];
-  };
+  svc?:
+    | {
+        type: 'ClusterIP' | 'NodePort';
+        clusterIP: number;
+        externalIP?: number | undefined;
+        port: number;
+        nodePort: number;
+        endpoints: number[];
+      }
+    | undefined;
 }
 
 const arbSpec: fc.Arbitrary<Spec> = fc.record({

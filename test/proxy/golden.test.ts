@@ -52,7 +52,9 @@ describe('golden rulesets', () => {
       if (c.json)
         await golden(`${c.name}.json`, JSON.stringify(rulesetToJson(result.ruleset), null, 2) + '\n');
       const messages = [...diagnostics, ...result.diagnostics]
-        .map((d) => formatDiagnostic({ ...d, origin: d.origin?.replace(/^.*fixtures\//, '') }))
+        .map((d) =>
+          formatDiagnostic({ ...d, ...(d.origin ? { origin: d.origin.replace(/^.*fixtures\//, '') } : {}) }),
+        )
         .join('\n');
       await golden(`${c.name}.diagnostics.txt`, messages + '\n');
     });

@@ -405,7 +405,7 @@ function validate(v: unknown, s: Schema, path: string, errors: FieldError[]): bo
 interface CompiledRule {
   rule: Rule;
   check: { valid: boolean; type?: string; error?: Error };
-  messageCheck?: { valid: boolean; type?: string; error?: Error };
+  messageCheck?: { valid: boolean; type?: string; error?: Error } | undefined;
   evaluate: (self: unknown) => unknown;
   message: (self: unknown) => unknown;
 }

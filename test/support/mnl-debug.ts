@@ -63,7 +63,7 @@ export function parseMnlDebug(text: string): MnlMessage[] {
     let m: RegExpExecArray | null;
     if ((m = /^\|\s+(\d{5}) \| ([RMAE-]{4}) \|\s+\|\s+type \| flags/.exec(line))) {
       cur.type = Number(m[1]);
-      cur.flagLetters = m[2];
+      cur.flagLetters = m[2]!;
     } else if ((m = /^\|\s+(\d{10})\s+\|\s+\| sequence number\|/.exec(line))) {
       cur.seq = Number(m[1]);
     } else if ((m = /^\|\s+(\d{10})\s+\|\s+\|\s+port ID\s+\|/.exec(line))) {

@@ -8,7 +8,7 @@ import { needs } from './require.js';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 
 const live = new Set<string>();
 process.on('exit', () => {
@@ -67,7 +67,7 @@ export class Netns {
   }
 
   /** Starts a long-running command inside the namespace. */
-  spawn(file: string, args: string[]): ResultPromise {
+  spawn(file: string, args: string[]) {
     return execa('ip', ['netns', 'exec', this.name, file, ...args], { reject: false, buffer: false });
   }
 

@@ -2,13 +2,17 @@
  * `nftproxy run` as a separate process, the way it runs on a node, for end-to-end tests.
  */
 import { fileURLToPath } from 'node:url';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 
 /** bin/nftproxy.js of this checkout. */
 export const BIN = fileURLToPath(new URL('../../bin/nftproxy.js', import.meta.url));
 
 /** A log line of the operator. */
 export type LogLine = { level: string; msg: string } & Record<string, unknown>;
+
+/** `nftproxy run ARGS`, its output streamed (not buffered), never rejecting. */
+const launch = (args: string[]) => execa('node', [BIN, 'run', ...args], { reject: false, buffer: false });
+type Proc = ReturnType<typeof launch>;
 
 /** A running operator process. */
 export class OperatorProcess {
@@ -18,7 +22,7 @@ export class OperatorProcess {
   private waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   private exited = false;
 
-  private constructor(private readonly proc: ResultPromise) {
+  private constructor(private readonly proc: Proc) {
     let buf = '';
     proc.stderr!.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -47,7 +51,7 @@ export class OperatorProcess {
 
   /** Starts `nftproxy run ARGS` and waits for its first sync. */
   static async start(args: string[]): Promise<OperatorProcess> {
-    const p = new OperatorProcess(execa('node', [BIN, 'run', ...args], { reject: false, buffer: false }));
+    const p = new OperatorProcess(launch(args));
     await p.waitFor((l) => l.msg === 'synced', 30_000);
     return p;
   }

@@ -32,7 +32,7 @@ const sources = values.source ?? [];
 let nextSource = 0;
 /** The local address of the next TCP connection, if sources were given. */
 const localAddress = (): { localAddress?: string } =>
-  sources.length ? { localAddress: sources[nextSource++ % sources.length] } : {};
+  sources.length ? { localAddress: sources[nextSource++ % sources.length]! } : {};
 const host = values.host!;
 const port = Number(values.port);
 const timeout = Number(values.timeout);

@@ -277,8 +277,10 @@ export function parseError(m: NlMessage): NlError {
     const origLen = b.length >= 8 ? b.readUInt32LE(4) : 0;
     const tlvStart = 4 + (m.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : align4(origLen));
     for (const a of parseAttrs(b, tlvStart)) {
-      if (a.type === NLMSGERR_ATTR_MSG) out.message = attrStr(a);
-      else if (a.type === NLMSGERR_ATTR_OFFS) out.offset = a.data.readUInt32LE(0);
+      if (a.type === NLMSGERR_ATTR_MSG) {
+        const text = attrStr(a);
+        if (text !== undefined) out.message = text;
+      } else if (a.type === NLMSGERR_ATTR_OFFS) out.offset = a.data.readUInt32LE(0);
     }
   }
   return out;
