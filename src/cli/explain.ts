@@ -43,13 +43,18 @@ function endpointOf(o: TraceOutcome): string {
   return formatHostPort(o.dnat!.addr, o.dnat!.port);
 }
 
+/** Whether a rule of the path acted through one of these sets or maps. */
+const through = (o: TraceOutcome, ...sets: string[]) =>
+  o.steps.some((s) => s.kind === 'rule' && s.sets.some((x) => sets.includes(x)));
+/** Whether a rule of this chain acted on the packet. */
+const inChain = (o: TraceOutcome, chain: string) =>
+  o.steps.some((s) => s.kind === 'rule' && s.chain === chain);
+
 /** Why a packet was refused, from the chains and maps on its path. */
 function rejectReason(o: TraceOutcome): string {
-  const path = o.path.join('\n');
-  if (path.includes(`@${Maps.noEndpointServices}`) || path.includes(`@${Maps.noEndpointNodeports}`)) {
+  if (through(o, Maps.noEndpointServices, Maps.noEndpointNodeports))
     return 'the service port has no usable endpoints';
-  }
-  if (path.includes(Chains.clusterIPsCheck)) return 'this ClusterIP has no such port';
+  if (inChain(o, Chains.clusterIPsCheck)) return 'this ClusterIP has no such port';
   return 'refused by the ruleset';
 }
 
@@ -64,12 +69,10 @@ const HOW: Record<Scheduler, string> = {
 
 /** Why a packet was dropped, from the chains and maps on its path. */
 function dropReason(o: TraceOutcome): string {
-  const path = o.path.join('\n');
-  if (path.includes(Chains.firewall)) return 'the source address is not allowed (source ranges)';
-  if (path.includes(`@${Maps.localServiceIPs}`) || path.includes(`@${Maps.localServiceNodeports}`))
+  if (inChain(o, Chains.firewall)) return 'the source address is not allowed (source ranges)';
+  if (through(o, Maps.localServiceIPs, Maps.localServiceNodeports))
     return 'externalTrafficPolicy Local and no endpoint on this node';
-  if (path.includes(`@${Maps.noEndpointServices}`))
-    return 'internalTrafficPolicy Local and no endpoint on this node';
+  if (through(o, Maps.noEndpointServices)) return 'internalTrafficPolicy Local and no endpoint on this node';
   return 'dropped by the ruleset';
 }
 

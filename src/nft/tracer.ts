@@ -50,8 +50,31 @@ export interface TraceOutcome {
   /** For accepted packets: delivered to the node itself, or routed onwards. */
   delivery?: 'local' | 'forward';
   /** What happened, step by step. */
+  steps: TraceStep[];
+  /** The steps as text, one line each. */
   path: string[];
 }
+
+/** What a rule did to the packet. */
+export type RuleEffect = 'verdictMap' | 'mark' | 'dnat' | 'masquerade' | 'reject' | 'affinity' | 'verdict';
+
+/** One step of a packet's way through the ruleset, with the line `explain` prints for it. */
+export type TraceStep =
+  /** A base chain of a hook is entered. */
+  | { kind: 'hook'; hook: string; chain: string; text: string }
+  /** The routing decision between the hooks. */
+  | { kind: 'route'; delivery: 'local' | 'forward'; text: string }
+  /** A rule acted on the packet (rules that only matched leave no step). */
+  | {
+      kind: 'rule';
+      chain: string;
+      /** Its index in the chain. */
+      rule: number;
+      /** The sets and maps the rule refers to (`@name`), in order. */
+      sets: string[];
+      effect: RuleEffect;
+      text: string;
+    };
 
 /** Every possible outcome, and a summary. */
 export interface TraceResult {
@@ -83,7 +106,7 @@ interface PacketState {
   iifname: string;
   dnat?: { addr: string; port: number };
   masquerade: boolean;
-  path: string[];
+  steps: TraceStep[];
 }
 
 /** How a chain (or rule) ended for one branch. */
@@ -105,8 +128,29 @@ const HOOKS_INGRESS = ['prerouting'] as const;
 const NO_MATCH = Symbol('no match');
 const MAX_DEPTH = 32;
 
+/** The rule a statement belongs to, for the steps it makes. */
+interface RuleAt {
+  chain: string;
+  rule: number;
+  sets: string[];
+  text: string;
+}
+
+/** The sets and maps a rule refers to (`@name`), in order of appearance. */
+function setRefs(rule: Stmt[]): string[] {
+  const out: string[] = [];
+  const walk = (v: unknown): void => {
+    if (typeof v === 'string') {
+      if (v.startsWith('@') && !out.includes(v.slice(1))) out.push(v.slice(1));
+    } else if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') Object.values(v).forEach(walk);
+  };
+  walk(rule);
+  return out;
+}
+
 function clone(p: PacketState): PacketState {
-  return { ...p, ctStatus: [...p.ctStatus], path: [...p.path], ...(p.dnat ? { dnat: { ...p.dnat } } : {}) };
+  return { ...p, ctStatus: [...p.ctStatus], steps: [...p.steps], ...(p.dnat ? { dnat: { ...p.dnat } } : {}) };
 }
 
 /** Converts a runtime value to the expression form set elements use, for exact lookups. */
@@ -216,7 +260,7 @@ export class Tracer {
       ctStatus: [],
       iifname: packet.entry === 'host' ? '' : (packet.iifname ?? ''),
       masquerade: false,
-      path: [],
+      steps: [],
     };
     const outcomes: TraceOutcome[] = [];
     for (const b of this.walkHooks(start, packet.entry)) {
@@ -224,7 +268,8 @@ export class Tracer {
       const o: TraceOutcome = {
         verdict: flow.kind === 'drop' ? 'drop' : flow.kind === 'reject' ? 'reject' : 'accept',
         masquerade: pkt.masquerade,
-        path: pkt.path,
+        steps: pkt.steps,
+        path: pkt.steps.map((st) => st.text),
       };
       if (flow.kind === 'reject') o.reject = flow.type;
       if (pkt.dnat) o.dnat = pkt.dnat;
@@ -261,7 +306,11 @@ export class Tracer {
           : isLocal
             ? ['input']
             : ['forward', 'postrouting'];
-      b.pkt.path.push(`route: ${isLocal ? 'local delivery' : 'forward'} to ${b.pkt.daddr}`);
+      b.pkt.steps.push({
+        kind: 'route',
+        delivery: isLocal ? 'local' : 'forward',
+        text: `route: ${isLocal ? 'local delivery' : 'forward'} to ${b.pkt.daddr}`,
+      });
       let bs: Branch[] = [b];
       for (const hook of rest) bs = this.runHookAll(bs, hook);
       done.push(...bs);
@@ -295,7 +344,12 @@ export class Tracer {
         )
           return [b];
         const p = clone(b.pkt);
-        p.path.push(`${hook}: chain ${chain.name} (${chain.type} priority ${chain.prio ?? 0})`);
+        p.steps.push({
+          kind: 'hook',
+          hook,
+          chain: chain.name,
+          text: `${hook}: chain ${chain.name} (${chain.type} priority ${chain.prio ?? 0})`,
+        });
         return this.runChain(table, chain.name, p, 0).map((r): Branch => {
           if (r.flow.kind === 'next' || r.flow.kind === 'return') {
             const policy = chain.policy ?? 'accept';
@@ -363,13 +417,18 @@ export class Tracer {
     pkt: PacketState,
     depth: number,
   ): Branch[] {
-    const text = `${chainName}[${index}]: ${rule.map(renderStmt).join(' ')}`;
+    const at: RuleAt = {
+      chain: chainName,
+      rule: index,
+      sets: setRefs(rule),
+      text: `${chainName}[${index}]: ${rule.map(renderStmt).join(' ')}`,
+    };
     const step = (pkts: PacketState[], i: number): Branch[] => {
       if (i === rule.length) return pkts.map((p) => ({ pkt: p, flow: { kind: 'next' } }));
       const out: Branch[] = [];
       const cont: PacketState[] = [];
       for (const p of pkts) {
-        for (const r of this.runStmt(table, rule[i]!, p, text, depth)) {
+        for (const r of this.runStmt(table, rule[i]!, p, at, depth)) {
           if (r.flow.kind === 'next') cont.push(r.pkt);
           else if (r.flow.kind === 'miss') out.push({ pkt: r.pkt, flow: { kind: 'next' } });
           else out.push(r);
@@ -380,17 +439,20 @@ export class Tracer {
     return step([pkt], 0);
   }
 
-  private runStmt(table: TableState, s: Stmt, pkt: PacketState, text: string, depth: number): Branch[] {
+  private runStmt(table: TableState, s: Stmt, pkt: PacketState, at: RuleAt, depth: number): Branch[] {
     try {
-      return this.evalStmt(table, s, pkt, text, depth);
+      return this.evalStmt(table, s, pkt, at, depth);
     } catch (e) {
       if (e === NO_MATCH) return [{ pkt, flow: { kind: 'miss' } }];
       throw e;
     }
   }
 
-  private evalStmt(table: TableState, s: Stmt, pkt: PacketState, text: string, depth: number): Branch[] {
+  private evalStmt(table: TableState, s: Stmt, pkt: PacketState, at: RuleAt, depth: number): Branch[] {
     const miss = (): Branch[] => [{ pkt, flow: { kind: 'miss' } }];
+    const { text } = at;
+    const did = (p: PacketState, effect: RuleEffect, line: string) =>
+      p.steps.push({ kind: 'rule', chain: at.chain, rule: at.rule, sets: at.sets, effect, text: line });
     if ('match' in s) {
       const { op, left, right } = s.match;
       const results = this.evalAll(table, left, pkt).map((lv) => this.compare(table, op, lv, right, pkt));
@@ -408,7 +470,7 @@ export class Tracer {
         }
         const v = exprToValue(el[1]) as VerdictValue;
         const p = clone(pkt);
-        p.path.push(`${text} -> [${valueText(key)}] ${valueText(v)}`);
+        did(p, 'verdictMap', `${text} -> [${valueText(key)}] ${valueText(v)}`);
         out.push(...this.verdict(table, v, p, depth));
       }
       return out;
@@ -419,7 +481,7 @@ export class Tracer {
         const [v] = this.evalAll(table, s.mangle.value, pkt);
         const p = clone(pkt);
         p.mark = Number(v) >>> 0;
-        p.path.push(`${text} -> mark 0x${p.mark.toString(16)}`);
+        did(p, 'mark', `${text} -> mark 0x${p.mark.toString(16)}`);
         return [{ pkt: p, flow: { kind: 'next' } }];
       }
       throw new Error(`tracer: unsupported mangle of ${JSON.stringify(key)}`);
@@ -444,7 +506,7 @@ export class Tracer {
         p.daddr = p.dnat.addr;
         p.dport = p.dnat.port;
         p.ctStatus.push('dnat');
-        p.path.push(`${text} -> ${formatHostPort(p.dnat.addr, p.dnat.port)}`);
+        did(p, 'dnat', `${text} -> ${formatHostPort(p.dnat.addr, p.dnat.port)}`);
         out.push({ pkt: p, flow: { kind: 'accept' } });
       }
       return out;
@@ -452,7 +514,7 @@ export class Tracer {
     if ('masquerade' in s) {
       const p = clone(pkt);
       p.masquerade = true;
-      p.path.push(`${text} -> source rewritten to the outgoing interface's address`);
+      did(p, 'masquerade', `${text} -> source rewritten to the outgoing interface's address`);
       return [{ pkt: p, flow: { kind: 'accept' } }];
     }
     if ('reject' in s) {
@@ -464,20 +526,20 @@ export class Tracer {
           ? 'tcp reset'
           : `${r.type} ${r.expr ?? 'port-unreachable'}`;
       const p = clone(pkt);
-      p.path.push(`${text} -> ${type}`);
+      did(p, 'reject', `${text} -> ${type}`);
       return [{ pkt: p, flow: { kind: 'reject', type } }];
     }
     if ('counter' in s) return [{ pkt, flow: { kind: 'next' } }];
     if ('affinityUpdate' in s) {
       if (s.affinityUpdate.protocol !== pkt.protocol) return miss();
       const p = clone(pkt);
-      p.path.push(`${text} -> remembered for ${s.affinityUpdate.timeout}s`);
+      did(p, 'affinity', `${text} -> remembered for ${s.affinityUpdate.timeout}s`);
       return [{ pkt: p, flow: { kind: 'next' } }];
     }
     // A bare verdict statement.
     const v = exprToValue(s as Expr) as VerdictValue;
     const p = clone(pkt);
-    p.path.push(text);
+    did(p, 'verdict', text);
     return this.verdict(table, v, p, depth);
   }
 
