@@ -16,10 +16,9 @@ import { conntrackCommand } from './conntrack.js';
 
 /** Builds the program. */
 export function program(): Command {
-  return new Command('nftproxy')
+  const p = new Command('nftproxy')
     .description('Kubernetes service proxy on nftables: flat verdict-map rulesets, applied atomically')
     .version('0.1.0')
-    .exitOverride()
     .addCommand(runCommand())
     .addCommand(renderCommand())
     .addCommand(statusCommand())
@@ -27,6 +26,13 @@ export function program(): Command {
     .addCommand(diffCommand())
     .addCommand(conntrackCommand())
     .addCommand(cleanupCommand());
+  // Every command throws instead of exiting (help, usage errors), so main() returns the code.
+  const throwing = (c: Command): void => {
+    c.exitOverride();
+    c.commands.forEach(throwing);
+  };
+  throwing(p);
+  return p;
 }
 
 /** Runs the CLI; returns the exit code. */

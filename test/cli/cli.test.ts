@@ -1,15 +1,15 @@
 /**
- * The CLI as users run it: through bin/nftproxy.js, checking output and exit codes.
+ * The CLI's commands, output and exit codes, run in this process through main(argv) as
+ * bin/nftproxy.js calls it (test/cli/bin.test.ts runs the bin itself).
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
+import { runCli } from '../support/cli.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
-const BIN = here('../../bin/nftproxy.js');
 const BASIC = here('../fixtures/clusters/basic');
 const NODE = ['--node', 'node1', '--cluster-cidr', '10.244.0.0/16,fd00:244::/48'];
 
@@ -17,7 +17,7 @@ const NODE = ['--node', 'node1', '--cluster-cidr', '10.244.0.0/16,fd00:244::/48'
 const explain = (...args: string[]) => run('explain', '--manifests', BASIC, ...NODE, ...args);
 
 function run(...args: string[]) {
-  return execa('node', [BIN, ...args], { reject: false, stripFinalNewline: false, env: { NODE_NAME: '' } });
+  return runCli(args, { NODE_NAME: undefined });
 }
 
 describe('nftproxy CLI', function () {
@@ -138,19 +138,17 @@ describe('nftproxy CLI', function () {
     it('without any kubeconfig: one line saying where it looked, exit 2, before touching the kernel', async () => {
       const home = await mkdtemp(join(tmpdir(), 'nftproxy-home-'));
       try {
-        const r = await execa('node', [BIN, 'run', '--node', 'n1'], {
-          reject: false,
-          env: { HOME: home, KUBERNETES_SERVICE_HOST: '', KUBECONFIG: '' },
-          extendEnv: false,
+        const r = await runCli(['run', '--node', 'n1'], {
+          HOME: home,
+          KUBERNETES_SERVICE_HOST: undefined,
+          KUBECONFIG: undefined,
         });
         assert.equal(r.exitCode, 2, r.stderr);
         assert.equal(
           r.stderr.trim(),
           `nftproxy: no API server to talk to; tried: --kubeconfig (not given), the in-cluster config (KUBERNETES_SERVICE_HOST not set: not in a pod), $KUBECONFIG (not set), ${home}/.kube/config (absent). Give --kubeconfig FILE, or --manifests DIR to read the cluster from files`,
         );
-        const missing = await execa('node', [BIN, 'run', '--node', 'n1', '--kubeconfig', '/nonexistent/kc'], {
-          reject: false,
-        });
+        const missing = await runCli(['run', '--node', 'n1', '--kubeconfig', '/nonexistent/kc']);
         assert.equal(missing.exitCode, 2);
         assert.equal(missing.stderr.trim(), 'nftproxy: --kubeconfig /nonexistent/kc: no such file');
       } finally {

@@ -8,8 +8,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
-import { BIN } from '../support/operator.js';
+import { runCli } from '../support/cli.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const DOCS = [
@@ -83,11 +82,7 @@ describe('docs samples against real output', function () {
 
   for (const s of found) {
     it(`${s.file}:${s.line}: nftproxy ${s.args.join(' ')}`, async () => {
-      const r = await execa('node', [BIN, ...s.args], {
-        cwd: repo(''),
-        reject: false,
-        env: { NODE_NAME: '' },
-      });
+      const r = await runCli(s.args, { NODE_NAME: undefined }, repo(''));
       const got = r.stdout.split('\n');
       const elided = s.output.at(-1)?.trim() === '...';
       const want = elided ? s.output.slice(0, -1) : s.output;
@@ -100,14 +95,14 @@ describe('docs samples against real output', function () {
     const table = readme.slice(readme.indexOf('## Configuration'));
     const flags = [...table.matchAll(/^\| `(--[a-z-]+)`/gm)].map((m) => m[1]!);
     assert.ok(flags.length >= 10, `settings table flags: ${flags.join(' ')}`);
-    const help = (await execa('node', [BIN, 'run', '--help'])).stdout;
+    const help = (await runCli(['run', '--help'])).stdout;
     for (const f of flags)
       assert.ok(help.includes(`${f} `) || help.includes(`${f}\n`), `${f} is not in run --help`);
   });
 
   it('no help text prints an empty or repeated default', async () => {
     for (const cmd of ['run', 'render', 'explain', 'diff', 'status', 'conntrack', 'cleanup']) {
-      const help = (await execa('node', [BIN, cmd, '--help'])).stdout;
+      const help = (await runCli([cmd, '--help'])).stdout;
       assert.ok(!help.includes('(default: [])'), `${cmd}: (default: [])`);
       for (const block of help.split(/\n(?=\s*-)/))
         assert.ok((block.match(/\(default/g) ?? []).length <= 1, `${cmd}: two defaults in ${block}`);
