@@ -11,19 +11,9 @@ import { mergeChanges, type TableChange } from '../nft/backend.js';
 import type { Family } from '../nft/ir.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
 
-/** Time and timers, injectable for tests. */
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
+import { type Clock, systemClock } from '../clock.js';
 
-/** The real clock. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+export { type Clock, systemClock };
 
 /** What one sync must do. */
 export interface SyncRequest {

@@ -28,6 +28,7 @@ import {
 } from './reflector.js';
 import type { ClusterSource, SourceSink } from './source.js';
 import { Labels } from './types.js';
+import { type Clock, sleepOn, systemClock } from '../clock.js';
 
 /** Options of the API source. */
 export interface ApiSourceOptions {
@@ -55,6 +56,8 @@ export interface ApiSourceOptions {
   /** Objects per list page. Default 500. */
   pageSize?: number;
   log?: Logger;
+  /** Time, backoff waits, probes and the watchdog (tests move it by hand). */
+  clock?: Clock;
 }
 
 /** No API server can be found: the message says where nftproxy looked. */
@@ -102,6 +105,7 @@ const PROBE_TIMEOUT_MS = 2000;
 export class ApiSource implements ClusterSource {
   private reflectors: Reflector[] = [];
   private readonly log: Logger;
+  private readonly clock: Clock;
   private kc: KubeConfig | undefined;
   private stopped = false;
   /** Since when some watch waits after a failure (epoch ms); undefined while none does. */
@@ -111,6 +115,7 @@ export class ApiSource implements ClusterSource {
 
   constructor(private readonly opts: ApiSourceOptions) {
     this.log = opts.log ?? silentLogger;
+    this.clock = opts.clock ?? systemClock;
   }
 
   async start(sink: SourceSink): Promise<void> {
@@ -154,6 +159,7 @@ export class ApiSource implements ClusterSource {
       (r) =>
         new Reflector(kc, r, sink, {
           ...(this.opts.backoff ? { backoff: this.opts.backoff } : {}),
+          clock: this.clock,
           ...(this.opts.watchdogMs !== undefined ? { watchdogMs: this.opts.watchdogMs } : {}),
           ...(this.opts.missingCrdRetryMs !== undefined
             ? { missingRetryMs: this.opts.missingCrdRetryMs }
@@ -186,14 +192,14 @@ export class ApiSource implements ClusterSource {
   private phaseChanged(phase: ReflectorPhase): void {
     if (this.stopped) return;
     if (phase === 'backing-off') {
-      this.outageSince ??= Date.now();
+      this.outageSince ??= this.clock.now();
       if ((this.opts.probeIntervalMs ?? 1000) > 0) this.probing ??= this.probe();
       return;
     }
     if (this.outageSince === undefined) return;
     if (this.reflectors.some((r) => ['backing-off', 'listing'].includes(r.status().phase))) return;
     this.log.info('watches resumed', {
-      afterMs: Date.now() - this.outageSince,
+      afterMs: this.clock.now() - this.outageSince,
       resources: this.reflectors.map((r) => r.status().resource),
     });
     this.outageSince = undefined;
@@ -209,13 +215,9 @@ export class ApiSource implements ClusterSource {
     let absent = false;
     try {
       while (!this.stopped && this.waiting().length) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, interval);
-          this.wakeProbe = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
+        const wait = sleepOn(this.clock, interval);
+        this.wakeProbe = wait.wake;
+        await wait.done;
         if (this.stopped) break;
         const answer = await this.answers();
         if (!answer.ok) {

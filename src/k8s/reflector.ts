@@ -16,6 +16,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { type KubeConfig, Watch } from '@kubernetes/client-node';
 import { silentLogger, type Logger } from '../telemetry/log.js';
+import { type Clock, sleepOn, systemClock } from '../clock.js';
 import { parseResource } from './parse.js';
 import type { SourceSink } from './source.js';
 import type { StoreKind } from './store.js';
@@ -77,6 +78,8 @@ export interface ReflectorOptions {
   random?: () => number;
   /** Called on every change of phase. */
   onPhase?: (phase: ReflectorPhase) => void;
+  /** Time, the backoff waits and the watchdog's checks (tests move it by hand). */
+  clock?: Clock;
 }
 
 /** An HTTP error from the API server, with its status code. */
@@ -187,11 +190,12 @@ export class Reflector {
   private lastEventAt = 0;
   private notInstalled = false;
   private warnedNotInstalled = false;
-  private lastActivity = Date.now();
+  private readonly clock: Clock;
+  private lastActivity: number;
   private watchAbort: AbortController | undefined;
   private wake: (() => void) | undefined;
   private loop: Promise<void> | undefined;
-  private watchdog: NodeJS.Timeout | undefined;
+  private watchdog: unknown;
 
   constructor(
     private readonly kc: KubeConfig,
@@ -200,25 +204,29 @@ export class Reflector {
     private readonly opts: ReflectorOptions = {},
   ) {
     this.log = opts.log ?? silentLogger;
+    this.clock = opts.clock ?? systemClock;
+    this.lastActivity = this.clock.now();
   }
 
   /** Starts; resolves once the resource has been listed (or found not installed) once. */
   start(): Promise<void> {
     const synced = new Promise<void>((resolve) => (this.onSynced = resolve));
     const watchdogMs = this.opts.watchdogMs ?? 300_000;
-    this.watchdog = setInterval(
-      () => {
-        if (!this.watchAbort || Date.now() - this.lastActivity < watchdogMs) return;
-        this.log.warn('watch silent too long; restarting it', {
-          resource: this.spec.kind,
-          silentMs: Date.now() - this.lastActivity,
-        });
-        this.lastActivity = Date.now();
-        this.watchAbort.abort();
-      },
-      Math.min(watchdogMs, 10_000),
-    );
-    this.watchdog.unref();
+    const check = () => {
+      if (this.stopped) return;
+      this.watchdog = this.clock.setTimeout(check, Math.min(watchdogMs, 10_000));
+      (this.watchdog as { unref?: () => void }).unref?.();
+      const now = this.clock.now();
+      if (!this.watchAbort || now - this.lastActivity < watchdogMs) return;
+      this.log.warn('watch silent too long; restarting it', {
+        resource: this.spec.kind,
+        silentMs: now - this.lastActivity,
+      });
+      this.lastActivity = now;
+      this.watchAbort.abort();
+    };
+    this.watchdog = this.clock.setTimeout(check, Math.min(watchdogMs, 10_000));
+    (this.watchdog as { unref?: () => void }).unref?.();
     this.loop = this.run();
     return synced;
   }
@@ -245,7 +253,7 @@ export class Reflector {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.watchdog);
+    this.clock.clearTimeout(this.watchdog);
     this.watchAbort?.abort();
     this.wake?.();
     this.onSynced?.();
@@ -269,7 +277,7 @@ export class Reflector {
         // Synced once listed and watching (or once the watch failed: the list stands).
         await this.watch(() => {
           this.failures = 0;
-          this.lastEventAt = Date.now();
+          this.lastEventAt = this.clock.now();
           this.setPhase('watching');
           this.markSynced();
         });
@@ -319,13 +327,9 @@ export class Reflector {
   }
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
+    const wait = sleepOn(this.clock, ms);
+    this.wake = wait.wake;
+    return wait.done;
   }
 
   private markSynced(): void {
@@ -347,7 +351,7 @@ export class Reflector {
         fieldSelector: this.spec.fieldSelector,
       })) as ListPage;
       if (this.stopped) return;
-      this.lastEventAt = Date.now();
+      this.lastEventAt = this.clock.now();
       for (const o of page.items ?? []) {
         seen.add(keyOf(o as never));
         this.upsert(o);
@@ -358,7 +362,7 @@ export class Reflector {
     for (const k of this.heldKeys()) if (!seen.has(k)) this.remove(k);
     this.known = this.sink.keys ? new Set() : seen;
     this.resourceVersion = rv;
-    this.lastActivity = Date.now();
+    this.lastActivity = this.clock.now();
     if (!this.synced) this.log.info('listed', { resource: this.spec.kind, objects: seen.size });
   }
 
@@ -371,7 +375,7 @@ export class Reflector {
       let failed: unknown;
       const controller = new AbortController();
       this.watchAbort = controller;
-      this.lastActivity = Date.now();
+      this.lastActivity = this.clock.now();
       let ended = false;
       const done = (err: unknown) => {
         ended = true;
@@ -393,7 +397,7 @@ export class Reflector {
           },
           (type: string, obj: Record<string, unknown>) => {
             if (controller.signal.aborted) return;
-            this.lastActivity = this.lastEventAt = Date.now();
+            this.lastActivity = this.lastEventAt = this.clock.now();
             const meta = obj.metadata as { resourceVersion?: string } | undefined;
             if (type === 'ERROR') {
               const code = Number((obj as { code?: unknown }).code);

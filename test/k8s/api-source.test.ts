@@ -20,6 +20,8 @@ import { FakeApiServer } from '../support/apiserver.js';
 import { capturingLogger } from '../support/log.js';
 import { requireKernel, Netns } from '../support/netns.js';
 import { eventually } from '../support/eventually.js';
+import { ManualClock } from '../support/clock.js';
+import type { Clock } from '../../src/clock.js';
 
 const CIDRS = ['10.244.0.0/16'];
 /** What the API source lists and watches (the stand-in serves them all). */
@@ -66,6 +68,8 @@ function operatorFor(
     backoff?: { initialMs: number; maxMs: number };
     probeIntervalMs?: number;
     log?: Logger;
+    /** The source's time (backoff, probes, watchdog); the operator keeps the real one. */
+    clock?: Clock;
   } = {},
 ) {
   const settings = resolveSettings({
@@ -84,6 +88,7 @@ function operatorFor(
     ...(opts.pageSize ? { pageSize: opts.pageSize } : {}),
     ...(opts.probeIntervalMs !== undefined ? { probeIntervalMs: opts.probeIntervalMs } : {}),
     ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   return new Operator({ settings, source, nft, backoff: { initialMs: 50, maxMs: 500 } });
 }
@@ -269,14 +274,16 @@ describe('API source: back after an outage', function () {
 
   /**
    * Starts with `web` programmed, takes the API server down until every watch waits its
-   * second backoff (2 s, then 4 s), and returns once it is back with a new endpoint.
+   * second backoff (2 s, then 4 s, on the source's manual clock), and returns with a new
+   * endpoint waiting on the server.
    */
-  async function outage(probeIntervalMs: number, log?: Logger): Promise<Operator> {
+  async function outage(clock: ManualClock, probeIntervalMs: number, log?: Logger): Promise<Operator> {
     api.apply(svc('web', '10.96.0.10'));
     api.apply(eps('web', ['10.244.1.1']));
     const o = (op = operatorFor(api, fake, {
       backoff: { initialMs: 2000, maxMs: 60_000 },
       probeIntervalMs,
+      clock,
       ...(log ? { log } : {}),
     }));
     await o.start();
@@ -296,6 +303,7 @@ describe('API source: back after an outage', function () {
     );
     await api.down();
     await eventually(async () => {
+      await clock.advance(250);
       const failures = await watchSamples(o, 'failures_total');
       assert.equal(failures.size, RESOURCES.length);
       for (const [resource, n] of failures) assert.ok(n >= 2, `${resource}: ${n} failures`);
@@ -315,18 +323,23 @@ describe('API source: back after an outage', function () {
   it('reconnects every waiting watch once /readyz answers again, not after the rest of its backoff', async () => {
     const log = capturingLogger();
     const { lines } = log;
-    const o = await outage(100, log);
+    const clock = new ManualClock();
+    const o = await outage(clock, 100, log);
     // Back, but still starting: /readyz says 500, and that is not an answer.
     api.notReady = true;
     await api.up();
     const probes = api.readyzRequests;
-    await new Promise((r) => setTimeout(r, 1000));
-    assert.ok(api.readyzRequests > probes, 'kept asking /readyz');
+    for (let i = 0; i < 10; i++) await clock.advance(100);
+    await eventually(() => assert.ok(api.readyzRequests > probes, 'kept asking /readyz'));
     assert.equal(await programmed(), false, 'no reconnect while /readyz fails');
     api.notReady = false;
-    const ready = Date.now();
-    await eventually(async () => assert.ok(await programmed(), 'programmed'), 1500);
-    const tookMs = Date.now() - ready;
+    const ready = clock.now();
+    // Each watch still has over 3 s of its 4 s backoff to wait: only the probe can wake it.
+    await eventually(async () => {
+      await clock.advance(100);
+      assert.ok(await programmed(), 'programmed');
+    });
+    const tookMs = clock.now() - ready;
     assert.ok(tookMs < 1500, `programmed ${tookMs} ms after /readyz answered`);
     assert.deepEqual(
       [...(await watchSamples(o, 'connected')).values()],
@@ -334,8 +347,7 @@ describe('API source: back after an outage', function () {
       'all watching again',
     );
     const lastEvent = await watchSamples(o, 'last_event_timestamp_seconds');
-    for (const [resource, t] of lastEvent)
-      assert.ok(t * 1000 >= ready - 50, `${resource} heard from at ${t}`);
+    for (const [resource, t] of lastEvent) assert.ok(t * 1000 >= ready, `${resource} heard from at ${t}`);
     const msgs = lines.map((l) => l.msg);
     assert.ok(msgs.includes('API server does not answer; watching for its return'), msgs.join('; '));
     assert.ok(msgs.includes('API server answers again; reconnecting watches'), msgs.join('; '));
@@ -348,14 +360,23 @@ describe('API source: back after an outage', function () {
   });
 
   it('without probing (interval 0), a watch waits out its backoff', async () => {
-    await outage(0);
+    const clock = new ManualClock();
+    await outage(clock, 0);
     await api.up();
-    const up = Date.now();
-    await new Promise((r) => setTimeout(r, 1500));
+    const up = clock.now();
+    for (let i = 0; i < 15; i++) await clock.advance(100);
+    await new Promise((r) => setTimeout(r, 100)); // what a wrong wake-up would start, finishes
     assert.equal(await programmed(), false, 'still waiting 1.5 s after the server came back');
     assert.equal(api.readyzRequests, 0, 'never asked /readyz');
-    await eventually(async () => assert.ok(await programmed(), 'programmed'), 10_000);
-    assert.ok(Date.now() - up >= 1500);
+    await eventually(async () => {
+      await clock.advance(250);
+      assert.ok(await programmed(), 'programmed');
+    });
+    const waited = clock.now() - up;
+    assert.ok(
+      waited >= 1500 && waited <= 5000,
+      `programmed ${waited} ms after the return: the backoff's end`,
+    );
   });
 
   it('a server that answers but refuses a list keeps its backoff: the probe wakes only on a return', async () => {
@@ -498,32 +519,38 @@ describe('@kernel API source through a 30 s outage', function () {
     await api.start();
     const ns = await Netns.create('api');
     const nft = new ExecBackend({ command: ns.nftCommand });
+    // The source waits on a manual clock: 30 s of outage (retries, backoff) in well under one.
+    const clock = new ManualClock();
     let op: Operator | undefined;
     try {
       api.apply(svc('web', '10.96.0.10'));
       api.apply(eps('web', ['10.244.1.1']));
-      op = operatorFor(api, nft);
+      op = operatorFor(api, nft, { clock });
       await op.start();
       const before = expected(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1']));
       await eventually(async () => assert.deepEqual(compareRulesets(before, await readRuleset(nft)), []));
 
       await api.down();
       api.apply(eps('web', ['10.244.1.1', '10.244.1.2']));
-      const end = Date.now() + 30_000;
-      while (Date.now() < end) {
+      const failures = async () =>
+        [...(await watchSamples(op!, 'failures_total')).values()].reduce((a, b) => a + b, 0);
+      const start = clock.now();
+      while (clock.now() - start < 30_000) {
+        await clock.advance(2000);
         assert.deepEqual(
           compareRulesets(before, await readRuleset(nft)),
           [],
           'rules intact during the outage',
         );
-        await new Promise((r) => setTimeout(r, 2000));
       }
+      const failed = await failures();
+      assert.ok(failed >= 2 * RESOURCES.length, `${failed} failed lists and watches in the outage`);
       await api.up();
       const after = expected(svc('web', '10.96.0.10'), eps('web', ['10.244.1.1', '10.244.1.2']));
-      await eventually(
-        async () => assert.deepEqual(compareRulesets(after, await readRuleset(nft)), []),
-        20_000,
-      );
+      await eventually(async () => {
+        await clock.advance(500);
+        assert.deepEqual(compareRulesets(after, await readRuleset(nft)), []);
+      }, 20_000);
     } finally {
       await op?.stop();
       await api.stop();

@@ -1,5 +1,6 @@
 /**
- * A manual clock for tests: time moves only when the test says so.
+ * Clocks for tests: a manual one (time moves only when the test says so) and a shifted one
+ * (real timers, time moved forward by hand).
  */
 import type { Clock } from '../../src/controller/queue.js';
 
@@ -35,6 +36,31 @@ export class ManualClock implements Clock {
     }
     this.t = end;
     await settle();
+  }
+}
+
+/**
+ * The real clock's timers, with time that a test can move forward at once: for code that
+ * needs real timers to make progress (HTTP, the sync queue) but is checked against times.
+ */
+export class ShiftedClock implements Clock {
+  private offset = 0;
+
+  now(): number {
+    return Date.now() + this.offset;
+  }
+
+  setTimeout(fn: () => void, ms: number): unknown {
+    return setTimeout(fn, ms);
+  }
+
+  clearTimeout(handle: unknown): void {
+    clearTimeout(handle as NodeJS.Timeout);
+  }
+
+  /** Moves time `ms` forward; timers keep their real delays. */
+  shift(ms: number): void {
+    this.offset += ms;
   }
 }
 
