@@ -5,13 +5,13 @@
 import assert from 'node:assert/strict';
 import { ApiEventRecorder, EventReason } from '../../src/controller/events.js';
 import { Operator } from '../../src/controller/operator.js';
-import { resolveSettings } from '../../src/controller/settings.js';
 import { ApiSource } from '../../src/k8s/api-source.js';
 import { FakeBackend } from '../../src/nft/fake.js';
 import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
 import { capturingLogger } from '../support/log.js';
 import { createServer } from 'node:net';
 import { ServiceHealthServer } from '../../src/controller/service-health.js';
+import { testSettings } from '../support/operator.js';
 
 interface EventList {
   items: {
@@ -62,11 +62,8 @@ describe('Service Events (real kube-apiserver)', function () {
     try {
       for (const node of ['node1', 'node2']) {
         const log = capturingLogger();
-        const settings = resolveSettings({
+        const settings = testSettings({
           nodeName: node,
-          healthzBindAddress: '',
-          metricsBindAddress: '',
-          minSyncInterval: '10ms',
         });
         const op = new Operator({
           settings,
@@ -131,11 +128,8 @@ describe('Service Events (real kube-apiserver)', function () {
     const squatter = createServer();
     await new Promise<void>((resolve) => squatter.listen(port, '127.0.0.1', resolve));
     const log = capturingLogger();
-    const settings = resolveSettings({
+    const settings = testSettings({
       nodeName: 'node1',
-      healthzBindAddress: '',
-      metricsBindAddress: '',
-      minSyncInterval: '10ms',
     });
     const serviceHealth = new ServiceHealthServer({
       proxyHealthy: () => true,

@@ -8,10 +8,10 @@ import { RouteServer } from '../../src/net/http.js';
 import { parseResource } from '../../src/k8s/parse.js';
 import type { Node } from '../../src/k8s/types.js';
 import { Operator } from '../../src/controller/operator.js';
-import { resolveSettings } from '../../src/controller/settings.js';
 import { ApiSource } from '../../src/k8s/api-source.js';
 import { FakeBackend } from '../../src/nft/fake.js';
 import { RealApiServer, requireRealApiServer } from '../support/kube-apiserver.js';
+import { testSettings } from '../support/operator.js';
 
 const T0 = Date.parse('2026-12-03T10:00:00Z');
 
@@ -129,11 +129,9 @@ describe('Node draining on a real kube-apiserver', function () {
       // A finalizer keeps it, with a deletionTimestamp, once deleted (as a drain does).
       metadata: { name: 'node1', finalizers: ['nftproxy.dev/test'] },
     } as never)) as unknown as Record<string, unknown>;
-    const settings = resolveSettings({
+    const settings = testSettings({
       nodeName: 'node1',
       healthzBindAddress: '127.0.0.1:0',
-      metricsBindAddress: '',
-      minSyncInterval: '10ms',
     });
     op = new Operator({
       settings,

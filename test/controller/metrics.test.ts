@@ -8,7 +8,6 @@ import { capturingLogger, type LogLine } from '../support/log.js';
 import { readFile } from 'node:fs/promises';
 import { Operator } from '../../src/controller/operator.js';
 import { noLocalEndpoints } from '../../src/controller/reports.js';
-import { resolveSettings } from '../../src/controller/settings.js';
 import type { SyncResult } from '../../src/controller/syncer.js';
 import { parseResource, type Parsed } from '../../src/k8s/parse.js';
 import { ClusterStore } from '../../src/k8s/store.js';
@@ -19,6 +18,7 @@ import { ProxyMetrics } from '../../src/controller/metrics.js';
 import { samplesOf, type Samples } from '../support/metrics.js';
 import { eventually } from '../support/eventually.js';
 import { ShiftedClock } from '../support/clock.js';
+import { testSettings } from '../support/operator.js';
 
 const result = (over: Partial<SyncResult>): SyncResult => ({
   full: false,
@@ -385,12 +385,10 @@ describe('operator metrics on /metrics', function () {
   });
 
   const settings = (metricsBindAddress: string) =>
-    resolveSettings({
+    testSettings({
       nodeName: 'n1',
       clusterCIDRs: CIDRS,
-      healthzBindAddress: '',
       metricsBindAddress,
-      minSyncInterval: '10ms',
       syncPeriod: '1s',
     });
 
@@ -659,7 +657,7 @@ describe('operator metrics on /metrics', function () {
   it('serves /metrics, /healthz and /livez on one server when both bind addresses are the same', async () => {
     const lines: LogLine[] = [];
     op = new Operator({
-      settings: resolveSettings({
+      settings: testSettings({
         nodeName: 'n1',
         clusterCIDRs: CIDRS,
         healthzBindAddress: '127.0.0.1:0',

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { Operator } from '../../src/controller/operator.js';
 import { PolicyStatusWriter } from '../../src/controller/policy-status-writer.js';
 import type { SyncResult } from '../../src/controller/syncer.js';
-import { resolveSettings } from '../../src/controller/settings.js';
 import { ApiSource } from '../../src/k8s/api-source.js';
 import { parseManifests } from '../../src/k8s/manifests.js';
 import { FakeBackend } from '../../src/nft/fake.js';
@@ -17,6 +16,7 @@ import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
 import { FakeApiServer } from '../support/apiserver.js';
 import { eventually } from '../support/eventually.js';
+import { testSettings } from '../support/operator.js';
 
 const CIDRS = ['10.244.0.0/16'];
 
@@ -101,12 +101,9 @@ describe('ProxyPolicies through the operator', function () {
   });
 
   async function start(): Promise<Operator> {
-    const settings = resolveSettings({
+    const settings = testSettings({
       nodeName: 'n1',
       clusterCIDRs: CIDRS,
-      healthzBindAddress: '',
-      metricsBindAddress: '',
-      minSyncInterval: '10ms',
       syncPeriod: '1s',
     });
     const source = new ApiSource({

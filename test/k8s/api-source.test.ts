@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { Operator } from '../../src/controller/operator.js';
-import { resolveSettings } from '../../src/controller/settings.js';
 import { ApiSource } from '../../src/k8s/api-source.js';
 import { compile } from '../../src/proxy/compile.js';
 import { parseProxyConfig } from '../../src/proxy/config.js';
@@ -22,6 +21,7 @@ import { requireKernel, Netns } from '../support/netns.js';
 import { eventually } from '../support/eventually.js';
 import { ManualClock } from '../support/clock.js';
 import type { Clock } from '../../src/clock.js';
+import { testSettings } from '../support/operator.js';
 
 const CIDRS = ['10.244.0.0/16'];
 /** What the API source lists and watches (the stand-in serves them all). */
@@ -72,12 +72,9 @@ function operatorFor(
     clock?: Clock;
   } = {},
 ) {
-  const settings = resolveSettings({
+  const settings = testSettings({
     nodeName: 'n1',
     clusterCIDRs: CIDRS,
-    healthzBindAddress: '',
-    metricsBindAddress: '',
-    minSyncInterval: '10ms',
     syncPeriod: '1s',
   });
   const source = new ApiSource({

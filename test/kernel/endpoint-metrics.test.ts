@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { Operator } from '../../src/controller/operator.js';
-import { resolveSettings } from '../../src/controller/settings.js';
 import { ManifestSource } from '../../src/k8s/manifest-source.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
 import {
@@ -21,6 +20,7 @@ import {
   tally,
   type Topology,
 } from '../support/netns.js';
+import { testSettings } from '../support/operator.js';
 
 /** `nftproxy_endpoint_connections_total` samples: labels text -> value. */
 function samples(text: string): Map<string, number> {
@@ -47,10 +47,9 @@ describe('@kernel endpoint connection counters on /metrics', function () {
   });
 
   async function operator(endpointMetrics: number): Promise<{ op: Operator; nft: NetlinkBackend }> {
-    const settings = resolveSettings({
+    const settings = testSettings({
       nodeName: 'node1',
       clusterCIDRs: ['10.244.0.0/16'],
-      healthzBindAddress: '',
       metricsBindAddress: '127.0.0.1:0',
       endpointMetrics,
     });

@@ -1,8 +1,24 @@
 /**
- * `nftproxy run` as a separate process, the way it runs on a node, for end-to-end tests.
+ * The operator for tests, the two ways it runs: in this process, with `testSettings`, and as
+ * `nftproxy run` in a process of its own, the way it runs on a node (`OperatorProcess`, for
+ * end-to-end tests).
  */
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { resolveSettings, type Settings, type SettingsInput } from '../../src/controller/settings.js';
+
+/**
+ * Settings for an operator under test: no /healthz or /metrics server and 10 ms between
+ * syncs unless `input` says otherwise.
+ */
+export function testSettings(input: SettingsInput): Settings {
+  return resolveSettings({
+    healthzBindAddress: '',
+    metricsBindAddress: '',
+    minSyncInterval: '10ms',
+    ...input,
+  });
+}
 
 /** bin/nftproxy.js of this checkout. */
 export const BIN = fileURLToPath(new URL('../../bin/nftproxy.js', import.meta.url));
