@@ -11,18 +11,15 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { parse, parseAllDocuments } from 'yaml';
 import { requireTool } from '../support/tools.js';
+import { type KObject, objectKey } from '../support/kustomize.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
-type KObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } } & Record<
-  string,
-  unknown
->;
 
 const docs = (text: string) =>
   parseAllDocuments(text)
     .map((d) => d.toJS() as KObject | null)
     .filter((o): o is KObject => o !== null);
-const key = (o: KObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+const key = objectKey;
 
 /** The config file of the ConfigMap as settings, so comments and layout do not count. */
 function settingsOf(objects: KObject[]): unknown {

@@ -24,7 +24,7 @@ import {
 import { ConfigError } from '../../src/proxy/config.js';
 import { structuralProblems, type Schema } from '../support/crd-validator.js';
 import { requireTool } from '../support/tools.js';
-import { KustomizeError, kustomizeBuild, type KObject } from '../support/kustomize.js';
+import { KustomizeError, kustomizeBuild, type KObject, objectKey } from '../support/kustomize.js';
 import { CLUSTER as KIND_CLUSTER } from '../../e2e/kind/cluster.js';
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
@@ -785,7 +785,7 @@ describe('manifests', () => {
   it('builds as kubectl kustomize (v1.30, kustomize v5) does', function () {
     const r = spawnSync(requireTool(this, 'kubectl'), ['kustomize', repo('config')], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
-    const key = (o: KObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const key = objectKey;
     const theirs = parseAllDocuments(r.stdout).map((d) => d.toJS() as KObject);
     const byKey = new Map(built.map((o) => [key(o), o]));
     assert.deepEqual(theirs.map(key).sort(), [...byKey.keys()].sort());
@@ -852,7 +852,7 @@ describe('manifests', () => {
       encoding: 'utf8',
     });
     assert.equal(r.status, 0, r.stderr);
-    const key = (o: KObject) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+    const key = objectKey;
     const theirs = new Map(
       parseAllDocuments(r.stdout)
         .map((d) => d.toJS() as KObject)

@@ -25,6 +25,9 @@ export interface KObject {
   [field: string]: unknown;
 }
 
+/** An object's identity in a build: `Kind/namespace/name`. */
+export const objectKey = (o: KObject): string => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+
 export class KustomizeError extends Error {}
 
 const FIELDS = new Set([
