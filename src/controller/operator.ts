@@ -25,6 +25,7 @@ import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status-writer.js';
 import {
   type CounterRead,
+  backendLines,
   endpointSamples,
   HealthChecks,
   noLocalEndpoints,
@@ -368,10 +369,14 @@ export class Operator {
     const builder = this.syncer.current;
     const list = this.deps.nft.listElementCounters?.bind(this.deps.nft);
     if (!builder || !list) return undefined;
+    const wanted = backendLines(builder);
     const reads: CounterRead[] = [];
     for (const family of FAMILIES)
-      for (const set of [Maps.backends, Maps.nodeportBackends])
-        reads.push({ family, set, counters: (await list(family, TABLE, set)) ?? new Map() });
+      for (const set of [Maps.backends, Maps.nodeportBackends]) {
+        const lines = wanted.get(`${family} ${set}`) ?? [];
+        const counters = lines.length ? await list(family, TABLE, set, lines) : undefined;
+        reads.push({ family, set, counters: counters ?? new Map() });
+      }
     return endpointSamples(builder, reads);
   }
 

@@ -14,7 +14,7 @@ import { effectiveConfig } from '../proxy/compile.js';
 import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../api/select.js';
-import { compareServiceKeys, proxied } from '../proxy/service.js';
+import { compareServiceKeys, proxied, unitLines } from '../proxy/service.js';
 import type { EndpointCounterSample, LocalEndpointGaps } from './metrics.js';
 import type { PolicyResult } from './policy-status.js';
 import type { ServiceHealthState } from './service-health.js';
@@ -215,6 +215,21 @@ export interface CounterRead {
   family: Family;
   set: string;
   counters: ReadonlyMap<string, number>;
+}
+
+/** The lines of the backends maps (services, NodePorts) the units put in each family's table, by `family set`. */
+export function backendLines(builder: Pick<RulesetBuilder, 'units'>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const u of builder.units()) {
+    unitLines(u, (set, line) => {
+      if (set !== Maps.backends && set !== Maps.nodeportBackends) return;
+      const k = `${u.family} ${set}`;
+      const list = out.get(k);
+      if (list) list.push(line);
+      else out.set(k, [line]);
+    });
+  }
+  return out;
 }
 
 /**

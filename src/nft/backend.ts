@@ -52,7 +52,13 @@ export interface NftBackend extends Describer {
    * The counters of a set's elements (sets declared with `counter`), by element line: packets
    * seen. Undefined when the set does not exist. Backends that cannot read them lack it.
    */
-  listElementCounters?(family: Family, table: string, set: string): Promise<Map<string, number> | undefined>;
+  listElementCounters?(
+    family: Family,
+    table: string,
+    set: string,
+    /** The elements wanted, when known (lines: their keys count): read by key, not by a dump. */
+    lines?: readonly string[],
+  ): Promise<Map<string, number> | undefined>;
   /** Releases what the backend holds open (a socket). */
   close?(): void;
 }

@@ -26,7 +26,8 @@ class TracedBackend implements NftBackend {
     const self = this as { -readonly [K in keyof TracedBackend]: TracedBackend[K] };
     if (inner.ownsCommit) self.ownsCommit = (pid) => inner.ownsCommit!(pid);
     if (inner.listElementCounters)
-      self.listElementCounters = (family, table, set) => inner.listElementCounters!(family, table, set);
+      self.listElementCounters = (family, table, set, lines) =>
+        inner.listElementCounters!(family, table, set, lines);
     if (inner.close) self.close = () => inner.close!();
   }
 

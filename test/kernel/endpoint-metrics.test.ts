@@ -12,6 +12,8 @@ import { stringify } from 'yaml';
 import { Operator } from '../../src/controller/operator.js';
 import { ManifestSource } from '../../src/k8s/manifest-source.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
+import { backendLines } from '../../src/controller/reports.js';
+import { Maps, TABLE } from '../../src/proxy/names.js';
 import {
   createTopology,
   requireKernel,
@@ -46,14 +48,21 @@ describe('@kernel endpoint connection counters on /metrics', function () {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function operator(endpointMetrics: number): Promise<{ op: Operator; nft: NetlinkBackend }> {
+  /** `keyedReadsFrom` 0: counters asked for by key, whatever the set's size; else dumped as small sets are. */
+  async function operator(
+    endpointMetrics: number,
+    keyedReadsFrom?: number,
+  ): Promise<{ op: Operator; nft: NetlinkBackend }> {
     const settings = testSettings({
       nodeName: 'node1',
       clusterCIDRs: ['10.244.0.0/16'],
       metricsBindAddress: '127.0.0.1:0',
       endpointMetrics,
     });
-    const nft = new NetlinkBackend({ netns: t!.node.name });
+    const nft = new NetlinkBackend({
+      netns: t!.node.name,
+      ...(keyedReadsFrom !== undefined ? { keyedReadsFrom } : {}),
+    });
     const op = new Operator({ settings, source: new ManifestSource(dir!), nft });
     await op.start();
     for (let i = 0; i < 100 && !op.syncer.current; i++) await new Promise((r) => setTimeout(r, 50));
@@ -95,7 +104,7 @@ describe('@kernel endpoint connection counters on /metrics', function () {
         .map((o) => stringify(o))
         .join('---\n'),
     );
-    let { op, nft } = await operator(100);
+    let { op, nft } = await operator(100, 0);
     try {
       const results = await probe(t.client.ns, { host: '10.96.0.10', port: 80 }, 30);
       assert.ok(results.every((r) => r.ok));
@@ -111,6 +120,33 @@ describe('@kernel endpoint connection counters on /metrics', function () {
         );
       }
       assert.match(text, /^nftproxy_endpoint_connections_series_dropped 0$/m);
+
+      // Asked for by key, the counters are the dump's; with an element the kernel lacks, the
+      // read falls back to the dump.
+      const dumped = new NetlinkBackend({ netns: t.node.name });
+      try {
+        const wanted = backendLines(op.syncer.current!);
+        for (const set of [Maps.backends, Maps.nodeportBackends]) {
+          const lines = wanted.get(`ip ${set}`)!;
+          const dump = await dumped.listElementCounters('ip', TABLE, set);
+          assert.ok(
+            dump && dump.size === lines.length,
+            `${set}: ${dump?.size} elements for ${lines.length} lines`,
+          );
+          assert.deepEqual(await nft.listElementCounters('ip', TABLE, set, lines), dump, `${set} by key`);
+          const stale =
+            set === Maps.backends
+              ? '10.96.9.9 . tcp . 80 . 0 : 10.244.9.9 . 80'
+              : 'tcp . 30999 . 0 : 10.244.9.9 . 80';
+          assert.deepEqual(
+            await nft.listElementCounters('ip', TABLE, set, [...lines, stale]),
+            dump,
+            `${set}: fallback`,
+          );
+        }
+      } finally {
+        dumped.close();
+      }
     } finally {
       await op.stop();
       nft.close();

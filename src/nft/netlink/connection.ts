@@ -205,6 +205,47 @@ export class NetlinkConnection {
     }
   }
 
+  /**
+   * Runs a GET that the kernel answers with several messages (one per element asked for,
+   * about `answers` of them), then its ACK; returns their attribute payloads, or undefined
+   * when the kernel answers ENOENT (something asked for is not there).
+   */
+  getMany(
+    msg: number,
+    family: 'ip' | 'ip6',
+    answers: number,
+    fill: (w: NlWriter) => void,
+  ): Buffer[] | undefined {
+    // Each answer is an skb of its own, a page or two of buffer accounting.
+    const need = Math.max(1 << 20, answers * 8192);
+    if (need > this.rcvbuf) {
+      this.sock.setReceiveBuffer(need);
+      this.rcvbuf = need;
+    }
+    const w = new NlWriter(1 << 16);
+    const seq = this.nextSeq(1);
+    const m = w.begin(msgType(msg), NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO[family]);
+    fill(w);
+    w.end(m);
+    this.drain();
+    this.sock.send(w.view());
+    const out: Buffer[] = [];
+    for (;;) {
+      const n = this.sock.receive(this.rbuf, true);
+      for (const r of parseMessages(this.rbuf, n)) {
+        if (r.seq !== seq) continue;
+        if (r.type !== NLMSG_ERROR) {
+          out.push(Buffer.from(messageAttrs(r)));
+          continue;
+        }
+        const e = parseError(r);
+        if (e.errno === 0) return out;
+        if (e.errno === Errno.ENOENT) return undefined;
+        throw new NftError(kindOfErrno(e.errno), `netlink get failed: ${strerror(e.errno)}`, '', e.errno);
+      }
+    }
+  }
+
   /** Discards anything queued (answers to nothing we wait for). */
   private drain(): void {
     try {
