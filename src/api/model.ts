@@ -541,13 +541,16 @@ const Doc = (description: string) => JSONSchema({ description });
 
 const SCHEDULERS = Object.values(Scheduler);
 const AFFINITIES = ['None', 'ClientIP'] as const;
+/** Label selector operators. */
 export const OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
+/** A label selector operator. */
 export type Operator = (typeof OPERATORS)[number];
 const withValues: When = { field: 'operator', values: ['In', 'NotIn'], known: OPERATORS };
 const weighted: When = { field: 'type', values: [Scheduler.weighted], known: SCHEDULERS };
 const maglev: When = { field: 'type', values: [Scheduler.maglev], known: SCHEDULERS };
 const clientIP: When = { field: 'type', values: ['ClientIP'], known: AFFINITIES };
 
+/** One requirement of a label selector (`matchExpressions[]`). */
 export class MatchExpressionFields {
   @Required()
   @LabelKey()
@@ -564,6 +567,7 @@ export class MatchExpressionFields {
   values?: string[];
 }
 
+/** A Kubernetes label selector (`serviceSelector`). */
 export class LabelSelectorFields {
   @IsOptional()
   @LabelMap(MAX_MATCH_LABELS)
@@ -575,6 +579,7 @@ export class LabelSelectorFields {
   matchExpressions?: MatchExpressionFields[];
 }
 
+/** `spec.selector`: the services, by name or by label. */
 export class SelectorFields {
   @IsOptional()
   @Doc('Services by name.')
@@ -590,8 +595,10 @@ export class SelectorFields {
   serviceSelector?: LabelSelectorFields;
 }
 
+/** The keys of a weight rule's `match`, exactly one of which is set. */
 export const WEIGHT_MATCH_KEYS = ['zone', 'node', 'hostname', 'targetRef'] as const;
 
+/** `weights[].match`: which endpoints a weight rule applies to. */
 export class WeightMatchFields {
   @IsOptional()
   @Doc("The endpoint's zone.")
@@ -614,6 +621,7 @@ export class WeightMatchFields {
   targetRef?: string;
 }
 
+/** `weights[]`: a weight for the endpoints a rule matches. */
 export class WeightRuleFields {
   @Required()
   @Doc('The endpoints the rule applies to. Exactly one of the four.')
@@ -627,6 +635,7 @@ export class WeightRuleFields {
   weight!: number;
 }
 
+/** `spec.scheduler`: how a backend is chosen, and what each type takes. */
 export class SchedulerFields {
   @IsOptional()
   @Doc(
@@ -656,6 +665,7 @@ export class SchedulerFields {
   tableSize?: number;
 }
 
+/** `spec.sessionAffinity`: overrides the Service's own. */
 export class SessionAffinityFields {
   @Required()
   @OneOf(AFFINITIES)
@@ -668,6 +678,7 @@ export class SessionAffinityFields {
   timeoutSeconds?: number;
 }
 
+/** `spec.sourceRanges`: which sources may connect to external addresses. */
 export class SourceRangesFields {
   @IsOptional()
   @List({ max: MAX_RANGES, unique: true })
@@ -680,6 +691,7 @@ export class SourceRangesFields {
   deny?: string[];
 }
 
+/** `spec`: the whole of a ProxyPolicy's behaviour. */
 export class SpecFields {
   @Required()
   @Doc('The Services of this namespace the policy applies to. Exactly one of the two.')
@@ -746,6 +758,7 @@ export class MetadataFields {
   labels: Map<string, string> = new Map();
 }
 
+/** A whole ProxyPolicy object, as read (the root description is the CRD's). */
 @JSONSchema({
   description:
     'ProxyPolicy sets how nftproxy handles the Services it selects in its namespace: how a backend is ' +
