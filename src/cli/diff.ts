@@ -4,7 +4,6 @@
  */
 import { Command } from 'commander';
 import { ClusterStore } from '../k8s/store.js';
-import { ApiSource } from '../k8s/api-source.js';
 import type { ClusterState, Diagnostic } from '../k8s/types.js';
 import { diffRulesets, type DiffStats } from '../nft/diff.js';
 import { renderTransaction } from '../nft/render.js';
@@ -42,6 +41,8 @@ async function listCluster(
 ): Promise<{ state: ClusterState; diagnostics: Diagnostic[] }> {
   const store = new ClusterStore(nodeName);
   const diagnostics: Diagnostic[] = [];
+  // Loaded here: client-node takes most of a second to load, and only this path needs it.
+  const { ApiSource } = await import('../k8s/api-source.js');
   const source = new ApiSource({ nodeName, ...(kubeconfig ? { kubeconfig } : {}) });
   let timer: NodeJS.Timeout | undefined;
   try {

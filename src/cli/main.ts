@@ -6,7 +6,7 @@ import { ConfigError } from '../proxy/config.js';
 import { NftError } from '../nft/errors.js';
 import { UsageError } from './common.js';
 import { BindError } from '../net/http.js';
-import { NoKubeconfigError } from '../k8s/api-source.js';
+import { NoKubeconfigError } from '../k8s/source.js';
 import { explainCommand } from './explain.js';
 import { renderCommand } from './render.js';
 import { cleanupCommand, runCommand } from './run.js';

@@ -26,7 +26,7 @@ import {
   type ReflectorStatus,
   type ResourceSpec,
 } from './reflector.js';
-import type { ClusterSource, SourceSink } from './source.js';
+import { type ClusterSource, NoKubeconfigError, type SourceSink } from './source.js';
 import { Labels } from './types.js';
 import { type Clock, sleepOn, systemClock } from '../clock.js';
 
@@ -60,10 +60,7 @@ export interface ApiSourceOptions {
   clock?: Clock;
 }
 
-/** No API server can be found: the message says where nftproxy looked. */
-export class NoKubeconfigError extends Error {
-  override readonly name = 'NoKubeconfigError';
-}
+export { NoKubeconfigError };
 
 /**
  * Loads the kubeconfig the options ask for: the file given, else the in-cluster config in a

@@ -6,6 +6,11 @@ import type { ReflectorStatus } from './reflector.js';
 import type { StoreKind } from './store.js';
 import type { Diagnostic } from './types.js';
 
+/** No API server can be found: the message says where nftproxy looked. */
+export class NoKubeconfigError extends Error {
+  override readonly name = 'NoKubeconfigError';
+}
+
 /** Where a source sends what it sees. */
 export interface SourceSink {
   /** An object appeared or changed. */

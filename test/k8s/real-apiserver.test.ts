@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { sourceFor } from '../../src/cli/run.js';
+import { sourceFor } from '../../src/cli/operate.js';
 import { ApiSource } from '../../src/k8s/api-source.js';
 import { Operator } from '../../src/controller/operator.js';
 import { resolveSettings } from '../../src/controller/settings.js';
