@@ -4,8 +4,16 @@
  * stale code and a built one starts without transpiling.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 
@@ -45,5 +53,36 @@ describe('bin/nftproxy.js', function () {
     at('dist/cli/main.js', 1_000_000);
     at('src/cli/main.ts', 2_000_000);
     assert.equal(await runs(), 'src');
+  });
+});
+
+describe('what the CLI loads to start', () => {
+  /** The modules reachable from `file` through static imports (relative ones followed), and the packages. */
+  function staticImports(file: string, seen = new Set<string>(), packages = new Set<string>()) {
+    if (seen.has(file)) return { seen, packages };
+    seen.add(file);
+    const text = readFileSync(file, 'utf8');
+    // `import ... from 'x'` and `export ... from 'x'`, not `import type` (erased) nor `import('x')`.
+    const specs = [
+      ...[...text.matchAll(/^(?:import|export)\s+(?!type\s)[^;]*?\sfrom\s+'([^']+)';/gms)].map((m) => m[1]!),
+      ...[...text.matchAll(/^import\s+'([^']+)';/gm)].map((m) => m[1]!),
+    ];
+    for (const spec of specs) {
+      if (spec.startsWith('.'))
+        staticImports(resolve(dirname(file), spec.replace(/\.js$/, '.ts')), seen, packages);
+      else packages.add(spec);
+    }
+    return { seen, packages };
+  }
+
+  it("does not load client-node, prom-client or OpenTelemetry's SDK before a command needs them", () => {
+    const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+    const { seen, packages } = staticImports(main);
+    assert.ok(seen.size > 20, `${seen.size} modules`);
+    assert.ok(packages.has('commander'), [...packages].join(' '));
+    for (const heavy of ['@kubernetes/client-node', 'prom-client', '@opentelemetry/sdk-trace-base'])
+      assert.ok(!packages.has(heavy), `${heavy} is loaded at start (through a static import)`);
+    // The operator is what `run` loads when it runs.
+    assert.ok(![...seen].some((f) => f.endsWith('cli/operate.ts')), 'operate.ts is loaded at start');
   });
 });
