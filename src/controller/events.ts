@@ -55,6 +55,11 @@ export interface EventRecorder {
   warn(on: EventSubject, reason: string, message: string): Promise<void>;
 }
 
+/** The wait before try `attempt + 1` of an API write: 100 ms doubling to 2 s, with jitter so that racing writers fall apart. */
+export function retryDelayMs(attempt: number): number {
+  return Math.min(100 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2);
+}
+
 /** A failed API call worth another try: no answer, throttled, or a server error. */
 export function retryable(e: unknown): boolean {
   const code = httpStatus(e);
@@ -175,7 +180,7 @@ export class ApiEventRecorder implements EventRecorder {
     }
   }
 
-  /** `call`, tried again after transient failures, 100 ms doubling to 2 s. */
+  /** `call`, tried again after transient failures (retryDelayMs apart). */
   private async retrying<T>(call: () => Promise<T>): Promise<T> {
     const sleep = this.opts.sleep ?? ((ms: number) => new Promise((resolve) => setTimeout(resolve, ms)));
     for (let attempt = 0; ; attempt++) {
@@ -183,7 +188,7 @@ export class ApiEventRecorder implements EventRecorder {
         return await call();
       } catch (e) {
         if (attempt >= (this.opts.maxRetries ?? 4) || !retryable(e)) throw e;
-        await sleep(Math.min(100 * 2 ** attempt, 2000));
+        await sleep(retryDelayMs(attempt));
       }
     }
   }

@@ -16,7 +16,7 @@ import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } fr
 import { API_VERSION, ConditionType, GROUP, KIND, PLURAL, Reason, VERSION } from '../api/types.js';
 import { httpStatus } from '../k8s/reflector.js';
 import { silentLogger, type Logger } from '../telemetry/log.js';
-import { ApiEventRecorder, type EventRecorder, retryable } from './events.js';
+import { ApiEventRecorder, type EventRecorder, retryable, retryDelayMs } from './events.js';
 import {
   computeStatus,
   mergePatchBetween,
@@ -213,7 +213,7 @@ export class PolicyStatusWriter {
             policy: `${namespace}/${name}`,
             error: errorText(e),
           });
-        await this.sleep(backoffMs(attempt));
+        await this.sleep(retryDelayMs(attempt));
       }
     }
   }
@@ -245,9 +245,4 @@ export class PolicyStatusWriter {
       is.message,
     );
   }
-}
-
-/** 100 ms doubling to 2 s, with jitter so that racing writers fall apart. */
-function backoffMs(attempt: number): number {
-  return Math.min(100 * 2 ** attempt, 2000) * (0.5 + Math.random() / 2);
 }
