@@ -15,7 +15,7 @@ import { diffRulesets } from '../src/nft/diff.js';
 import { renderTransaction } from '../src/nft/render.js';
 import { NetlinkBackend } from '../src/nft/netlink/backend.js';
 import { Maps, TABLE } from '../src/proxy/names.js';
-import { backendLines } from '../src/controller/reports.js';
+import { backendElements } from '../src/controller/reports.js';
 import { Netns } from '../test/support/netns.js';
 import { syntheticCluster } from '../test/support/synthetic.js';
 
@@ -31,7 +31,7 @@ const ns = await Netns.create('bench');
 try {
   await execa(ns.nftCommand[0]!, [...ns.nftCommand.slice(1), '-f', '-'], { input: script });
   const nft = new NetlinkBackend({ netns: ns.name, keyedReadsFrom: 0 });
-  const wanted = backendLines(r.builder);
+  const known = backendElements(r.builder);
   const median = async (keyed: boolean): Promise<[number, number]> => {
     const times: number[] = [];
     let elements = 0;
@@ -39,8 +39,8 @@ try {
       const start = performance.now();
       elements = 0;
       for (const set of [Maps.backends, Maps.nodeportBackends]) {
-        const lines = keyed ? (wanted.get(`ip ${set}`) ?? []) : undefined;
-        elements += (await nft.listElementCounters('ip', TABLE, set, lines))?.size ?? 0;
+        const wanted = keyed ? known.get(`ip ${set}`) : undefined;
+        elements += (await nft.listElementCounters('ip', TABLE, set, wanted))?.size ?? 0;
       }
       times.push(performance.now() - start);
     }

@@ -9,7 +9,14 @@ import { defaultMetadataStorage } from 'class-transformer/cjs/storage.js';
 import { getMetadataStorage, ValidationTypes } from 'class-validator';
 import { validationMetadatasToSchemas } from 'class-validator-jsonschema';
 import { stringify } from 'yaml';
-import { constraintSchemas, type CelRule, MODEL_CLASSES, SchemaMark, SpecFields } from './model.js';
+import {
+  constraintSchemas,
+  type CelRule,
+  MODEL_CLASSES,
+  ProxyPolicyFields,
+  SchemaMark,
+  SpecFields,
+} from './model.js';
 import { GROUP, KIND, PLURAL, VERSION } from './types.js';
 
 /** Converters of class-validator-jsonschema: a constraint's schema, by constraint name. */
@@ -181,24 +188,13 @@ function defaultsOf(): Record<string, Node> {
   return out;
 }
 
-/** The spec's schema, from the model. */
-export function specSchema(): Node {
-  const definitions = validationMetadatasToSchemas({
+/** The model's classes as class-validator-jsonschema makes them, by class name. */
+function modelSchemas(): Record<string, Node> {
+  return validationMetadatasToSchemas({
     classValidatorMetadataStorage: getMetadataStorage(),
     classTransformerMetadataStorage: defaultMetadataStorage,
     additionalConverters: converters(),
   }) as Record<string, Node>;
-  return structural({ $ref: `#/definitions/${SpecFields.name}` }, definitions, defaultsOf());
-}
-
-/** The root description, from the model's root class. */
-function rootDescription(): string {
-  const definitions = validationMetadatasToSchemas({
-    classValidatorMetadataStorage: getMetadataStorage(),
-    classTransformerMetadataStorage: defaultMetadataStorage,
-    additionalConverters: converters(),
-  }) as Record<string, Node>;
-  return definitions.ProxyPolicyFields!.description as string;
 }
 
 const dateTime = { type: 'string', format: 'date-time' };
@@ -268,6 +264,7 @@ const STATUS_SCHEMA = {
 
 /** The CustomResourceDefinition of ProxyPolicy. */
 export function proxyPolicyCRD(): Node {
+  const definitions = modelSchemas();
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
@@ -300,7 +297,7 @@ export function proxyPolicyCRD(): Node {
           ],
           schema: {
             openAPIV3Schema: {
-              description: rootDescription(),
+              description: definitions[ProxyPolicyFields.name]!.description as string,
               type: 'object',
               required: ['spec'],
               // What the API server checks itself: not ours to state.
@@ -308,7 +305,7 @@ export function proxyPolicyCRD(): Node {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },
                 metadata: { type: 'object' },
-                spec: specSchema(),
+                spec: structural({ $ref: `#/definitions/${SpecFields.name}` }, definitions, defaultsOf()),
                 status: STATUS_SCHEMA,
               },
             },

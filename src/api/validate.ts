@@ -211,35 +211,36 @@ const storage = getMetadataStorage();
  * server names the items. This runs the failed constraints of a field on each of its items
  * (the same constraint instances, the same messages), and finds duplicates of a set.
  */
-function itemProblems(e: ValidationError, failed: Set<string>): [suffix: string, message: string][] {
-  const target = e.target as object | undefined;
+function itemProblems(
+  e: ValidationError,
+  failed: Set<string>,
+  each: EachConstraint[],
+): [suffix: string, message: string][] {
+  const target = e.target as object;
   const value = e.value as unknown;
-  if (!target || !(Array.isArray(value) || value instanceof Map)) return [];
+  if (!(Array.isArray(value) || value instanceof Map)) return [];
   const entries: [string, unknown][] = Array.isArray(value)
     ? value.map((x, i) => [`[${i}]`, x])
     : [...(value as Map<string, unknown>)].map(([k, x]) => [`[${k}]`, x]);
   const found = new Map<string, [string, string][]>();
   const add = (suffix: string, name: string, message: string) =>
     found.set(suffix, [...(found.get(suffix) ?? []), [name, message]]);
-  for (const m of storage.getTargetValidationMetadatas(target.constructor, '', true, false)) {
-    if (m.propertyName !== e.property || !m.each || !m.constraintCls) continue;
-    for (const c of storage.getTargetValidatorConstraints(m.constraintCls)) {
-      if (!failed.has(c.name)) continue;
-      for (const [suffix, item] of entries) {
-        const args: ValidationArguments = {
-          value: item,
-          constraints: m.constraints,
-          targetName: target.constructor.name,
-          object: target,
-          property: e.property,
-        };
-        if (c.instance.validate(item, args)) continue;
-        const message =
-          typeof m.message === 'function'
-            ? m.message(args)
-            : (m.message ?? c.instance.defaultMessage?.(args) ?? '');
-        add(suffix, c.name, message);
-      }
+  for (const { m, c } of each) {
+    if (!failed.has(c.name)) continue;
+    for (const [suffix, item] of entries) {
+      const args: ValidationArguments = {
+        value: item,
+        constraints: m.constraints,
+        targetName: target.constructor.name,
+        object: target,
+        property: e.property,
+      };
+      if (c.instance.validate(item, args)) continue;
+      const message =
+        typeof m.message === 'function'
+          ? m.message(args)
+          : (m.message ?? c.instance.defaultMessage?.(args) ?? '');
+      add(suffix, c.name, message);
     }
   }
   if (failed.has('arrayUnique') && Array.isArray(value))
@@ -255,13 +256,16 @@ function flatten(errors: ValidationError[], path: string, inList: boolean, out: 
     const at = inList ? `${path}[${e.property}]` : join(path, e.property);
     const failed = Object.entries(e.constraints ?? {}).filter(([name]) => !NOISE.has(name));
     const names = new Set(failed.map(([name]) => name));
-    const own = first(failed.filter(([name]) => !isEachFailure(e, name)));
+    const each = eachConstraints(e);
+    // Failures about the items are reported at the items (a set's duplicates too).
+    const aboutItems = new Set(['arrayUnique', ...each.map(({ c }) => c.name)]);
+    const own = first(failed.filter(([name]) => !aboutItems.has(name)));
     if (own && BLOCKING.has(own[0])) {
       out.push({ field: at, message: own[0] === 'whitelistValidation' ? 'unknown field' : own[1] });
       continue;
     }
     // Each item's own problem, at the item; the field's, at the field.
-    for (const [suffix, message] of itemProblems(e, names)) out.push({ field: at + suffix, message });
+    for (const [suffix, message] of itemProblems(e, names, each)) out.push({ field: at + suffix, message });
     if (own) out.push({ field: at, message: own[1] });
     // Below a list, only items that are objects of ours: the list's constraints speak for the rest.
     if (!e.children?.length) continue;
@@ -270,20 +274,20 @@ function flatten(errors: ValidationError[], path: string, inList: boolean, out: 
   }
 }
 
-/** Whether a failed constraint of `e` is about its items (reported there) rather than itself. */
-function isEachFailure(e: ValidationError, name: string): boolean {
-  if (name === 'arrayUnique') return true;
+/** A constraint class-validator runs on every item of a field, with its metadata. */
+interface EachConstraint {
+  m: ReturnType<typeof storage.getTargetValidationMetadatas>[number];
+  c: ReturnType<typeof storage.getTargetValidatorConstraints>[number];
+}
+
+/** The `each` constraints of the field `e` is about. */
+function eachConstraints(e: ValidationError): EachConstraint[] {
   const target = e.target as object | undefined;
-  if (!target) return false;
+  if (!target) return [];
   return storage
     .getTargetValidationMetadatas(target.constructor, '', true, false)
-    .some(
-      (m) =>
-        m.propertyName === e.property &&
-        m.each &&
-        m.constraintCls !== undefined &&
-        storage.getTargetValidatorConstraints(m.constraintCls).some((c) => c.name === name),
-    );
+    .filter((m) => m.propertyName === e.property && m.each && m.constraintCls)
+    .flatMap((m) => storage.getTargetValidatorConstraints(m.constraintCls!).map((c) => ({ m, c })));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import type { Settings } from './settings.js';
 import type { PolicyStatusWriter } from './policy-status-writer.js';
 import {
   type CounterRead,
-  backendLines,
+  backendElements,
   endpointSamples,
   HealthChecks,
   noLocalEndpoints,
@@ -147,7 +147,8 @@ export class Operator {
         } catch (e) {
           this.metrics.syncFailed(type);
           this.outcome = { ok: false, message: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
-          this.checks.update(this.store, type === SyncType.full ? undefined : req.dirty);
+          if (deps.serviceHealth)
+            this.checks.update(this.store, type === SyncType.full ? undefined : req.dirty);
           this.report();
           deps.onSync?.(e as Error);
           throw e;
@@ -167,7 +168,8 @@ export class Operator {
           conflicts,
         });
         this.outcome = { ok: true };
-        this.checks.update(this.store, type === SyncType.full ? undefined : req.dirty);
+        if (deps.serviceHealth)
+          this.checks.update(this.store, type === SyncType.full ? undefined : req.dirty);
         this.report();
         // A full sync of a large cluster leaves its garbage resident until collected.
         if (type === SyncType.full && this.store.counts().services >= COLLECT_FROM_SERVICES) collectSoon();
@@ -369,12 +371,12 @@ export class Operator {
     const builder = this.syncer.current;
     const list = this.deps.nft.listElementCounters?.bind(this.deps.nft);
     if (!builder || !list) return undefined;
-    const wanted = backendLines(builder);
+    const known = backendElements(builder);
     const reads: CounterRead[] = [];
     for (const family of FAMILIES)
       for (const set of [Maps.backends, Maps.nodeportBackends]) {
-        const lines = wanted.get(`${family} ${set}`) ?? [];
-        const counters = lines.length ? await list(family, TABLE, set, lines) : undefined;
+        const elements = known.get(`${family} ${set}`);
+        const counters = elements ? await list(family, TABLE, set, elements) : undefined;
         reads.push({ family, set, counters: counters ?? new Map() });
       }
     return endpointSamples(builder, reads);

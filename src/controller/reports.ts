@@ -6,6 +6,7 @@
  */
 import type { ClusterStore } from '../k8s/store.js';
 import { formatHostPort, versionOf } from '../net/ip.js';
+import type { KnownElements } from '../nft/backend.js';
 import type { Family } from '../nft/ir.js';
 import type { RulesetBuilder } from '../proxy/builder.js';
 import { Maps } from '../proxy/names.js';
@@ -14,7 +15,7 @@ import { effectiveConfig } from '../proxy/compile.js';
 import { ServiceType, TrafficPolicy, type Service } from '../k8s/types.js';
 import { categorizeEndpoints } from '../proxy/endpoints.js';
 import { selects } from '../api/select.js';
-import { compareServiceKeys, proxied, unitLines } from '../proxy/service.js';
+import { compareServiceKeys, proxied, unitLineCounts, unitLines } from '../proxy/service.js';
 import type { EndpointCounterSample, LocalEndpointGaps } from './metrics.js';
 import type { PolicyResult } from './policy-status.js';
 import type { ServiceHealthState } from './service-health.js';
@@ -217,19 +218,34 @@ export interface CounterRead {
   counters: ReadonlyMap<string, number>;
 }
 
-/** The lines of the backends maps (services, NodePorts) the units put in each family's table, by `family set`. */
-export function backendLines(builder: Pick<RulesetBuilder, 'units'>): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const u of builder.units()) {
-    unitLines(u, (set, line) => {
-      if (set !== Maps.backends && set !== Maps.nodeportBackends) return;
-      const k = `${u.family} ${set}`;
-      const list = out.get(k);
-      if (list) list.push(line);
-      else out.set(k, [line]);
+/**
+ * What the units put in each family's backends maps (services, NodePorts), by `family set`:
+ * the counts at once (no line is made), the lines when first asked for.
+ */
+export function backendElements(builder: Pick<RulesetBuilder, 'units'>): Map<string, KnownElements> {
+  const units = builder.units();
+  const counts = new Map<string, number>();
+  for (const u of units)
+    unitLineCounts(u, (set, n) => {
+      if (set === Maps.backends || set === Maps.nodeportBackends)
+        counts.set(`${u.family} ${set}`, (counts.get(`${u.family} ${set}`) ?? 0) + n);
     });
-  }
-  return out;
+  let lines: Map<string, string[]> | undefined;
+  const linesOf = (k: string) => {
+    if (!lines) {
+      lines = new Map();
+      for (const u of units)
+        unitLines(u, (set, line) => {
+          if (set !== Maps.backends && set !== Maps.nodeportBackends) return;
+          const key = `${u.family} ${set}`;
+          const list = lines!.get(key);
+          if (list) list.push(line);
+          else lines!.set(key, [line]);
+        });
+    }
+    return lines.get(k) ?? [];
+  };
+  return new Map([...counts].map(([k, count]) => [k, { count, lines: () => linesOf(k) }]));
 }
 
 /**

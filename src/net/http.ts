@@ -27,11 +27,6 @@ export class RouteServer {
 
   constructor(private readonly routes: ReadonlyMap<string, Route>) {}
 
-  /** The paths served, in order. */
-  get paths(): string[] {
-    return [...this.routes.keys()];
-  }
-
   /** Listens on `host:port` (port 0: any free one); resolves with the bound port. */
   async listen(bind: string, what: string): Promise<number> {
     this.server = createServer((req, res) => {

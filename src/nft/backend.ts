@@ -27,6 +27,12 @@ export const unwatched: ApplyStages = {
   send: async (_bytes, fn) => fn(),
 };
 
+/** Elements a caller knows a set holds: how many, and their lines, made only when asked for. */
+export interface KnownElements {
+  count: number;
+  lines(): readonly string[];
+}
+
 /**
  * A place that holds nftables tables, as the syncer needs it.
  *
@@ -56,8 +62,8 @@ export interface NftBackend extends Describer {
     family: Family,
     table: string,
     set: string,
-    /** The elements wanted, when known (lines: their keys count): read by key, not by a dump. */
-    lines?: readonly string[],
+    /** The elements wanted, when known: a large set is then read by key, not by a dump. */
+    known?: KnownElements,
   ): Promise<Map<string, number> | undefined>;
   /** Releases what the backend holds open (a socket). */
   close?(): void;

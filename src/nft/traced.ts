@@ -26,8 +26,8 @@ class TracedBackend implements NftBackend {
     const self = this as { -readonly [K in keyof TracedBackend]: TracedBackend[K] };
     if (inner.ownsCommit) self.ownsCommit = (pid) => inner.ownsCommit!(pid);
     if (inner.listElementCounters)
-      self.listElementCounters = (family, table, set, lines) =>
-        inner.listElementCounters!(family, table, set, lines);
+      self.listElementCounters = (family, table, set, known) =>
+        inner.listElementCounters!(family, table, set, known);
     if (inner.close) self.close = () => inner.close!();
   }
 

@@ -95,14 +95,18 @@ describe('docs samples against real output', function () {
     const table = readme.slice(readme.indexOf('## Configuration'));
     const flags = [...table.matchAll(/^\| `(--[a-z-]+)`/gm)].map((m) => m[1]!);
     assert.ok(flags.length >= 10, `settings table flags: ${flags.join(' ')}`);
-    const help = (await runCli(['run', '--help'])).stdout;
+    const r = await runCli(['run', '--help']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const help = r.stdout;
     for (const f of flags)
       assert.ok(help.includes(`${f} `) || help.includes(`${f}\n`), `${f} is not in run --help`);
   });
 
   it('no help text prints an empty or repeated default', async () => {
     for (const cmd of ['run', 'render', 'explain', 'diff', 'status', 'conntrack', 'cleanup']) {
-      const help = (await runCli([cmd, '--help'])).stdout;
+      const r = await runCli([cmd, '--help']);
+      assert.equal(r.exitCode, 0, `${cmd} --help: ${r.stderr}`);
+      const help = r.stdout;
       assert.ok(!help.includes('(default: [])'), `${cmd}: (default: [])`);
       for (const block of help.split(/\n(?=\s*-)/))
         assert.ok((block.match(/\(default/g) ?? []).length <= 1, `${cmd}: two defaults in ${block}`);

@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import { Operator } from '../../src/controller/operator.js';
 import { ManifestSource } from '../../src/k8s/manifest-source.js';
 import { NetlinkBackend } from '../../src/nft/netlink/backend.js';
-import { backendLines } from '../../src/controller/reports.js';
+import { backendElements } from '../../src/controller/reports.js';
 import { Maps, TABLE } from '../../src/proxy/names.js';
 import {
   createTopology,
@@ -125,21 +125,32 @@ describe('@kernel endpoint connection counters on /metrics', function () {
       // read falls back to the dump.
       const dumped = new NetlinkBackend({ netns: t.node.name });
       try {
-        const wanted = backendLines(op.syncer.current!);
+        const known = backendElements(op.syncer.current!);
         for (const set of [Maps.backends, Maps.nodeportBackends]) {
-          const lines = wanted.get(`ip ${set}`)!;
+          const elements = known.get(`ip ${set}`)!;
+          const lines = elements.lines();
+          assert.equal(elements.count, lines.length, `${set}: counted as many as made`);
           const dump = await dumped.listElementCounters('ip', TABLE, set);
           assert.ok(
             dump && dump.size === lines.length,
             `${set}: ${dump?.size} elements for ${lines.length} lines`,
           );
-          assert.deepEqual(await nft.listElementCounters('ip', TABLE, set, lines), dump, `${set} by key`);
+          assert.deepEqual(await nft.listElementCounters('ip', TABLE, set, elements), dump, `${set} by key`);
+          // Only what is asked for comes back: these were read by key, not dumped.
+          const two = await nft.listElementCounters('ip', TABLE, set, {
+            count: 2,
+            lines: () => lines.slice(0, 2),
+          });
+          assert.deepEqual([...two!.keys()], lines.slice(0, 2), `${set}: two asked, two read`);
           const stale =
             set === Maps.backends
               ? '10.96.9.9 . tcp . 80 . 0 : 10.244.9.9 . 80'
               : 'tcp . 30999 . 0 : 10.244.9.9 . 80';
           assert.deepEqual(
-            await nft.listElementCounters('ip', TABLE, set, [...lines, stale]),
+            await nft.listElementCounters('ip', TABLE, set, {
+              count: lines.length + 1,
+              lines: () => [...lines, stale],
+            }),
             dump,
             `${set}: fallback`,
           );

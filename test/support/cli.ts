@@ -52,6 +52,7 @@ async function runNow(
     env: Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]])),
     exitCode: process.exitCode,
     cwd: process.cwd(),
+    exit: process.exit,
   };
   if (cwd) process.chdir(cwd);
   for (const [k, v] of Object.entries(env)) {
@@ -59,6 +60,10 @@ async function runNow(
     else process.env[k] = v;
   }
   process.exitCode = undefined;
+  // A command that exits would end the test run itself, quietly, with code 0.
+  process.exit = ((code?: number) => {
+    throw new Error(`process.exit(${code ?? ''}) called: main() must return the exit code`);
+  }) as typeof process.exit;
   process.stdout.write = capture(out) as typeof process.stdout.write;
   process.stderr.write = capture(err) as typeof process.stderr.write;
   let exitCode: number;
@@ -75,6 +80,7 @@ async function runNow(
       else process.env[k] = v;
     }
     process.exitCode = saved.exitCode;
+    process.exit = saved.exit;
     process.chdir(saved.cwd);
   }
   return { exitCode, stdout: out.join(''), stderr: err.join('') };

@@ -7,7 +7,13 @@
  * ruleset loaded either way lists the same. Unlike nft 1.0.6, a rule added to an existing
  * table may use an existing typeof map: nothing re-parses typeof expressions here.
  */
-import { type ApplyStages, type ApplyStats, type NftBackend, unwatched } from '../backend.js';
+import {
+  type ApplyStages,
+  type ApplyStats,
+  type KnownElements,
+  type NftBackend,
+  unwatched,
+} from '../backend.js';
 import { createTable, emptyStats, type TableDescription } from '../diff.js';
 import { NftError } from '../errors.js';
 import type { Command, Family, Rule, Transaction, TxObject } from '../ir.js';
@@ -235,10 +241,10 @@ export class NetlinkBackend implements NftBackend {
     family: Family,
     table: string,
     set: string,
-    lines?: readonly string[],
+    known?: KnownElements,
   ): Promise<Map<string, number> | undefined> {
-    if (lines && lines.length >= (this.opts.keyedReadsFrom ?? KEYED_READS_FROM)) {
-      const asked = this.elementsAsked(family, table, set, lines);
+    if (known && known.count >= (this.opts.keyedReadsFrom ?? KEYED_READS_FROM)) {
+      const asked = this.elementsAsked(family, table, set, known.lines());
       if (asked) return asked;
       // Not a plain set or map, or an element missing (changed from outside): the dump.
     }
